@@ -1,0 +1,29 @@
+"""tfdp: differentially private training of TensorFlow/Keras models.
+
+Layers of the package, one job each:
+    tfdp.queries     DPQuery subclasses (Laplace noise, randomized noise schedule)
+    tfdp.optimizers  Keras optimizers that run any sum DPQuery
+    tfdp.training    the fast per-example-gradient train step
+    tfdp.accounting  epsilon from the training ledger, noise calibration, Keras callback
+    tfdp.attacks     membership inference, utility metrics, audits
+    tfdp.data        data sets and Poisson-sampled input pipelines
+    tfdp.export      SavedModel export with the privacy record
+"""
+
+from tfdp import queries
+from tfdp.optimizers import (
+    DPKerasAdagradOptimizer,
+    DPKerasAdamOptimizer,
+    DPKerasSGDOptimizer,
+    make_dp_keras_optimizer_class,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "queries",
+    "DPKerasSGDOptimizer",
+    "DPKerasAdamOptimizer",
+    "DPKerasAdagradOptimizer",
+    "make_dp_keras_optimizer_class",
+]

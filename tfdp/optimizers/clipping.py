@@ -1,0 +1,49 @@
+"""Batched per-unit clipping and summing, the same bound as each query's preprocess_record."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import tensorflow as tf
+from tensorflow_privacy.privacy.dp_query import dp_query, gaussian_query
+
+from tfdp.queries import LaplaceSumQuery, RandomizedNoiseQuery
+
+
+def clip_norm_kind(query: dp_query.DPQuery) -> Optional[str]:
+    """"l2" or "l1" when the query clips each record's global norm that way, else None."""
+    if isinstance(query, RandomizedNoiseQuery):
+        return clip_norm_kind(query.inner_query)
+    if isinstance(query, gaussian_query.GaussianSumQuery):
+        return "l2"
+    if isinstance(query, LaplaceSumQuery):
+        return "l1"
+    return None
+
+
+def per_unit_norms(per_unit_grads: List[tf.Tensor], kind: str) -> tf.Tensor:
+    """Global L2 or L1 norm of each unit's gradient; each tensor is [units, ...]."""
+    if kind == "l2":
+        squares = [tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]), axis=1)
+                   for g in per_unit_grads]
+        return tf.sqrt(tf.add_n(squares))
+    sums = [tf.reduce_sum(tf.reshape(tf.abs(g), [tf.shape(g)[0], -1]), axis=1)
+            for g in per_unit_grads]
+    return tf.add_n(sums)
+
+
+def clip_and_sum(query: dp_query.SumAggregationDPQuery, params, per_unit_grads: List[tf.Tensor]):
+    """Clips every unit's gradient as `query.preprocess_record` would, and sums over units.
+
+    Known L2/L1 queries are clipped in one batched computation; any other sum query
+    runs its own `preprocess_record` under `tf.vectorized_map`.
+    """
+    kind = clip_norm_kind(query)
+    if kind is None:
+        clipped = tf.vectorized_map(lambda unit: query.preprocess_record(params, unit), per_unit_grads)
+        return [tf.reduce_sum(c, axis=0) for c in clipped]
+    norms = per_unit_norms(per_unit_grads, kind)
+    clip = tf.cast(params, norms.dtype)
+    # Same factor as tf.clip_by_global_norm: clip / max(norm, clip), so units inside the ball stay.
+    scale = clip / tf.maximum(norms, clip)
+    return [tf.tensordot(tf.cast(scale, g.dtype), g, axes=1) for g in per_unit_grads]

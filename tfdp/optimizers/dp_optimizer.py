@@ -1,0 +1,382 @@
+"""Keras optimizers that train with any sum DPQuery: per-example clipping, noise, counters."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Type
+
+import tensorflow as tf
+from tensorflow_privacy.privacy.dp_query import dp_query
+
+from tfdp._validation import check_positive_int
+from tfdp.queries import (
+    OUTCOME_DROPPED,
+    OUTCOME_NOISY,
+    RandomizedNoiseQuery,
+    describe_query,
+    make_dp_sum_query,
+    query_from_config,
+    query_to_config,
+)
+from tfdp.optimizers.clipping import clip_and_sum
+from tfdp.optimizers.per_example_loss import per_unit_losses
+
+_LegacyOptimizer = tf.keras.optimizers.legacy.Optimizer
+
+# The convenience arguments, in the order of the public signature (API.md).
+_DP_ARGUMENTS = (
+    "mechanism",
+    "noise_schedule",
+    "noise_probability",
+    "on_skip",
+    "l2_norm_clip",
+    "l1_norm_clip",
+    "noise_multiplier",
+)
+
+
+def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOptimizer]:
+    """Returns a differentially private subclass of a Keras (legacy) optimizer class.
+
+    The subclass computes one gradient per example (or per microbatch), passes them
+    through a sum `DPQuery` (clipping and noise), divides by the number of units and
+    applies the result with `cls`'s update rule. Use it through
+    `model.compile(optimizer=...)` with a loss built with
+    `reduction=tf.keras.losses.Reduction.NONE`.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, _LegacyOptimizer)):
+        raise ValueError(
+            "make_dp_keras_optimizer_class needs a tf.keras.optimizers.legacy optimizer class "
+            f"(e.g. tf.keras.optimizers.legacy.SGD), got {cls!r}."
+        )
+
+    class DPOptimizerClass(cls):  # pylint: disable=missing-class-docstring
+        __doc__ = f"""Differentially private {cls.__name__}.
+
+        Each step: one gradient per example (or per microbatch), each clipped and
+        summed by the sum query, noise added by it (Gaussian or Laplace, every
+        step or on a random subset of steps), divided by the number of units, then
+        applied with {cls.__name__}'s update rule.
+
+        Args:
+          dp_sum_query: a TF Privacy SumAggregationDPQuery. When given, the
+            convenience arguments below must be left at their defaults.
+          mechanism: "gaussian" (L2 clip, Gaussian noise) or "laplace" (L1 clip,
+            Laplace noise).
+          noise_schedule: "regular" (noise every step) or "random" (noise when a
+            Bernoulli(noise_probability) coin is 1).
+          noise_probability: p of the random schedule.
+          on_skip: what a noiseless step of the random schedule does: "release"
+            the exact clipped gradient (the paper's method, no formal DP) or
+            "drop" the step (no update; DP over the noisy steps).
+          l2_norm_clip / l1_norm_clip: the per-unit clip (L2 for Gaussian, L1 for
+            Laplace).
+          noise_multiplier: noise std (Gaussian) or scale (Laplace) over the clip.
+          num_microbatches: None (one unit per example, any batch size) or the
+            number of microbatches a batch is split into. With microbatches of
+            more than one example the sensitivity doubles; the ledger records it.
+          expected_batch_size: divide the noised sum by this instead of the
+            realized batch size (the unbiased choice under Poisson sampling).
+          seed: seed of the random schedule's coin (None: fresh entropy).
+          **kwargs: {cls.__name__}'s own arguments (learning_rate, ...).
+        """
+
+        def __init__(
+            self,
+            *,
+            dp_sum_query: Optional[dp_query.SumAggregationDPQuery] = None,
+            mechanism: str = "gaussian",
+            noise_schedule: str = "regular",
+            noise_probability: float = 1.0,
+            on_skip: str = "release",
+            l2_norm_clip: Optional[float] = None,
+            l1_norm_clip: Optional[float] = None,
+            noise_multiplier: Optional[float] = None,
+            num_microbatches: Optional[int] = None,
+            expected_batch_size: Optional[int] = None,
+            seed: Optional[int] = None,
+            **kwargs: Any,
+        ):
+            super().__init__(**kwargs)
+            dp_arguments = dict(
+                mechanism=mechanism,
+                noise_schedule=noise_schedule,
+                noise_probability=noise_probability,
+                on_skip=on_skip,
+                l2_norm_clip=l2_norm_clip,
+                l1_norm_clip=l1_norm_clip,
+                noise_multiplier=noise_multiplier,
+            )
+            if dp_sum_query is not None:
+                defaults = dict(
+                    mechanism="gaussian", noise_schedule="regular", noise_probability=1.0,
+                    on_skip="release", l2_norm_clip=None, l1_norm_clip=None, noise_multiplier=None,
+                )
+                clashing = [k for k, v in dp_arguments.items() if v != defaults[k]]
+                if clashing:
+                    raise ValueError(
+                        "Give either `dp_sum_query` or the convenience arguments, not both; "
+                        f"also got {clashing}."
+                    )
+                if isinstance(dp_sum_query, dict):
+                    dp_sum_query = query_from_config(dp_sum_query)
+                if not isinstance(dp_sum_query, dp_query.SumAggregationDPQuery):
+                    raise ValueError(
+                        "`dp_sum_query` must be a tensorflow_privacy SumAggregationDPQuery "
+                        f"(e.g. GaussianSumQuery), got {type(dp_sum_query).__name__}."
+                    )
+                self._dp_arguments = None
+            else:
+                dp_sum_query = make_dp_sum_query(**dp_arguments, seed=seed)
+                self._dp_arguments = dp_arguments
+            if num_microbatches is not None:
+                num_microbatches = check_positive_int("num_microbatches", num_microbatches)
+            if expected_batch_size is not None:
+                expected_batch_size = check_positive_int("expected_batch_size", expected_batch_size)
+                if num_microbatches is not None:
+                    raise ValueError(
+                        "`expected_batch_size` applies to per-example clipping; leave "
+                        "`num_microbatches` at None when you set it."
+                    )
+            self._dp_sum_query = dp_sum_query
+            self._num_microbatches = num_microbatches
+            self._expected_batch_size = expected_batch_size
+            self._seed = seed
+            self._noisy_steps = None
+            self._dropped_steps = None
+            self._largest_batch_size = None
+            self._query_state_variables = None
+            # Set by privatize_clipped_sum, consumed by apply_gradients (same trace).
+            self._pending_apply_condition = None
+            self._apply_condition = None
+
+        # ----- the ledger: counters and the query's state, as optimizer weights -----
+
+        def _add_dp_weight(self, name, value):
+            value = tf.convert_to_tensor(value)
+            with self._distribution_strategy_scope():
+                variable = self.add_weight(
+                    name,
+                    shape=value.shape,
+                    dtype=value.dtype,
+                    initializer=lambda shape, dtype: tf.constant(value, dtype=dtype),
+                    trainable=False,
+                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                )
+            self._weights.append(variable)
+            return variable
+
+        def _create_dp_weights(self):
+            if self._noisy_steps is not None:
+                return
+            with tf.init_scope():
+                self._noisy_steps = self._add_dp_weight("dp_noisy_steps", tf.constant(0, tf.int64))
+                self._dropped_steps = self._add_dp_weight(
+                    "dp_dropped_steps", tf.constant(0, tf.int64)
+                )
+                self._largest_batch_size = self._add_dp_weight(
+                    "dp_largest_batch_size", tf.constant(0, tf.int64)
+                )
+                initial_state = self._dp_sum_query.initial_global_state()
+                self._query_state_variables = tf.nest.pack_sequence_as(
+                    initial_state,
+                    [
+                        self._add_dp_weight(f"dp_query_state_{i}", leaf)
+                        for i, leaf in enumerate(tf.nest.flatten(initial_state))
+                    ],
+                )
+
+        def _create_all_weights(self, var_list):
+            super()._create_all_weights(var_list)
+            self._create_dp_weights()
+
+        @property
+        def noisy_steps(self) -> tf.Variable:
+            """Number of steps whose update carried noise."""
+            self._create_dp_weights()
+            return self._noisy_steps
+
+        @property
+        def dropped_steps(self) -> tf.Variable:
+            """Number of steps dropped by the random schedule (no update, not in `iterations`)."""
+            self._create_dp_weights()
+            return self._dropped_steps
+
+        @property
+        def largest_batch_size(self) -> tf.Variable:
+            """Largest number of examples seen in one step (for the sampling rate)."""
+            self._create_dp_weights()
+            return self._largest_batch_size
+
+        @property
+        def dp_sum_query(self) -> dp_query.SumAggregationDPQuery:
+            """The query that clips and noises the gradients."""
+            return self._dp_sum_query
+
+        @property
+        def num_microbatches(self) -> Optional[int]:
+            """Microbatches per batch, or None for one per example."""
+            return self._num_microbatches
+
+        @property
+        def dp_settings(self) -> Dict[str, Any]:
+            """The privacy-relevant settings, as the accountant and exports read them.
+
+            `used_microbatching` is True when a unit may hold several examples: one
+            example then moves a clipped unit gradient by up to twice the clip, so
+            the accountant must use half the noise multiplier.
+            """
+            settings = describe_query(self._dp_sum_query)
+            settings.update(
+                num_microbatches=self._num_microbatches,
+                used_microbatching=self._num_microbatches is not None,
+                expected_batch_size=self._expected_batch_size,
+            )
+            return settings
+
+        def query_global_state(self):
+            """The query's current global state (a nest of tensors read from the weights)."""
+            self._create_dp_weights()
+            return tf.nest.map_structure(tf.convert_to_tensor, self._query_state_variables)
+
+        # ----- the private gradient -----
+
+        def privatize_clipped_sum(self, clipped_sum, num_units, batch_size):
+            """Noises a sum of clipped unit gradients and returns the averaged gradients.
+
+            The sum must come from the query's own `preprocess_record` clipping (or
+            an equivalent bound). Advances the query state and the counters, and
+            arms `apply_gradients` to skip the update on a dropped step. This is
+            the entry point for fast per-example paths that clip on their own.
+            """
+            self._create_dp_weights()
+            query = self._dp_sum_query
+            state = self.query_global_state()
+            noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
+            tf.nest.map_structure(
+                lambda variable, value: variable.assign(value),
+                self._query_state_variables,
+                new_state,
+            )
+            if isinstance(query, RandomizedNoiseQuery):
+                outcome = query.last_outcome(new_state)
+            else:
+                outcome = tf.constant(OUTCOME_NOISY, tf.int32)
+            self._noisy_steps.assign_add(tf.cast(tf.equal(outcome, OUTCOME_NOISY), tf.int64))
+            self._dropped_steps.assign_add(tf.cast(tf.equal(outcome, OUTCOME_DROPPED), tf.int64))
+            self._largest_batch_size.assign(
+                tf.maximum(self._largest_batch_size, tf.cast(batch_size, tf.int64))
+            )
+            if self._expected_batch_size is not None:
+                denominator = self._expected_batch_size
+            else:
+                denominator = num_units
+            gradients = [
+                g / tf.cast(denominator, g.dtype) for g in tf.nest.flatten(noised_sum)
+            ]
+            if isinstance(query, RandomizedNoiseQuery) and query.on_skip == "drop":
+                self._pending_apply_condition = tf.not_equal(outcome, OUTCOME_DROPPED)
+            else:
+                self._pending_apply_condition = True
+            return gradients
+
+        def _compute_gradients(self, loss, var_list, grad_loss=None, tape=None):
+            """Per-unit gradients from the tape's Jacobian, clipped, summed and noised."""
+            if grad_loss is not None:
+                raise ValueError("DP optimizers do not support `grad_loss`.")
+            if callable(loss):
+                tape = tape if tape is not None else tf.GradientTape()
+                with tape:
+                    if not callable(var_list):
+                        tape.watch(var_list)
+                    loss = loss()
+            if tape is None:
+                raise ValueError("`tape` is required when a `Tensor` loss is passed.")
+            if callable(var_list):
+                var_list = var_list()
+            var_list = tf.nest.flatten(var_list)
+            with tape:
+                unit_losses, num_units, batch_size = per_unit_losses(loss, self._num_microbatches)
+            jacobians = tape.jacobian(
+                unit_losses, var_list, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            query = self._dp_sum_query
+            params = query.derive_sample_params(self.query_global_state())
+            clipped_sum = clip_and_sum(query, params, jacobians)
+            gradients = self.privatize_clipped_sum(clipped_sum, num_units, batch_size)
+            return list(zip(gradients, var_list))
+
+        def get_gradients(self, loss, params):
+            """Not supported: the graph-mode v1 path bypasses per-example clipping."""
+            raise NotImplementedError(
+                "DP optimizers compute gradients in minimize()/model.fit; get_gradients is "
+                "not supported."
+            )
+
+        # ----- applying, or skipping a dropped step -----
+
+        def apply_gradients(self, grads_and_vars, name=None, experimental_aggregate_gradients=True):
+            """Applies the private gradients; refuses gradients that did not pass the query."""
+            condition = self._pending_apply_condition
+            if condition is None:
+                raise ValueError(
+                    f"{type(self).__name__}.apply_gradients was called with gradients that did "
+                    "not go through the DP query, which would train without privacy. Use "
+                    "model.fit, optimizer.minimize(loss_vector, var_list, tape=tape), or "
+                    "tfdp.make_private(model)."
+                )
+            self._pending_apply_condition = None
+            self._apply_condition = condition
+            try:
+                return super().apply_gradients(
+                    grads_and_vars,
+                    name=name,
+                    experimental_aggregate_gradients=experimental_aggregate_gradients,
+                )
+            finally:
+                self._apply_condition = None
+
+        def _distributed_apply(self, distribution, grads_and_vars, apply_state, name):
+            parent_apply = super()._distributed_apply
+            condition = self._apply_condition
+            if condition is None or condition is True:
+                return parent_apply(distribution, grads_and_vars, apply_state, name)
+
+            def apply_update():
+                with tf.control_dependencies(
+                    [parent_apply(distribution, grads_and_vars, apply_state, name)]
+                ):
+                    return tf.constant(True)
+
+            # A dropped step touches no model or optimizer variable (not even `iterations`).
+            return tf.cond(condition, apply_update, lambda: tf.constant(False))
+
+        # ----- Keras serialization -----
+
+        def get_config(self) -> Dict[str, Any]:
+            """Base optimizer config plus every DP argument; `from_config` rebuilds it."""
+            config = super().get_config()
+            if self._dp_arguments is not None:
+                config.update(self._dp_arguments)
+            else:
+                config["dp_sum_query"] = query_to_config(self._dp_sum_query)
+            config.update(
+                num_microbatches=self._num_microbatches,
+                expected_batch_size=self._expected_batch_size,
+                seed=self._seed,
+            )
+            return config
+
+    DPOptimizerClass.__name__ = f"DPKeras{cls.__name__}Optimizer"
+    DPOptimizerClass.__qualname__ = DPOptimizerClass.__name__
+    return DPOptimizerClass
+
+
+def _registered(cls):
+    return tf.keras.utils.register_keras_serializable(package="tfdp", name=cls.__name__)(cls)
+
+
+DPKerasSGDOptimizer = _registered(make_dp_keras_optimizer_class(tf.keras.optimizers.legacy.SGD))
+DPKerasAdamOptimizer = _registered(make_dp_keras_optimizer_class(tf.keras.optimizers.legacy.Adam))
+DPKerasAdagradOptimizer = _registered(
+    make_dp_keras_optimizer_class(tf.keras.optimizers.legacy.Adagrad)
+)
