@@ -1,0 +1,237 @@
+"""The in-memory data set record every tfdp loader returns, with its tf.data pipelines."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfdp._validation import check_positive_int, check_probability
+
+
+@dataclasses.dataclass
+class Dataset:
+    """A classification data set held in memory, split into train and test (and maybe val).
+
+    Features are float32 and ready to feed a model (images scaled to [0, 1] with a
+    channel axis; tabular features standardized); labels are int64 class indices.
+
+    Attributes:
+      name: the data set's name as `load_dataset` knows it.
+      x_train, y_train: training features and labels (the private data).
+      x_test, y_test: held-out features and labels (never trained on).
+      class_names: one name per class index.
+      x_val, y_val: optional validation split (None when the source has none).
+      description: where the data came from and how it was split and normalized.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: Tuple[str, ...]
+    x_val: Optional[np.ndarray] = None
+    y_val: Optional[np.ndarray] = None
+    description: str = ""
+
+    def __post_init__(self):
+        self.class_names = tuple(str(c) for c in self.class_names)
+        for split in ("train", "test", "val"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x is None and y is None and split == "val":
+                continue
+            if x is None or y is None:
+                raise ValueError(f"Dataset {self.name!r}: give both x_{split} and y_{split}.")
+            x = np.asarray(x, dtype=np.float32)
+            y = np.asarray(y).reshape(-1).astype(np.int64)
+            if len(x) != len(y):
+                raise ValueError(
+                    f"Dataset {self.name!r}: x_{split} has {len(x)} examples but y_{split} "
+                    f"has {len(y)}."
+                )
+            if len(y) and (y.min() < 0 or y.max() >= len(self.class_names)):
+                raise ValueError(
+                    f"Dataset {self.name!r}: labels of the {split} split must be in "
+                    f"[0, {len(self.class_names) - 1}], got [{y.min()}, {y.max()}]."
+                )
+            setattr(self, f"x_{split}", x)
+            setattr(self, f"y_{split}", y)
+        if len(self.y_train) == 0:
+            raise ValueError(f"Dataset {self.name!r} has no training examples.")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(
+                f"Dataset {self.name!r}: train and test inputs differ in shape "
+                f"({self.x_train.shape[1:]} vs {self.x_test.shape[1:]})."
+            )
+
+    # ----- metadata -----
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the model's output width)."""
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        """Shape of one example, without the batch axis."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        """Number of training examples (the `num_examples` of the accountant)."""
+        return int(len(self.y_train))
+
+    @property
+    def num_test(self) -> int:
+        """Number of test examples."""
+        return int(len(self.y_test))
+
+    @property
+    def class_counts(self) -> Dict[str, int]:
+        """Training examples per class name."""
+        counts = np.bincount(self.y_train, minlength=self.num_classes)
+        return {name: int(c) for name, c in zip(self.class_names, counts)}
+
+    @property
+    def class_weights(self) -> Dict[int, float]:
+        """Balanced class weights from the training split: n / (num_classes * n_c).
+
+        The form `model.fit(class_weight=...)` takes; a class absent from the
+        training split gets weight 0. Note that weighting the loss scales each
+        example's gradient before clipping, so it does not change the DP guarantee.
+        """
+        counts = np.bincount(self.y_train, minlength=self.num_classes)
+        total = counts.sum()
+        return {
+            i: (float(total) / (self.num_classes * c) if c else 0.0) for i, c in enumerate(counts)
+        }
+
+    def summary(self) -> Dict[str, Any]:
+        """A JSON-friendly description (sizes, shapes, classes, class weights)."""
+        return {
+            "name": self.name,
+            "num_train": self.num_train,
+            "num_test": self.num_test,
+            "num_val": None if self.y_val is None else int(len(self.y_val)),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "class_counts": self.class_counts,
+            "class_weights": {str(k): v for k, v in self.class_weights.items()},
+            "description": self.description,
+        }
+
+    # ----- derived data sets -----
+
+    def subset(
+        self, max_train_examples: Optional[int] = None, max_test_examples: Optional[int] = None,
+        *, seed: int = 0,
+    ) -> "Dataset":
+        """A copy keeping at most that many train / test examples (stratified, seeded)."""
+        def take(x, y, limit):
+            if limit is None:
+                return x, y
+            limit = check_positive_int("max_examples", limit)
+            if limit >= len(y):
+                return x, y
+            counts = np.bincount(y)
+            stratify = y if limit >= self.num_classes and counts[counts > 0].min() >= 2 else None
+            if stratify is None:
+                picked = np.random.default_rng(seed).permutation(len(y))[:limit]
+            else:
+                from sklearn.model_selection import train_test_split
+
+                picked, _ = train_test_split(
+                    np.arange(len(y)), train_size=limit, random_state=seed, stratify=stratify
+                )
+            picked = np.sort(picked)
+            return x[picked], y[picked]
+
+        x_train, y_train = take(self.x_train, self.y_train, max_train_examples)
+        x_test, y_test = take(self.x_test, self.y_test, max_test_examples)
+        return dataclasses.replace(
+            self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+        )
+
+    # ----- tf.data pipelines -----
+
+    def train_batches(
+        self, batch_size: int, *, shuffle: bool = True, seed: Optional[int] = None,
+        drop_remainder: bool = False,
+    ) -> tf.data.Dataset:
+        """Training batches: reshuffled each epoch (seeded), fixed size.
+
+        The accountants assume Poisson sampling; use `poisson_batches` for a
+        pipeline that matches that assumption.
+        """
+        batch_size = check_positive_int("batch_size", batch_size)
+        data = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train))
+        if shuffle:
+            data = data.shuffle(self.num_train, seed=seed, reshuffle_each_iteration=True)
+        return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+    def test_batches(self, batch_size: int = 256) -> tf.data.Dataset:
+        """Test batches in order."""
+        return self._eval_batches(self.x_test, self.y_test, batch_size)
+
+    def val_batches(self, batch_size: int = 256) -> Optional[tf.data.Dataset]:
+        """Validation batches in order, or None when there is no validation split."""
+        if self.y_val is None:
+            return None
+        return self._eval_batches(self.x_val, self.y_val, batch_size)
+
+    def poisson_batches(self, batch_size: int, *, seed: Optional[int] = None, **kwargs: Any):
+        """Poisson-sampled training batches (each example in each step with prob. batch/n).
+
+        Delegates to `tfdp.data.poisson_batches` (the accounting layer's pipeline);
+        extra keyword arguments are passed through to it.
+        """
+        from tfdp import data as data_package  # late: poisson lives beside this module
+
+        if not hasattr(data_package, "poisson_batches"):
+            raise NotImplementedError(
+                "tfdp.data.poisson_batches is not available in this version of tfdp."
+            )
+        return data_package.poisson_batches(
+            self.x_train, self.y_train, batch_size=batch_size, seed=seed, **kwargs
+        )
+
+    @staticmethod
+    def _eval_batches(x, y, batch_size):
+        batch_size = check_positive_int("batch_size", batch_size)
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+def stratified_split(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded stratified train/test split (scikit-learn's), as (x_train, x_test, y_train, y_test)."""
+    from sklearn.model_selection import train_test_split
+
+    test_fraction = check_probability("test_fraction", test_fraction)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"`test_fraction` must be strictly between 0 and 1, got {test_fraction}.")
+    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+
+
+def ensure_channel_axis(images: np.ndarray) -> np.ndarray:
+    """Adds a trailing channel axis to (n, h, w) grayscale images."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(
+            f"Images must have shape (n, height, width) or (n, height, width, channels), "
+            f"got {images.shape}."
+        )
+    return images
+
+
+def class_names_or_indices(names: Optional[Sequence[str]], num_classes: int) -> Tuple[str, ...]:
+    """The given class names, or "0", "1", ... when there are none."""
+    if names is None:
+        return tuple(str(i) for i in range(num_classes))
+    return tuple(str(n) for n in names)
