@@ -168,6 +168,9 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
         def _create_dp_weights(self):
             if self._noisy_steps is not None:
                 return
+            # Fixed creation order (iterations, the ledger, then slots): h5 files restore
+            # optimizer weights by position.
+            _ = self.iterations
             with tf.init_scope():
                 self._noisy_steps = self._add_dp_weight("dp_noisy_steps", tf.constant(0, tf.int64))
                 self._dropped_steps = self._add_dp_weight(
@@ -186,8 +189,8 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                 )
 
         def _create_all_weights(self, var_list):
-            super()._create_all_weights(var_list)
             self._create_dp_weights()
+            super()._create_all_weights(var_list)
 
         @property
         def noisy_steps(self) -> tf.Variable:
