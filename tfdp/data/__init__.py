@@ -1,12 +1,16 @@
 """Data sets as in-memory `Dataset` records with tf.data pipelines.
 
-    load_dataset(name, data_dir=None, **kw)  one entry point ("digits", "breast_cancer", ...)
+    load_dataset(name, data_dir=None, **kw)  one entry point: "digits", "breast_cancer" (bundled),
+                                              "chest_xray", "pneumonia_mnist", "tfds:<name>"
     Dataset                                   arrays + metadata + train/test/Poisson pipelines
 """
 
 from tfdp.data.bundled import load_breast_cancer, load_digits
+from tfdp.data.chest_xray import load_chest_xray
 from tfdp.data.dataset import Dataset
+from tfdp.data.npz import load_pneumonia_mnist
 from tfdp.data.registry import available_datasets, load_dataset, register_dataset
+from tfdp.data.tfds_data import load_tfds
 
 __all__ = [
     "Dataset",
@@ -15,4 +19,7 @@ __all__ = [
     "register_dataset",
     "load_digits",
     "load_breast_cancer",
+    "load_chest_xray",
+    "load_pneumonia_mnist",
+    "load_tfds",
 ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, Optional
 
 from tfdp.data.bundled import load_breast_cancer, load_digits
+from tfdp.data.chest_xray import load_chest_xray
 from tfdp.data.dataset import Dataset
+from tfdp.data.npz import load_pneumonia_mnist
+from tfdp.data.tfds_data import load_tfds
 
 # name -> (loader, needs a data_dir, one-line description)
 _LOADERS: Dict[str, Any] = {
@@ -13,6 +17,14 @@ _LOADERS: Dict[str, Any] = {
     "breast_cancer": (
         load_breast_cancer, False, "scikit-learn breast cancer, 30 features, binary (bundled)"
     ),
+    "chest_xray": (
+        load_chest_xray, True,
+        "chest X-ray folders train/NORMAL, train/PNEUMONIA, test/... (grayscale, resized)",
+    ),
+    "pneumonia_mnist": (
+        load_pneumonia_mnist, True, "PneumoniaMNIST / MedMNIST .npz (train_images, ...)"
+    ),
+    "tfds:": (load_tfds, True, "tfds:<name>: a TFDS image data set prepared in data_dir"),
 }
 
 
@@ -38,17 +50,17 @@ def load_dataset(name: str, data_dir: Optional[str] = None, **kwargs: Any) -> Da
       **kwargs: passed to the loader (e.g. `seed`, `test_fraction`, `image_size`).
     """
     if isinstance(name, str) and name.startswith("tfds:"):
-        loader = _LOADERS.get("tfds:")
-        if loader is None:
-            raise ValueError("TFDS data sets are not available in this version of tfdp.")
-        return loader[0](name[len("tfds:"):], data_dir=data_dir, **kwargs)
-    if name not in _LOADERS or name == "tfds:":
+        loader = _LOADERS["tfds:"][0]
+        _check_kwargs("tfds:", loader, kwargs)
+        return loader(name[len("tfds:"):], data_dir, **kwargs)
+    if name not in _LOADERS:
         names = ", ".join(sorted(n for n in _LOADERS if n != "tfds:"))
         raise ValueError(
             f"Unknown data set {name!r}. Choose one of: {names}, or 'tfds:<name>' for a TFDS "
             "data set already prepared in --data_dir."
         )
     loader, needs_data_dir, _ = _LOADERS[name]
+    _check_kwargs(name, loader, kwargs)
     if needs_data_dir:
         return loader(data_dir, **kwargs)
     if data_dir is not None:
@@ -57,3 +69,16 @@ def load_dataset(name: str, data_dir: Optional[str] = None, **kwargs: Any) -> Da
             f"(got {data_dir!r})."
         )
     return loader(**kwargs)
+
+
+def _check_kwargs(name: str, loader: Callable[..., Dataset], kwargs: Dict[str, Any]) -> None:
+    """Refuses options the loader does not take (e.g. image_size for tabular data)."""
+    parameters = inspect.signature(loader).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(kwargs) - set(parameters))
+    if unknown:
+        accepted = sorted(p for p, v in parameters.items() if v.kind is inspect.Parameter.KEYWORD_ONLY)
+        raise ValueError(
+            f"The {name!r} data set does not take {unknown}; it accepts {accepted}."
+        )
