@@ -17,6 +17,7 @@ from tfdp.optimizers import (
     DPKerasSGDOptimizer,
     make_dp_keras_optimizer_class,
 )
+from tfdp.training import make_private
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,5 @@ __all__ = [
     "DPKerasAdamOptimizer",
     "DPKerasAdagradOptimizer",
     "make_dp_keras_optimizer_class",
+    "make_private",
 ]
