@@ -282,7 +282,8 @@ def evaluate_utility(model: tf.keras.Model, data) -> Dict[str, float]:
     import tfdp.attacks
     if hasattr(tfdp.attacks, "utility_metrics"):  # TEMP
         metrics = tfdp.attacks.utility_metrics(model, (data.x_test, data.y_test))
-        return {k: float(v) for k, v in metrics.items()}
+        return {k: (float(v) if isinstance(v, (int, float, np.number)) else v)
+                for k, v in metrics.items()}
     from sklearn import metrics as skm
     pred = np.argmax(model.predict(data.x_test, verbose=0), axis=1)
     avg = "binary" if data.num_classes == 2 else "macro"
