@@ -11,6 +11,7 @@ Layers of the package, one job each:
 """
 
 from tfdp import queries
+from tfdp import attacks
 from tfdp.optimizers import (
     DPKerasAdagradOptimizer,
     DPKerasAdamOptimizer,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "queries",
+    "attacks",
     "DPKerasSGDOptimizer",
     "DPKerasAdamOptimizer",
     "DPKerasAdagradOptimizer",
