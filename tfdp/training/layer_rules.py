@@ -158,42 +158,77 @@ class ConvRule(LayerRule):
                 1, layer.dilation_rate[0])
         else:
             sizes, strides, rates = layer.kernel_size, layer.strides, layer.dilation_rate
-        patches = tf.image.extract_patches(
-            a,
-            sizes=[1, sizes[0], sizes[1], 1],
-            strides=[1, strides[0], strides[1], 1],
-            rates=[1, rates[0], rates[1], 1],
-            padding=padding,
-        )
+        channels = a.shape[-1]
+        if channels is not None and channels <= 3:
+            # Few input channels: a convolution with one-hot filters extracts the same patches
+            # several times faster than extract_patches on CPU.
+            width = sizes[0] * sizes[1] * channels
+            one_hot = tf.reshape(tf.eye(width, dtype=a.dtype), [sizes[0], sizes[1], channels, width])
+            patches = tf.nn.conv2d(a, one_hot, strides=list(strides), padding=padding,
+                                   dilations=list(rates))
+        else:
+            patches = tf.image.extract_patches(
+                a,
+                sizes=[1, sizes[0], sizes[1], 1],
+                strides=[1, strides[0], strides[1], 1],
+                rates=[1, rates[0], rates[1], 1],
+                padding=padding,
+            )
         return _flatten_positions(patches)
+
+    def norms(self, layer, calls, kind):
+        if kind == "l2" and len(calls) == 1:
+            a, g = calls[0]
+            patches, g = self._patches(layer, a), _flatten_positions(g)
+            positions = g.shape[1]
+            k_in, k_out = patches.shape[-1], g.shape[-1]
+            bias = _sq_norm(tf.reduce_sum(g, axis=1)) if layer.use_bias else 0.0
+            if None not in (positions, k_in, k_out) and positions * (k_in + k_out) < k_in * k_out:
+                # Ghost norm: sum_{p,q} (x_p . x_q)(g_p . g_q), cheaper when positions are few.
+                gram = tf.matmul(patches, patches, transpose_b=True) * tf.matmul(g, g, transpose_b=True)
+                return tf.reduce_sum(gram, axis=[1, 2]) + bias
+            return _sq_norm(tf.matmul(patches, g, transpose_a=True)) + bias
+        kernel, bias = self._per_example(layer, calls)
+        total = _per_example_norm(kernel, kind)
+        return total if bias is None else total + _per_example_norm(bias, kind)
 
     def _per_example(self, layer, calls):
         kernel_grads, bias_grads = [], []
         for a, g in calls:
             g = _flatten_positions(g)
-            kernel_grads.append(tf.einsum("bpk,bpo->bko", self._patches(layer, a), g))
+            kernel_grads.append(tf.matmul(self._patches(layer, a), g, transpose_a=True))
             bias_grads.append(tf.reduce_sum(g, axis=1))
         kernel = tf.add_n(kernel_grads)
         return kernel, (tf.add_n(bias_grads) if layer.use_bias else None)
 
-    def norms(self, layer, calls, kind):
-        kernel, bias = self._per_example(layer, calls)
-        total = _per_example_norm(kernel, kind)
-        return total if bias is None else total + _per_example_norm(bias, kind)
-
     def weighted_sums(self, layer, calls, weights):
+        # sum_b w_b grad_b is the ordinary filter gradient of the reweighted output gradient.
         kernel_sum, bias_sum = None, None
         for a, g in calls:
-            g = _flatten_positions(g)
-            gw = g * tf.cast(weights, g.dtype)[:, None, None]
-            k = tf.einsum("bpk,bpo->ko", self._patches(layer, a), gw)
+            gw = g * tf.cast(weights, g.dtype)[(slice(None),) + (None,) * (g.shape.rank - 1)]
+            k = self._filter_gradient(layer, a, gw)
             kernel_sum = k if kernel_sum is None else kernel_sum + k
-            b = tf.reduce_sum(gw, axis=[0, 1])
+            b = tf.reduce_sum(gw, axis=list(range(g.shape.rank - 1)))
             bias_sum = b if bias_sum is None else bias_sum + b
-        sums = {layer.kernel.ref(): tf.reshape(kernel_sum, tf.shape(layer.kernel))}
+        sums = {layer.kernel.ref(): kernel_sum}
         if layer.use_bias:
             sums[layer.bias.ref()] = bias_sum
         return sums
+
+    @staticmethod
+    def _filter_gradient(layer, a, g):
+        padding = "VALID" if layer.padding in ("valid", "causal") else "SAME"
+        if layer.rank == 1:
+            a, g = a[:, None], g[:, None]
+            strides, dilations = (1, layer.strides[0]), (1, layer.dilation_rate[0])
+            shape = (1,) + tuple(layer.kernel.shape)
+        else:
+            strides, dilations, shape = layer.strides, layer.dilation_rate, tuple(layer.kernel.shape)
+        kernel = tf.compat.v1.nn.conv2d_backprop_filter(
+            a, shape, g, strides=[1, strides[0], strides[1], 1], padding=padding,
+            dilations=[1, dilations[0], dilations[1], 1],
+        )
+        return tf.reshape(kernel, layer.kernel.shape)
 
 
 class EmbeddingRule(LayerRule):
