@@ -1,6 +1,6 @@
 """Membership-inference evaluation, utility metrics and a privacy audit of a saved model.
 
-    .venv/bin/python scripts/evaluate.py --model_path=saved_models/digits/1 --dataset=digits \
+    .venv/bin/python scripts/evaluate.py --model_path=model.keras --dataset=digits
         --output_dir=results/evaluate [--privacy_json=results/train_metrics.json]
 
 Members are the data set's training split (cut to --max_train_examples like
@@ -24,7 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """The script's flags (`--helpful` lists them)."""
+    """The script's flags (`--help` / `--helpfull` list them)."""
     flags.DEFINE_string("model_path", None, "Saved Keras model (.keras, .h5 or SavedModel folder).")
     flags.DEFINE_string("dataset", "digits", "Data set: digits or breast_cancer (bundled with "
                         "scikit-learn), or any name tfdp.data.load_dataset knows.")
