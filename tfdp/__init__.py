@@ -12,6 +12,12 @@ Layers of the package, one job each:
 
 from tfdp import queries
 from tfdp import attacks
+from tfdp.accounting import (
+    PrivacyCallback,
+    PrivacyResult,
+    calibrate_noise_multiplier,
+    compute_epsilon,
+)
 from tfdp.optimizers import (
     DPKerasAdagradOptimizer,
     DPKerasAdamOptimizer,
@@ -30,4 +36,8 @@ __all__ = [
     "DPKerasAdagradOptimizer",
     "make_dp_keras_optimizer_class",
     "make_private",
+    "compute_epsilon",
+    "calibrate_noise_multiplier",
+    "PrivacyCallback",
+    "PrivacyResult",
 ]

@@ -1,0 +1,22 @@
+"""Privacy accounting: epsilon from the training ledger, noise calibration, Keras callback.
+
+    compute_epsilon(num_examples, batch_size, noise_multiplier, *, epochs|steps, ...) -> PrivacyResult
+    calibrate_noise_multiplier(target_epsilon, delta, num_examples, batch_size, epochs, ...) -> float
+    PrivacyCallback(num_examples, delta=1e-5, *, target_epsilon=None, sampling="poisson")
+
+Gaussian noise is accounted with RDP (PLD on request), Laplace noise with PLD
+(dp_accounting's RDP accountant refuses Poisson-sampled Laplace). Where a method
+has no formal guarantee, epsilon is math.inf and the statement says so.
+"""
+
+from tfdp.accounting.calibration import calibrate_noise_multiplier
+from tfdp.accounting.callback import PrivacyCallback
+from tfdp.accounting.epsilon import compute_epsilon
+from tfdp.accounting.privacy_result import PrivacyResult
+
+__all__ = [
+    "compute_epsilon",
+    "calibrate_noise_multiplier",
+    "PrivacyCallback",
+    "PrivacyResult",
+]

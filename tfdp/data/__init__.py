@@ -9,6 +9,7 @@ from tfdp.data.bundled import load_breast_cancer, load_digits
 from tfdp.data.chest_xray import load_chest_xray
 from tfdp.data.dataset import Dataset
 from tfdp.data.npz import load_pneumonia_mnist
+from tfdp.data.poisson import poisson_batches
 from tfdp.data.registry import available_datasets, load_dataset, register_dataset
 from tfdp.data.tfds_data import load_tfds
 

@@ -1,0 +1,143 @@
+"""calibrate_noise_multiplier: the smallest noise multiplier that meets a target epsilon."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import dp_accounting
+
+from tfdp._validation import check_choice, check_positive
+from tfdp.accounting import counting
+from tfdp.accounting.epsilon import (
+    SAMPLINGS,
+    check_accountant,
+    check_delta,
+    check_sizes,
+)
+from tfdp.accounting.events import (
+    DEFAULT_PLD_DISCRETIZATION,
+    PRIVATE_MECHANISMS,
+    composed_event,
+    epsilon_of,
+    make_accountant,
+)
+
+# Search range for the multiplier; below the floor a target is "no privacy to speak of".
+_SMALLEST_MULTIPLIER = 1e-2
+_LARGEST_MULTIPLIER = 1e4
+
+
+def calibrate_noise_multiplier(
+    target_epsilon: float,
+    delta: float,
+    num_examples: int,
+    batch_size: float,
+    epochs: float,
+    *,
+    mechanism: str = "gaussian",
+    accountant: Optional[str] = None,
+    sampling: str = "poisson",
+    used_microbatching: bool = False,
+    tolerance: float = 1e-4,
+    value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION,
+) -> float:
+    """The smallest noise multiplier whose regular-schedule training meets `target_epsilon`.
+
+    Uses `dp_accounting.calibrate_dp_mechanism` (Brent's method) on the same
+    events `compute_epsilon` composes, so `compute_epsilon` with the returned
+    multiplier (and the same settings, `epochs=epochs`) gives epsilon <=
+    target_epsilon, within `tolerance` of the smallest such multiplier.
+
+    Args:
+      target_epsilon: epsilon to reach, > 0.
+      delta: in (0, 1).
+      num_examples, batch_size, epochs: the planned training.
+      mechanism: "gaussian" or "laplace".
+      accountant: None (RDP for Gaussian, PLD for Laplace), "rdp" or "pld".
+      sampling: "poisson", or "shuffle" to calibrate the conservative
+        shuffled-batch figure (no amplification by subsampling).
+      used_microbatching: the returned multiplier is the optimizer's setting;
+        the accountant composes half of it (doubled sensitivity).
+      tolerance: absolute precision of the multiplier.
+      value_discretization_interval: PLD grid.
+
+    Returns:
+      The noise multiplier (noise std or scale over the clip).
+
+    Raises:
+      ValueError: on bad arguments, or a target outside what multipliers in
+        [0.01, 10000] reach.
+    """
+    check_choice("mechanism", mechanism, PRIVATE_MECHANISMS)
+    check_choice("sampling", sampling, SAMPLINGS)
+    target_epsilon = check_positive("target_epsilon", target_epsilon)
+    delta = check_delta(delta)
+    num_examples, batch_size = check_sizes(num_examples, batch_size)
+    epochs = check_positive("epochs", epochs)
+    accountant = check_accountant(accountant, mechanism)
+    tolerance = check_positive("tolerance", tolerance)
+    if not isinstance(used_microbatching, bool):
+        raise ValueError(f"`used_microbatching` must be True or False, got {used_microbatching!r}.")
+
+    if sampling == "poisson":
+        count = counting.steps_from_epochs(epochs, num_examples, batch_size)
+        sampling_probability: Optional[float] = batch_size / num_examples
+    else:
+        count = max(1, counting.ceil_count(epochs))
+        sampling_probability = None
+    divisor = 2.0 if used_microbatching else 1.0
+
+    def make_event(multiplier: float) -> dp_accounting.DpEvent:
+        return composed_event(mechanism, multiplier / divisor, sampling_probability, count)
+
+    def gap(multiplier: float) -> float:
+        return epsilon_of(
+            make_event(multiplier), delta, accountant, value_discretization_interval
+        ) - target_epsilon
+
+    if mechanism == "gaussian" and accountant == "pld":
+        # Bracket with the fast RDP answer: RDP's bound is looser, so PLD needs no more noise.
+        start = calibrate_noise_multiplier(
+            target_epsilon, delta, num_examples, batch_size, epochs, mechanism=mechanism,
+            accountant="rdp", sampling=sampling, used_microbatching=used_microbatching,
+            tolerance=tolerance,
+        )
+        lower, upper = _bracket(gap, start, shrink=0.85)
+    else:
+        lower, upper = _bracket(gap, 1.0, shrink=0.5)
+
+    multiplier = dp_accounting.calibrate_dp_mechanism(
+        lambda: make_accountant(accountant, value_discretization_interval),
+        make_event,
+        target_epsilon,
+        delta,
+        bracket_interval=dp_accounting.ExplicitBracketInterval(lower, upper),
+        tol=tolerance,
+    )
+    return float(multiplier)
+
+
+def _bracket(gap: Callable[[float], float], start: float, shrink: float):
+    """(lower, upper) with gap(lower) > 0 >= gap(upper), searched from `start`."""
+    upper = start
+    while gap(upper) > 0:
+        upper *= 2.0
+        if upper > _LARGEST_MULTIPLIER:
+            raise ValueError(
+                "target_epsilon is out of reach: even a noise multiplier of "
+                f"{_LARGEST_MULTIPLIER:g} exceeds it. Raise target_epsilon or delta, or "
+                "train for fewer steps."
+            )
+    lower = upper * shrink
+    while gap(lower) <= 0:
+        upper, lower = lower, lower * shrink
+        if lower < _SMALLEST_MULTIPLIER:
+            raise ValueError(
+                "target_epsilon is so large that a noise multiplier below "
+                f"{_SMALLEST_MULTIPLIER:g} meets it; such a target promises no meaningful "
+                "privacy. Choose a smaller target_epsilon."
+            )
+    if not math.isfinite(lower) or not math.isfinite(upper):
+        raise ValueError("Could not bracket the noise multiplier for this target.")
+    return lower, upper

@@ -1,0 +1,205 @@
+"""PrivacyCallback: epsilon from the optimizer's ledger in the Keras epoch logs; budget stop."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from tfdp._validation import check_choice, check_positive, check_positive_int
+from tfdp.accounting.epsilon import SAMPLINGS, check_delta, compute_epsilon
+from tfdp.accounting.privacy_result import PrivacyResult
+
+_LEDGER = ("noisy_steps", "dropped_steps", "largest_batch_size", "dp_settings", "iterations")
+TARGET_METRICS = ("epsilon", "epsilon_noisy_steps_only")
+
+
+class PrivacyCallback(tf.keras.callbacks.Callback):
+    """Writes `epsilon` (and, for the random schedule, `epsilon_noisy_steps_only`) to epoch logs.
+
+    At each epoch end it reads the tfdp DP optimizer's public ledger
+    (`iterations`, `noisy_steps`, `dropped_steps`, `largest_batch_size`,
+    `dp_settings`) and runs `compute_epsilon` on those counters, so the figure
+    shows in the progress bar, `History`, `CSVLogger` and `TensorBoard`
+    (list this callback before CSVLogger/TensorBoard in `callbacks=[...]`).
+    The last `PrivacyResult` is kept in `self.result`.
+
+    Args:
+      num_examples: training examples n.
+      delta: the delta of the guarantee, in (0, 1).
+      target_epsilon: when given, training stops (`model.stop_training`) after
+        an epoch when the next epoch, at the step count the last epoch took
+        with every step noisy, would go past it.
+      sampling: "poisson" (batches from `tfdp.data.poisson_batches`) or
+        "shuffle" (plain `model.fit` batches); see `compute_epsilon`.
+      batch_size: the (expected) batch size. Default: the optimizer's
+        `expected_batch_size`, else the largest batch it has seen (conservative).
+      accountant: None, "rdp" or "pld" (as in `compute_epsilon`).
+      target_metric: which figure `target_epsilon` limits: "epsilon" (the
+        formal guarantee) or "epsilon_noisy_steps_only" (the paper's convention
+        for the released random schedule; not a guarantee).
+      verbose: 1 prints a line when training is stopped for the budget.
+    """
+
+    def __init__(
+        self,
+        num_examples: int,
+        delta: float = 1e-5,
+        *,
+        target_epsilon: Optional[float] = None,
+        sampling: str = "poisson",
+        batch_size: Optional[float] = None,
+        accountant: Optional[str] = None,
+        target_metric: str = "epsilon",
+        verbose: int = 1,
+    ):
+        super().__init__()
+        self.num_examples = check_positive_int("num_examples", num_examples)
+        self.delta = check_delta(delta)
+        self.target_epsilon = (
+            None if target_epsilon is None else check_positive("target_epsilon", target_epsilon)
+        )
+        self.sampling = check_choice("sampling", sampling, SAMPLINGS)
+        self.batch_size = None if batch_size is None else check_positive("batch_size", batch_size)
+        self.accountant = accountant
+        self.target_metric = check_choice("target_metric", target_metric, TARGET_METRICS)
+        self.verbose = verbose
+        self.result: Optional[PrivacyResult] = None
+        self.stopped_epoch: Optional[int] = None
+        self._steps_at_epoch_start = 0
+
+    # ----- reading the ledger -----
+
+    def _optimizer(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        missing = [name for name in _LEDGER if not hasattr(optimizer, name)]
+        if optimizer is None or missing:
+            raise ValueError(
+                "PrivacyCallback needs a model compiled with a tfdp DP optimizer "
+                "(tfdp.DPKerasSGDOptimizer, DPKerasAdamOptimizer, DPKerasAdagradOptimizer), "
+                f"whose ledger it reads; got {type(optimizer).__name__}"
+                + (f" without {missing}." if optimizer is not None else ".")
+            )
+        settings = optimizer.dp_settings
+        if settings.get("mechanism") not in ("gaussian", "laplace", "none"):
+            raise ValueError(
+                "PrivacyCallback cannot account for this optimizer's dp_sum_query (mechanism "
+                f"{settings.get('mechanism')!r}): tfdp accounts for Gaussian, Laplace and "
+                "no-noise queries. Compute epsilon for a custom query with dp_accounting."
+            )
+        return optimizer
+
+    @staticmethod
+    def _ledger(optimizer) -> Dict[str, int]:
+        iterations = int(tf.keras.backend.get_value(optimizer.iterations))
+        dropped = int(tf.keras.backend.get_value(optimizer.dropped_steps))
+        return {
+            "steps": iterations + dropped,
+            "noisy_steps": int(tf.keras.backend.get_value(optimizer.noisy_steps)),
+            "largest_batch_size": int(tf.keras.backend.get_value(optimizer.largest_batch_size)),
+        }
+
+    def _batch_size(self, optimizer, ledger) -> Optional[float]:
+        if self.batch_size is not None:
+            return self.batch_size
+        expected = optimizer.dp_settings.get("expected_batch_size")
+        if expected:
+            return expected
+        return ledger["largest_batch_size"] or None
+
+    def epsilon_for(self, optimizer, steps: int, noisy_steps: int, batch_size) -> PrivacyResult:
+        """compute_epsilon on the given counters and the optimizer's settings."""
+        settings = optimizer.dp_settings
+        return compute_epsilon(
+            self.num_examples,
+            batch_size,
+            settings.get("noise_multiplier"),
+            steps=steps,
+            delta=self.delta,
+            mechanism=settings["mechanism"],
+            noise_schedule=settings.get("noise_schedule", "regular"),
+            noise_probability=settings.get("noise_probability", 1.0),
+            on_skip=settings.get("on_skip", "release"),
+            sampling=self.sampling,
+            accountant=self.accountant,
+            noisy_steps=noisy_steps,
+            used_microbatching=bool(settings.get("used_microbatching", False)),
+        )
+
+    # ----- Keras hooks -----
+
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
+        optimizer = self._optimizer()
+        self._steps_at_epoch_start = self._ledger(optimizer)["steps"]
+        settings = optimizer.dp_settings
+        if (
+            self.target_epsilon is not None
+            and self.target_metric == "epsilon"
+            and settings.get("noise_schedule") == "random"
+            and settings.get("on_skip") == "release"
+            and settings.get("noise_probability", 1.0) < 1.0
+        ):
+            warnings.warn(
+                "target_epsilon limits the formal epsilon, which is infinite once a "
+                "noiseless step is released (noise_schedule='random', on_skip='release'); "
+                "training will stop after the first epoch. Pass "
+                "target_metric='epsilon_noisy_steps_only' to limit the paper's figure "
+                "(not a guarantee), or use on_skip='drop'.",
+                stacklevel=2,
+            )
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        self._steps_at_epoch_start = self._ledger(self._optimizer())["steps"]
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        logs = logs if logs is not None else {}
+        optimizer = self._optimizer()
+        ledger = self._ledger(optimizer)
+        settings = optimizer.dp_settings
+        random_schedule = settings.get("noise_schedule") == "random"
+        if ledger["steps"] == 0:
+            logs["epsilon"] = 0.0
+            if random_schedule:
+                logs["epsilon_noisy_steps_only"] = 0.0
+            return
+        batch_size = self._batch_size(optimizer, ledger)
+        self.result = self.epsilon_for(
+            optimizer, ledger["steps"], ledger["noisy_steps"], batch_size
+        )
+        logs["epsilon"] = self.result.epsilon
+        if random_schedule:
+            logs["epsilon_noisy_steps_only"] = self.result.epsilon_noisy_steps_only
+        if self.target_epsilon is not None:
+            self._check_budget(epoch, optimizer, ledger, batch_size)
+
+    def _check_budget(self, epoch, optimizer, ledger, batch_size) -> None:
+        """Stops training now if the budget is spent or the next epoch would overspend it."""
+        current = getattr(self.result, self.target_metric)
+        reason = None
+        if current > self.target_epsilon:
+            reason = (
+                f"{self.target_metric} = {current:.4g} already exceeds target_epsilon = "
+                f"{self.target_epsilon:g}"
+            )
+        else:
+            # Predict with the last epoch's step count, every step noisy (the worst case).
+            steps_per_epoch = max(1, ledger["steps"] - self._steps_at_epoch_start)
+            upcoming = ledger["steps"] + steps_per_epoch
+            predicted = getattr(
+                self.epsilon_for(
+                    optimizer, upcoming, ledger["noisy_steps"] + steps_per_epoch, batch_size
+                ),
+                self.target_metric,
+            )
+            if predicted > self.target_epsilon:
+                reason = (
+                    f"one more epoch would bring {self.target_metric} to about "
+                    f"{predicted:.4g} > target_epsilon = {self.target_epsilon:g}"
+                )
+        if reason is not None:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch
+            if self.verbose:
+                print(f"PrivacyCallback: stopping after epoch {epoch + 1}: {reason}.")

@@ -1,0 +1,321 @@
+"""compute_epsilon: the (epsilon, delta) guarantee of a DP training run, with its statement."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+from tfdp._validation import (
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_probability,
+)
+from tfdp.accounting import counting, statement
+from tfdp.accounting.events import (
+    ACCOUNTANTS,
+    DEFAULT_PLD_DISCRETIZATION,
+    composed_event,
+    default_accountant,
+    epsilon_of,
+)
+from tfdp.accounting.privacy_result import PrivacyResult
+
+MECHANISMS = ("gaussian", "laplace", "none")
+NOISE_SCHEDULES = ("regular", "random")
+ON_SKIP_CHOICES = ("release", "drop")
+SAMPLINGS = ("poisson", "shuffle")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """Validated settings of one accounting request."""
+
+    num_examples: int
+    batch_size: float
+    noise_multiplier: Optional[float]
+    accounted_noise_multiplier: Optional[float]
+    steps: int
+    passes: int
+    delta: float
+    mechanism: str
+    noise_schedule: str
+    noise_probability: float
+    on_skip: str
+    sampling: str
+    accountant: str
+    noisy_steps: Optional[int]
+    used_microbatching: bool
+    value_discretization_interval: float
+
+    @property
+    def sampling_probability(self) -> float:
+        return self.batch_size / self.num_examples
+
+
+def check_delta(delta) -> float:
+    """delta as a float strictly between 0 and 1."""
+    value = check_positive("delta", delta)
+    if value >= 1:
+        raise ValueError(f"`delta` must be in (0, 1), e.g. 1e-5 (below 1/num_examples); got {delta!r}.")
+    return value
+
+
+def check_sizes(num_examples, batch_size) -> tuple:
+    """(num_examples, batch_size) checked: n a whole number >= 1, 0 < batch <= n."""
+    num_examples = check_positive_int("num_examples", num_examples)
+    batch_size = check_positive("batch_size", batch_size)
+    if batch_size.is_integer():
+        batch_size = int(batch_size)
+    if batch_size > num_examples:
+        raise ValueError(
+            f"`batch_size` ({batch_size:g}) must not exceed `num_examples` ({num_examples}): "
+            "a batch is drawn from the training data."
+        )
+    return num_examples, batch_size
+
+
+def check_accountant(accountant, mechanism: str) -> str:
+    """The accountant to use: the mechanism's default, or a valid explicit choice."""
+    if accountant is None:
+        return default_accountant(mechanism)
+    check_choice("accountant", accountant, ACCOUNTANTS)
+    if mechanism == "laplace" and accountant == "rdp":
+        raise ValueError(
+            "accountant='rdp' cannot account for Poisson-sampled Laplace noise "
+            "(dp_accounting's RDP accountant refuses it); use accountant='pld' or None."
+        )
+    return accountant
+
+
+def check_noise_multiplier(noise_multiplier, mechanism: str) -> Optional[float]:
+    """A noise multiplier > 0 for a private mechanism; ignored (None) for mechanism='none'."""
+    if mechanism == "none":
+        return None
+    if noise_multiplier is None:
+        raise ValueError(f"mechanism={mechanism!r} needs `noise_multiplier`, a number > 0.")
+    if not isinstance(noise_multiplier, bool) and noise_multiplier == 0:
+        raise ValueError(
+            f"`noise_multiplier` is 0, which adds no noise: mechanism={mechanism!r} needs a "
+            "number > 0. For training without privacy use mechanism='none' (epsilon = inf)."
+        )
+    return check_positive("noise_multiplier", noise_multiplier)
+
+
+def _validate(
+    num_examples, batch_size, noise_multiplier, epochs, steps, delta, mechanism,
+    noise_schedule, noise_probability, on_skip, sampling, accountant, noisy_steps,
+    used_microbatching, value_discretization_interval,
+) -> _Run:
+    check_choice("mechanism", mechanism, MECHANISMS)
+    check_choice("noise_schedule", noise_schedule, NOISE_SCHEDULES)
+    check_choice("on_skip", on_skip, ON_SKIP_CHOICES)
+    check_choice("sampling", sampling, SAMPLINGS)
+    num_examples, batch_size = check_sizes(num_examples, batch_size)
+    delta = check_delta(delta)
+    noise_probability = check_probability("noise_probability", noise_probability)
+    if noise_schedule == "regular" and noise_probability != 1.0:
+        raise ValueError(
+            "`noise_probability` applies to noise_schedule='random'; with 'regular' every "
+            f"step is noisy, so leave it at 1.0 (got {noise_probability})."
+        )
+    noise_multiplier = check_noise_multiplier(noise_multiplier, mechanism)
+    accountant = check_accountant(accountant, mechanism)
+    if not isinstance(used_microbatching, bool):
+        raise ValueError(f"`used_microbatching` must be True or False, got {used_microbatching!r}.")
+    value_discretization_interval = check_positive(
+        "value_discretization_interval", value_discretization_interval
+    )
+
+    if (epochs is None) == (steps is None):
+        raise ValueError("Give exactly one of `epochs` (passes over the data) or `steps`.")
+    if steps is not None:
+        steps = check_positive_int("steps", steps)
+        passes = counting.passes_from_steps(steps, num_examples, batch_size)
+    else:
+        epochs = check_positive("epochs", epochs)
+        steps = counting.steps_from_epochs(epochs, num_examples, batch_size)
+        passes = max(1, counting.ceil_count(epochs))
+    if noisy_steps is not None:
+        if isinstance(noisy_steps, bool) or not hasattr(noisy_steps, "__index__"):
+            raise ValueError(f"`noisy_steps` must be a whole number >= 0, got {noisy_steps!r}.")
+        noisy_steps = int(noisy_steps)
+        if not 0 <= noisy_steps <= steps:
+            raise ValueError(
+                f"`noisy_steps` must be between 0 and the number of steps ({steps}), got "
+                f"{noisy_steps}. Pass the optimizer's ledger: noisy_steps=opt.noisy_steps, "
+                "steps=opt.iterations + opt.dropped_steps."
+            )
+
+    accounted = None
+    if noise_multiplier is not None and mechanism != "none":
+        # A unit of several examples moves by up to twice the clip when one example changes.
+        accounted = noise_multiplier / 2 if used_microbatching else noise_multiplier
+    return _Run(
+        num_examples=num_examples, batch_size=batch_size, noise_multiplier=noise_multiplier,
+        accounted_noise_multiplier=accounted, steps=steps, passes=passes, delta=delta,
+        mechanism=mechanism, noise_schedule=noise_schedule,
+        noise_probability=noise_probability, on_skip=on_skip, sampling=sampling,
+        accountant=accountant, noisy_steps=noisy_steps, used_microbatching=used_microbatching,
+        value_discretization_interval=value_discretization_interval,
+    )
+
+
+def _epsilon(run: _Run, count: counting.Count, sampling_probability: Optional[float]) -> float:
+    """Epsilon of `count` noisy releases (inf when a noiseless release happened)."""
+    if run.mechanism == "none" or count.count is None:
+        return math.inf
+    event = composed_event(
+        run.mechanism, run.accounted_noise_multiplier, sampling_probability, count.count
+    )
+    return epsilon_of(event, count.delta, run.accountant, run.value_discretization_interval)
+
+
+def _figures(run: _Run, opportunities: int, sampling_probability: Optional[float]):
+    """(formal count, formal epsilon, noisy-only count, noisy-only epsilon) for one view."""
+    common = dict(
+        noise_schedule=run.noise_schedule,
+        noise_probability=run.noise_probability,
+        noisy_steps=run.noisy_steps,
+        delta=run.delta,
+    )
+    formal = counting.formal_count(
+        opportunities, on_skip=run.on_skip, steps=run.steps, **common
+    )
+    noisy_only = counting.noisy_only_count(opportunities, **common)
+    epsilon = _epsilon(run, formal, sampling_probability)
+    same = (noisy_only.count, noisy_only.delta) == (formal.count, formal.delta)
+    if same or run.noise_schedule == "regular" or run.mechanism == "none":
+        epsilon_noisy_only = epsilon
+    else:
+        epsilon_noisy_only = _epsilon(run, noisy_only, sampling_probability)
+    return formal, epsilon, noisy_only, epsilon_noisy_only
+
+
+def compute_epsilon(
+    num_examples: int,
+    batch_size: float,
+    noise_multiplier: Optional[float],
+    *,
+    epochs: Optional[float] = None,
+    steps: Optional[int] = None,
+    delta: float = 1e-5,
+    mechanism: str = "gaussian",
+    noise_schedule: str = "regular",
+    noise_probability: float = 1.0,
+    on_skip: str = "release",
+    sampling: str = "poisson",
+    accountant: Optional[str] = None,
+    noisy_steps: Optional[int] = None,
+    used_microbatching: bool = False,
+    value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION,
+) -> PrivacyResult:
+    """Example-level (epsilon, delta) of DP-SGD training, with a plain-language statement.
+
+    Args:
+      num_examples: training examples n.
+      batch_size: (expected) batch size b; q = b / n is the Poisson sampling rate.
+      noise_multiplier: noise std / L2 clip (Gaussian) or noise scale / L1 clip
+        (Laplace), as set on the optimizer. Must be > 0 for a private mechanism;
+        ignored for mechanism="none".
+      epochs / steps: exactly one. steps = ceil(epochs * n / b). For the random
+        schedule, steps counts every step taken (noisy, released or dropped):
+        the ledger's `iterations + dropped_steps`.
+      delta: in (0, 1).
+      mechanism: "gaussian" (RDP by default, PLD on request), "laplace" (PLD) or
+        "none" (no privacy: epsilon = inf).
+      noise_schedule: "regular" (noise every step) or "random" (noise with
+        probability `noise_probability`).
+      on_skip: random schedule only: "release" (a noiseless step releases the
+        exact clipped gradient: formal epsilon = inf when p < 1; the paper's
+        noisy-steps-only figure goes to `.epsilon_noisy_steps_only`, labelled as
+        not a guarantee) or "drop" (composition over the noisy steps: the
+        realized `noisy_steps` when given, else a planning figure over a
+        binomial upper count whose tail probability is charged to delta).
+      sampling: "poisson" (the accountant's assumption; use
+        `tfdp.data.poisson_batches`) or "shuffle" (fixed-size shuffled batches:
+        `.epsilon` is the figure without amplification by subsampling, each
+        example once per pass, and `.epsilon_assuming_poisson` the labelled
+        Poisson figure, as TF Privacy's privacy statement reports them).
+      accountant: None (mechanism's default), "rdp" or "pld".
+      noisy_steps: the number of noisy steps from the optimizer's ledger.
+      used_microbatching: True when gradient units held several examples: the
+        sensitivity doubles, so the composition uses noise_multiplier / 2.
+      value_discretization_interval: PLD grid; coarser is faster and gives a
+        larger (still valid) epsilon.
+
+    Returns:
+      A `PrivacyResult`.
+
+    Raises:
+      ValueError: on any out-of-range or inconsistent argument, saying what is allowed.
+    """
+    run = _validate(
+        num_examples, batch_size, noise_multiplier, epochs, steps, delta, mechanism,
+        noise_schedule, noise_probability, on_skip, sampling, accountant, noisy_steps,
+        used_microbatching, value_discretization_interval,
+    )
+    q = run.sampling_probability
+    poisson = _figures(run, run.steps, q)
+    if run.sampling == "poisson":
+        formal, epsilon, noisy_only, epsilon_noisy_only = poisson
+        epsilon_assuming_poisson = None
+    else:
+        formal, epsilon, noisy_only, epsilon_noisy_only = _figures(run, run.passes, None)
+        epsilon_assuming_poisson = poisson[1]
+
+    paragraphs = [
+        statement.mechanism_paragraph(
+            run.mechanism, run.noise_multiplier, run.accounted_noise_multiplier,
+            run.used_microbatching, run.accountant,
+        ),
+        statement.scope_paragraph(
+            run.num_examples, run.batch_size, run.steps, run.delta,
+            private=run.mechanism != "none",
+        ),
+    ]
+    if run.mechanism != "none":
+        if run.sampling == "poisson":
+            paragraphs.append(statement.poisson_paragraph(q))
+        else:
+            paragraphs.append(
+                statement.shuffle_paragraph(run.passes, epsilon, epsilon_assuming_poisson)
+            )
+        paragraphs.append(
+            statement.schedule_paragraph(
+                noise_schedule=run.noise_schedule,
+                noise_probability=run.noise_probability,
+                on_skip=run.on_skip,
+                steps=run.steps,
+                opportunities=run.steps if run.sampling == "poisson" else run.passes,
+                per_pass=run.sampling == "shuffle",
+                formal=formal,
+                noisy_only=noisy_only,
+                epsilon_noisy_only=epsilon_noisy_only,
+            )
+        )
+    paragraphs.append(statement.summary_line(epsilon, run.delta))
+
+    return PrivacyResult(
+        epsilon=epsilon,
+        epsilon_noisy_steps_only=epsilon_noisy_only,
+        delta=run.delta,
+        accountant=run.accountant,
+        statement=statement.join(paragraphs),
+        mechanism=run.mechanism,
+        noise_schedule=run.noise_schedule,
+        noise_probability=run.noise_probability,
+        on_skip=run.on_skip,
+        sampling=run.sampling,
+        noise_multiplier=run.noise_multiplier,
+        accounted_noise_multiplier=run.accounted_noise_multiplier,
+        used_microbatching=run.used_microbatching,
+        num_examples=run.num_examples,
+        batch_size=run.batch_size,
+        sampling_probability=q,
+        steps=run.steps,
+        noisy_steps=run.noisy_steps,
+        accounted_steps=formal.count if run.mechanism != "none" else None,
+        epsilon_assuming_poisson=epsilon_assuming_poisson,
+    )

@@ -1,0 +1,73 @@
+"""The record `compute_epsilon` returns: the guarantee, the labelled side figures, the words."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacyResult:
+    """What a training run's privacy accounting says, in numbers and in words.
+
+    Attributes:
+      epsilon: the formal (epsilon, delta)-DP guarantee for one example
+        (add-or-remove-one adjacency, every intermediate model released), or
+        `math.inf` when the method has no formal guarantee.
+      epsilon_noisy_steps_only: epsilon composed over the noisy steps only. For
+        the random noise schedule with released noiseless steps this is the
+        dynamic-DP paper's convention and NOT a guarantee; for a planning
+        figure of the drop variant it is an estimate from the expected count.
+        Equal to `epsilon` for the regular schedule.
+      delta: the delta of the guarantee.
+      accountant: "rdp" or "pld", the dp_accounting accountant used.
+      statement: plain-language text: mechanism, sampling assumption, what is
+        and is not covered.
+      mechanism, noise_schedule, noise_probability, on_skip, sampling: the
+        settings accounted for.
+      noise_multiplier: the multiplier as set on the optimizer.
+      accounted_noise_multiplier: the one composed (half of it with
+        microbatching, whose sensitivity is twice the clip).
+      num_examples, batch_size, sampling_probability: data size, (expected)
+        batch size and q = batch_size / num_examples.
+      steps: training steps taken or planned (noisy + noiseless + dropped).
+      accounted_steps: how many noisy releases per example `epsilon` composes
+        (None when epsilon is infinite for lack of noise).
+      epsilon_assuming_poisson: for sampling="shuffle", the figure that assumes
+        Poisson sampling, labelled as not a guarantee for shuffled batches;
+        None for sampling="poisson".
+    """
+
+    epsilon: float
+    epsilon_noisy_steps_only: float
+    delta: float
+    accountant: str
+    statement: str
+    mechanism: str = "gaussian"
+    noise_schedule: str = "regular"
+    noise_probability: float = 1.0
+    on_skip: str = "release"
+    sampling: str = "poisson"
+    noise_multiplier: Optional[float] = None
+    accounted_noise_multiplier: Optional[float] = None
+    used_microbatching: bool = False
+    num_examples: Optional[int] = None
+    batch_size: Optional[float] = None
+    sampling_probability: Optional[float] = None
+    steps: Optional[int] = None
+    noisy_steps: Optional[int] = None
+    accounted_steps: Optional[int] = None
+    epsilon_assuming_poisson: Optional[float] = None
+
+    @property
+    def is_guarantee(self) -> bool:
+        """True when `epsilon` is finite, i.e. a formal DP guarantee holds."""
+        return math.isfinite(self.epsilon)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """All fields as plain Python values (epsilon may be `math.inf`)."""
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return self.statement

@@ -1,0 +1,173 @@
+"""The plain-language statement that goes with every epsilon."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import List, Optional
+
+from tfdp.accounting.counting import Count
+
+_WIDTH = 88
+
+
+def fmt_epsilon(value: Optional[float]) -> str:
+    """An epsilon as text: 3 decimals, or 'inf'."""
+    if value is None:
+        return "n/a"
+    return "inf" if math.isinf(value) else f"{value:.3f}"
+
+
+def _fill(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=_WIDTH)
+
+
+def mechanism_paragraph(
+    mechanism: str, noise_multiplier: Optional[float], accounted: Optional[float],
+    used_microbatching: bool, accountant: str,
+) -> str:
+    """What noise was added, and which accountant reads it."""
+    if mechanism == "none":
+        return _fill(
+            "Mechanism: none. Training without noise has NO differential-privacy "
+            "guarantee: epsilon = inf."
+        )
+    halved = (
+        f"; accounted as {accounted:g} because microbatches of several examples double "
+        "the sensitivity" if used_microbatching else ""
+    )
+    if mechanism == "gaussian":
+        text = (
+            f"Mechanism: Gaussian noise, noise multiplier {noise_multiplier:g} "
+            f"(noise std / L2 clip){halved}. {accountant.upper()} accounting."
+        )
+    else:
+        text = (
+            f"Mechanism: Laplace noise, noise multiplier {noise_multiplier:g} "
+            f"(noise scale / L1 clip){halved}. PLD accounting (privacy loss "
+            "distributions): the RDP accountant cannot account for Poisson-sampled "
+            "Laplace noise."
+        )
+    return _fill(text)
+
+
+def scope_paragraph(
+    num_examples: int, batch_size: float, steps: int, delta: float, private: bool = True
+) -> str:
+    """Data, steps, adjacency and what the guarantee covers."""
+    epochs = steps * batch_size / num_examples
+    training = (
+        f"Training: {num_examples} examples, batch size {batch_size:g}, {steps} steps "
+        f"(about {epochs:.3g} epochs)."
+    )
+    if not private:
+        return _fill(training)
+    return _fill(
+        f"{training} Example-level DP with add-or-remove-one "
+        f"adjacency at delta = {delta:g}. It covers every intermediate model (all "
+        "checkpoints), not only the final one; it does not cover hyperparameter "
+        "tuning or data-dependent preprocessing."
+    )
+
+
+def poisson_paragraph(sampling_probability: float) -> str:
+    """The Poisson sampling assumption, and what to do when it does not hold."""
+    return _fill(
+        "Sampling: assumes Poisson sampling, each example joining each step "
+        f"independently with probability q = {sampling_probability:.4g} "
+        "(tfdp.data.poisson_batches produces such batches). If training used "
+        "shuffled fixed-size batches (plain model.fit), this figure is not a "
+        "guarantee: use sampling='shuffle'."
+    )
+
+
+def shuffle_paragraph(passes: int, epsilon: float, epsilon_poisson: float) -> str:
+    """Both figures for shuffled batches, labelled as TF Privacy's privacy statement does."""
+    head = _fill(
+        f"Sampling: shuffled fixed-size batches; each example is used at most once per "
+        f"pass, {passes} passes (no amplification by subsampling is assumed)."
+    )
+    table = (
+        f"    Epsilon with each example occurring once per epoch (the guarantee): "
+        f"{fmt_epsilon(epsilon):>10}\n"
+        f"    Epsilon assuming Poisson sampling (*), NOT a guarantee here:        "
+        f"{fmt_epsilon(epsilon_poisson):>10}"
+    )
+    note = _fill(
+        "(*) Shuffled batches are not Poisson sampled. For randomly shuffled data the "
+        "actual epsilon is believed to be closer to this value than to the conservative "
+        "one, but no proof covers it."
+    )
+    return f"{head}\n{table}\n{note}"
+
+
+def schedule_paragraph(
+    *,
+    noise_schedule: str,
+    noise_probability: float,
+    on_skip: str,
+    steps: int,
+    opportunities: int,
+    per_pass: bool,
+    formal: Count,
+    noisy_only: Count,
+    epsilon_noisy_only: float,
+) -> str:
+    """What the noise schedule means for the guarantee; labels every side figure."""
+    unit = "noisy releases per example" if per_pass else "noisy steps"
+    if noise_schedule == "regular":
+        return _fill("Noise schedule: regular (noise on every step).")
+    head = f"Noise schedule: random (noise on a step with probability p = {noise_probability:g})"
+    if on_skip == "release":
+        if formal.count is not None:
+            why = (
+                "the training ledger shows that every step carried noise"
+                if formal.kind == "realized" else "p = 1, so every step carries noise"
+            )
+            return _fill(f"{head}, noiseless steps released; {why}, so the guarantee "
+                         "composes over all of them.")
+        where = (
+            "the training ledger's count" if noisy_only.kind == "realized"
+            else "the expected count p x steps, rounded up"
+        )
+        return _fill(
+            f"{head}, noiseless steps released. A noiseless step releases an exact "
+            "clipped gradient sum, so there is NO formal differential-privacy "
+            "guarantee: epsilon = inf. The dynamic-DP paper's convention composes over "
+            f"the noisy steps only ({noisy_only.count} {unit}, {where}): "
+            f"epsilon_noisy_steps_only = {fmt_epsilon(epsilon_noisy_only)}. That figure "
+            "is NOT a privacy guarantee: it ignores what the noiseless steps reveal. "
+            "on_skip='drop' is the sound variant; membership-inference attacks give an "
+            "empirical view."
+        )
+    head += ", noiseless steps dropped (no data touched, no update)"
+    if formal.kind == "realized":
+        return _fill(
+            f"{head}. The guarantee composes over the {formal.count} {unit} the "
+            f"training ledger recorded ({steps} steps taken)."
+        )
+    if formal.kind == "all":
+        return _fill(f"{head}. With p = 1 every step is noisy.")
+    tail = noisy_only.delta - formal.delta
+    return _fill(
+        f"{head}. Planning figure: the number of noisy steps is random "
+        f"(Binomial({opportunities}, {noise_probability:g})). epsilon is a guarantee: "
+        f"it composes over {formal.count} {unit}, a count exceeded with probability at "
+        f"most {tail:.2g}, and that probability is part of delta (accountant delta "
+        f"{formal.delta:.3g} + {tail:.2g}). The figure over the expected count "
+        f"({noisy_only.count}), epsilon_noisy_steps_only = "
+        f"{fmt_epsilon(epsilon_noisy_only)}, is an ESTIMATE, not a guarantee. After "
+        "training, pass noisy_steps (the optimizer's ledger) for the realized guarantee."
+    )
+
+
+def summary_line(epsilon: float, delta: float) -> str:
+    """The one-line bottom line."""
+    if math.isinf(epsilon):
+        return f"Formal guarantee: none (epsilon = inf at delta = {delta:g})."
+    return f"Formal guarantee: ({fmt_epsilon(epsilon)}, {delta:g})-DP."
+
+
+def join(paragraphs: List[str]) -> str:
+    """Paragraphs separated by blank lines."""
+    return "\n\n".join(p for p in paragraphs if p) + "\n"
