@@ -210,7 +210,8 @@ def main(argv) -> None:
         json.dump(_jsonable(result), f, indent=2)
 
     print(report.summary())
-    print("Utility (test): " + ", ".join(f"{k} {v:.4f}" for k, v in utility["test"].items()))
+    print("Utility (test): " + ", ".join(
+        f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in utility["test"].items()))
     print(audit.message if audit else result["audit_note"])
     print(f"Wrote {json_path} and {plot_path}")
 
