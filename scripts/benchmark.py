@@ -1,0 +1,168 @@
+"""Side-by-side speed and memory of DP training options in one run (ratios, not absolute seconds).
+
+Each configuration trains in its own subprocess on the same synthetic data, so its
+peak memory (max RSS) is its own; non-private Keras training is measured before and
+after the others and its faster run is the baseline. Slow options (TF Privacy's
+microbatch optimizers) are timed over a few steps and scaled to an epoch.
+
+    .venv/bin/python scripts/benchmark.py            # tutorial CNN and MLP
+    .venv/bin/python scripts/benchmark.py --models=cnn --output=results/benchmark.json
+
+Ends by printing `tfdp_vs_nodp_ratio=<number>` for the CNN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["cnn", "mlp"], "Models to benchmark: cnn (TF Privacy tutorial), mlp.")
+flags.DEFINE_list(
+    "configs",
+    ["nodp", "tfdp_fast", "tfp_vectorized", "tfp_generic", "tfp_dpsequential", "tfdp_optimizer"],
+    "Training options to compare.",
+)
+flags.DEFINE_integer("num_examples", 2048, "Training examples (synthetic).")
+flags.DEFINE_integer("batch_size", 256, "Batch size (and microbatches for TF Privacy options).")
+flags.DEFINE_integer("epochs", 2, "Timed epochs for the fast options.")
+flags.DEFINE_integer("slow_steps", 2, "Timed steps for the slow options (scaled to an epoch).")
+flags.DEFINE_string("output", "results/benchmark.json", "Where the JSON report goes.")
+flags.DEFINE_string("worker", None, "Internal: run one configuration as MODEL:CONFIG.")
+
+SLOW = {"tfp_vectorized", "tfp_generic", "tfdp_optimizer"}
+
+
+def _build(model_name):
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    if model_name == "cnn":
+        return tf.keras.Sequential([
+            layers.Conv2D(16, 8, strides=2, padding="same", activation="relu",
+                          input_shape=(28, 28, 1)),
+            layers.MaxPool2D(2, 1),
+            layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
+            layers.MaxPool2D(2, 1),
+            layers.Flatten(),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(10),
+        ]), (28, 28, 1)
+    return tf.keras.Sequential([
+        layers.Dense(512, activation="relu", input_shape=(784,)),
+        layers.Dense(256, activation="relu"),
+        layers.Dense(10),
+    ]), (784,)
+
+
+def _run_worker(spec: str) -> dict:
+    """Trains one configuration and returns seconds per epoch."""
+    import numpy as np
+    import tensorflow as tf
+
+    import tfdp
+
+    model_name, config = spec.split(":")
+    tf.keras.utils.set_random_seed(0)
+    model, shape = _build(model_name)
+    n, batch = FLAGS.num_examples, FLAGS.batch_size
+    x = np.random.default_rng(0).random((n,) + shape, dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 10, n)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+    per_example = tf.keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
+    dp = dict(l2_norm_clip=1.0, noise_multiplier=1.1)
+    if config == "nodp":
+        model.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1),
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    elif config == "tfdp_fast":
+        model = tfdp.make_private(model)
+        model.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=0.1, **dp), loss=per_example)
+    elif config == "tfdp_optimizer":
+        model.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=0.1, **dp), loss=per_example)
+    elif config in ("tfp_vectorized", "tfp_generic"):
+        from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras, dp_optimizer_keras_vectorized
+
+        cls = (dp_optimizer_keras_vectorized.VectorizedDPKerasSGDOptimizer if config == "tfp_vectorized"
+               else dp_optimizer_keras.DPKerasSGDOptimizer)
+        model.compile(optimizer=cls(learning_rate=0.1, num_microbatches=batch, **dp), loss=per_example)
+    elif config == "tfp_dpsequential":
+        from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
+
+        model = DPSequential(layers=model.layers, **dp)
+        model.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1),
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    else:
+        raise ValueError(f"unknown config {config!r}")
+    steps_per_epoch = -(-n // batch)
+    if config in SLOW:
+        timed = data.take(FLAGS.slow_steps)
+        model.fit(data.take(1), epochs=1, verbose=0)  # trace and warm up
+        start = time.perf_counter()
+        model.fit(timed, epochs=1, verbose=0)
+        seconds = (time.perf_counter() - start) / FLAGS.slow_steps * steps_per_epoch
+    else:
+        model.fit(data, epochs=1, verbose=0)
+        start = time.perf_counter()
+        model.fit(data, epochs=FLAGS.epochs, verbose=0)
+        seconds = (time.perf_counter() - start) / FLAGS.epochs
+    return {"seconds_per_epoch": seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _measure(model_name: str, config: str) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), f"--worker={model_name}:{config}"] + [
+        f"--{name}={FLAGS[name].value}" for name in
+        ("num_examples", "batch_size", "epochs", "slow_steps")
+    ]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+
+
+def main(argv):
+    del argv
+    if FLAGS.worker:
+        print("RESULT " + json.dumps(_run_worker(FLAGS.worker)), flush=True)
+        return
+    report = {"settings": {k: FLAGS[k].value for k in
+                           ("num_examples", "batch_size", "epochs", "slow_steps")}, "models": {}}
+    for model_name in FLAGS.models:
+        rows = {}
+        for config in ["nodp"] + [c for c in FLAGS.configs if c != "nodp"] + ["nodp"]:
+            result = _measure(model_name, config)
+            if config == "nodp" and "nodp" in rows and "seconds_per_epoch" in result:
+                result["seconds_per_epoch"] = min(result["seconds_per_epoch"],
+                                                  rows["nodp"]["seconds_per_epoch"])
+            rows[config] = result
+        base = rows["nodp"]["seconds_per_epoch"]
+        print(f"\n{model_name}: batch {FLAGS.batch_size}, {FLAGS.num_examples} examples")
+        print(f"{'option':<18}{'s/epoch':>10}{'vs no-DP':>10}{'peak MB':>10}")
+        for config, result in rows.items():
+            if "seconds_per_epoch" in result:
+                result["ratio_vs_nodp"] = result["seconds_per_epoch"] / base
+                print(f"{config:<18}{result['seconds_per_epoch']:>10.3f}"
+                      f"{result['ratio_vs_nodp']:>10.2f}{result['peak_rss_mb']:>10.0f}")
+            else:
+                print(f"{config:<18}  failed: {result['error']}")
+        report["models"][model_name] = rows
+    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
+    with open(FLAGS.output, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"\nwrote {FLAGS.output}")
+    cnn = report["models"].get("cnn", {}).get("tfdp_fast", {})
+    if "ratio_vs_nodp" in cnn:
+        print(f"tfdp_vs_nodp_ratio={cnn['ratio_vs_nodp']:.3f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,150 @@
+"""make_private: the fast path's clipped gradient equals the optimizer path's for every
+supported layer type, clip binding or not; refusals; retracing; counters."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfdp
+
+L = tf.keras.layers
+LOSS_NONE = tf.keras.losses.Reduction.NONE
+
+
+def _loss():
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=LOSS_NONE)
+
+
+MODELS = {
+    "dense": (lambda: tf.keras.Sequential([L.Dense(8, activation="tanh", input_shape=(6,)),
+                                           L.Dense(3)]), (6,), "float"),
+    "conv2d": (lambda: tf.keras.Sequential([
+        L.Conv2D(4, 3, strides=2, padding="same", activation="relu", input_shape=(9, 9, 2)),
+        L.Conv2D(5, 2, padding="valid", dilation_rate=2), L.MaxPool2D(2, 1), L.Flatten(),
+        L.Dense(3)]), (9, 9, 2), "float"),
+    "conv2d_wide_input": (lambda: tf.keras.Sequential([
+        L.Conv2D(6, 3, strides=1, padding="same", input_shape=(6, 6, 5)), L.Flatten(),
+        L.Dense(3)]), (6, 6, 5), "float"),
+    "conv1d": (lambda: tf.keras.Sequential([
+        L.Conv1D(4, 3, padding="causal", activation="relu", input_shape=(7, 2)),
+        L.Conv1D(3, 2, strides=2), L.Flatten(), L.Dense(3)]), (7, 2), "float"),
+    "embedding_layernorm_sequence_dense": (lambda: tf.keras.Sequential([
+        L.Embedding(11, 5, input_length=6), L.LayerNormalization(),
+        L.Dense(4, activation="relu"), L.GlobalAveragePooling1D(), L.Dense(3)]), (6,), "int"),
+    "fallback_groupnorm": (lambda: tf.keras.Sequential([
+        L.Conv2D(4, 3, input_shape=(6, 6, 1)), L.GroupNormalization(2), L.Flatten(),
+        L.Dense(3)]), (6, 6, 1), "float"),
+}
+
+
+def _data(shape, kind, n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "int":
+        x = rng.integers(0, 11, size=(n,) + shape)
+    else:
+        x = rng.normal(size=(n,) + shape).astype("float32") * 2
+    return x, rng.integers(0, 3, size=n)
+
+
+def _one_noiseless_step(make, x, y, fast, **dp):
+    tf.keras.utils.set_random_seed(1)
+    model = make()
+    before = [v.numpy() for v in model.trainable_variables]
+    trained = tfdp.make_private(model) if fast else model
+    trained.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=1.0, noise_multiplier=0.0, **dp),
+                    loss=_loss())
+    trained.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    return [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("dp", [dict(l2_norm_clip=0.05), dict(l2_norm_clip=1e4),
+                                dict(mechanism="laplace", l1_norm_clip=0.2)],
+                         ids=["l2_binding", "l2_not_binding", "l1_binding"])
+def test_fast_clipped_gradient_equals_the_optimizer_path(name, dp):
+    make, shape, kind = MODELS[name]
+    x, y = _data(shape, kind)
+    fast = _one_noiseless_step(make, x, y, True, **dp)
+    reference = _one_noiseless_step(make, x, y, False, **dp)
+    assert any(np.abs(r).max() > 0 for r in reference)
+    for f, r in zip(fast, reference):
+        np.testing.assert_allclose(f, r, rtol=1e-4, atol=1e-7)
+
+
+def test_batch_normalization_is_refused_with_advice():
+    model = tf.keras.Sequential([L.Dense(4, input_shape=(3,)), L.BatchNormalization(), L.Dense(2)])
+    with pytest.raises(ValueError, match="GroupNormalization"):
+        tfdp.make_private(model)
+
+
+def test_an_unbuilt_model_is_refused_with_advice():
+    with pytest.raises(ValueError, match="input_shape"):
+        tfdp.make_private(tf.keras.Sequential([L.Dense(2)]))
+
+
+def test_activity_regularizer_is_refused():
+    model = tf.keras.Sequential([L.Dense(4, input_shape=(3,), activity_regularizer="l2")])
+    with pytest.raises(ValueError, match="activity_regularizer"):
+        tfdp.make_private(model)
+
+
+def test_a_non_dp_optimizer_is_refused():
+    model = tfdp.make_private(MODELS["dense"][0]())
+    model.compile(optimizer="sgd", loss=_loss())
+    x, y = _data((6,), "float")
+    with pytest.raises(ValueError, match="tfdp DP optimizer"):
+        model.fit(x, y, verbose=0)
+
+
+def test_variable_batch_sizes_do_not_retrace_each_step():
+    model = tfdp.make_private(MODELS["dense"][0]())
+    model.compile(optimizer=tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=1.0),
+                  loss=_loss())
+    rng = np.random.default_rng(0)
+    sizes = [7, 12, 5, 9, 14, 6, 11, 8]  # as Poisson sampling gives
+    batches = [_data((6,), "float", n=s, seed=i) for i, s in enumerate(sizes)]
+    data = tf.data.Dataset.from_generator(
+        lambda: iter(batches),
+        output_signature=(tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None], tf.int64)))
+    model.fit(data, epochs=2, verbose=0)
+    del rng
+    assert model.train_function.experimental_get_tracing_count() <= 2
+    assert int(model.optimizer.iterations) == 2 * len(sizes)
+    assert int(model.optimizer.largest_batch_size) == 14
+
+
+def test_dropped_steps_through_the_fast_path_change_no_weight():
+    make, shape, kind = MODELS["conv2d"]
+    x, y = _data(shape, kind)
+    model = make()
+    private = tfdp.make_private(model)
+    private.compile(optimizer=tfdp.DPKerasAdamOptimizer(
+        learning_rate=0.1, noise_schedule="random", noise_probability=0.0, on_skip="drop",
+        l2_norm_clip=1.0, noise_multiplier=1.0, seed=0), loss=_loss())
+    before = [v.numpy().copy() for v in model.variables]
+    private.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert int(private.optimizer.dropped_steps) == 3
+    assert int(private.optimizer.iterations) == 0
+    for b, v in zip(before, model.variables):
+        np.testing.assert_array_equal(b, v.numpy())
+
+
+def test_weight_regularizer_gradient_is_added_after_the_noise():
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([L.Dense(3, input_shape=(4,), kernel_regularizer=tf.keras.regularizers.l2(0.5))])
+    private = tfdp.make_private(model)
+    private.compile(optimizer=tfdp.DPKerasSGDOptimizer(
+        learning_rate=1.0, l2_norm_clip=1e-9, noise_multiplier=0.0), loss=_loss())
+    kernel = model.layers[0].kernel.numpy()
+    x, y = _data((4,), "float", n=8)
+    private.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    # With a vanishing clip, the data gradient is ~0: the step is the regularizer's gradient.
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), kernel - 1.0 * kernel, atol=1e-6)
+
+
+def test_the_private_model_predicts_like_the_original():
+    make, shape, kind = MODELS["conv1d"]
+    model = make()
+    x, _ = _data(shape, kind)
+    np.testing.assert_allclose(tfdp.make_private(model).predict(x, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-6)
