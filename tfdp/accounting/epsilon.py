@@ -38,6 +38,7 @@ class _Run:
     accounted_noise_multiplier: Optional[float]
     steps: int
     passes: int
+    passes_from_steps: bool
     delta: float
     mechanism: str
     noise_schedule: str
@@ -154,7 +155,8 @@ def _validate(
         accounted = noise_multiplier / 2 if used_microbatching else noise_multiplier
     return _Run(
         num_examples=num_examples, batch_size=batch_size, noise_multiplier=noise_multiplier,
-        accounted_noise_multiplier=accounted, steps=steps, passes=passes, delta=delta,
+        accounted_noise_multiplier=accounted, steps=steps, passes=passes,
+        passes_from_steps=epochs is None, delta=delta,
         mechanism=mechanism, noise_schedule=noise_schedule,
         noise_probability=noise_probability, on_skip=on_skip, sampling=sampling,
         accountant=accountant, noisy_steps=noisy_steps, used_microbatching=used_microbatching,
@@ -280,7 +282,9 @@ def compute_epsilon(
             paragraphs.append(statement.poisson_paragraph(q))
         else:
             paragraphs.append(
-                statement.shuffle_paragraph(run.passes, epsilon, epsilon_assuming_poisson)
+                statement.shuffle_paragraph(
+                    run.passes, epsilon, epsilon_assuming_poisson, run.passes_from_steps
+                )
             )
         paragraphs.append(
             statement.schedule_paragraph(

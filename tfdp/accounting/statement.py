@@ -81,11 +81,17 @@ def poisson_paragraph(sampling_probability: float) -> str:
     )
 
 
-def shuffle_paragraph(passes: int, epsilon: float, epsilon_poisson: float) -> str:
+def shuffle_paragraph(
+    passes: int, epsilon: float, epsilon_poisson: float, counted_from_steps: bool = False
+) -> str:
     """Both figures for shuffled batches, labelled as TF Privacy's privacy statement does."""
+    counted = (
+        " (counted from the steps as ceil(steps / floor(n / b)), which can be one more "
+        "than the epochs trained)" if counted_from_steps else ""
+    )
     head = _fill(
         f"Sampling: shuffled fixed-size batches; each example is used at most once per "
-        f"pass, {passes} passes (no amplification by subsampling is assumed)."
+        f"pass, {passes} passes{counted}; no amplification by subsampling is assumed."
     )
     table = (
         f"    Epsilon with each example occurring once per epoch (the guarantee): "

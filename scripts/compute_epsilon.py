@@ -1,0 +1,140 @@
+r"""Epsilon of a DP training run, or the noise multiplier that reaches a target epsilon.
+
+Examples (from the repository root):
+
+    # The TF Privacy MNIST tutorial setting (Poisson sampling assumed):
+    .venv/bin/python scripts/compute_epsilon.py --num_examples=60000 --batch_size=256 \
+        --noise_multiplier=1.1 --epochs=60
+
+    # Shuffled fixed-size batches (plain model.fit): both figures, labelled.
+    .venv/bin/python scripts/compute_epsilon.py --num_examples=60000 --batch_size=256 \
+        --noise_multiplier=1.1 --epochs=60 --sampling=shuffle
+
+    # The paper's random schedule, from a training ledger, as JSON:
+    .venv/bin/python scripts/compute_epsilon.py --num_examples=1437 --batch_size=64 \
+        --noise_multiplier=1.1 --steps=120 --noise_schedule=random --noise_probability=0.5 \
+        --on_skip=drop --noisy_steps=57 --json
+
+    # Calibrate: the smallest noise multiplier for epsilon 3 after 60 epochs.
+    .venv/bin/python scripts/compute_epsilon.py --num_examples=60000 --batch_size=256 \
+        --epochs=60 --target_epsilon=3
+
+Prints the privacy statement and the figures; `--json` prints one JSON object instead
+(infinite epsilons as the string "inf").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Dict, List
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from absl import app, flags  # noqa: E402
+
+from tfdp.accounting import calibrate_noise_multiplier, compute_epsilon  # noqa: E402
+from tfdp.accounting.statement import fmt_epsilon  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line: every argument of compute_epsilon and calibrate_noise_multiplier."""
+    flags.DEFINE_integer("num_examples", None, "Training examples n.", required=True)
+    flags.DEFINE_float("batch_size", None, "(Expected) batch size b; q = b / n.", required=True)
+    flags.DEFINE_float("noise_multiplier", None,
+                       "Noise std / L2 clip (Gaussian) or scale / L1 clip (Laplace).")
+    flags.DEFINE_float("epochs", None, "Passes over the data (give this or --steps).")
+    flags.DEFINE_integer("steps", None, "Steps taken: the ledger's iterations + dropped_steps.")
+    flags.DEFINE_float("delta", 1e-5, "Delta of (epsilon, delta)-DP, in (0, 1).")
+    flags.DEFINE_enum("mechanism", "gaussian", ("gaussian", "laplace", "none"),
+                      "Noise mechanism (none: no privacy).")
+    flags.DEFINE_enum("noise_schedule", "regular", ("regular", "random"),
+                      "regular: noise every step; random: noise with probability p.")
+    flags.DEFINE_float("noise_probability", 1.0, "p of the random schedule.")
+    flags.DEFINE_enum("on_skip", "release", ("release", "drop"),
+                      "Random schedule: a noiseless step releases its gradient or is dropped.")
+    flags.DEFINE_enum("sampling", "poisson", ("poisson", "shuffle"),
+                      "poisson: tfdp.data.poisson_batches; shuffle: fixed-size shuffled batches.")
+    flags.DEFINE_enum("accountant", None, ("rdp", "pld"),
+                      "Accountant (default: rdp for Gaussian, pld for Laplace).")
+    flags.DEFINE_integer("noisy_steps", None, "Noisy steps from the optimizer's ledger.")
+    flags.DEFINE_bool("used_microbatching", False,
+                      "Units of several examples (num_microbatches): sensitivity doubles.")
+    flags.DEFINE_float("value_discretization_interval", 1e-4, "PLD grid (coarser is faster).")
+    flags.DEFINE_float("target_epsilon", None,
+                       "Calibrate: print the smallest noise multiplier reaching this epsilon "
+                       "(regular schedule; needs --epochs).")
+    flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _calibrate() -> Dict[str, Any]:
+    if FLAGS.epochs is None:
+        raise app.UsageError("--target_epsilon needs --epochs (the planned training).")
+    if FLAGS.mechanism == "none":
+        raise app.UsageError("--target_epsilon needs a private --mechanism (gaussian or laplace).")
+    multiplier = calibrate_noise_multiplier(
+        FLAGS.target_epsilon, FLAGS.delta, FLAGS.num_examples, FLAGS.batch_size, FLAGS.epochs,
+        mechanism=FLAGS.mechanism, accountant=FLAGS.accountant, sampling=FLAGS.sampling,
+        used_microbatching=FLAGS.used_microbatching,
+        value_discretization_interval=FLAGS.value_discretization_interval,
+    )
+    result = compute_epsilon(
+        FLAGS.num_examples, FLAGS.batch_size, multiplier, epochs=FLAGS.epochs,
+        delta=FLAGS.delta, mechanism=FLAGS.mechanism, sampling=FLAGS.sampling,
+        accountant=FLAGS.accountant, used_microbatching=FLAGS.used_microbatching,
+        value_discretization_interval=FLAGS.value_discretization_interval,
+    )
+    report = {"noise_multiplier": multiplier, "target_epsilon": FLAGS.target_epsilon}
+    report.update(result.to_dict())
+    return report
+
+
+def _compute() -> Dict[str, Any]:
+    result = compute_epsilon(
+        FLAGS.num_examples, FLAGS.batch_size, FLAGS.noise_multiplier,
+        epochs=FLAGS.epochs, steps=FLAGS.steps, delta=FLAGS.delta, mechanism=FLAGS.mechanism,
+        noise_schedule=FLAGS.noise_schedule, noise_probability=FLAGS.noise_probability,
+        on_skip=FLAGS.on_skip, sampling=FLAGS.sampling, accountant=FLAGS.accountant,
+        noisy_steps=FLAGS.noisy_steps, used_microbatching=FLAGS.used_microbatching,
+        value_discretization_interval=FLAGS.value_discretization_interval,
+    )
+    return result.to_dict()
+
+
+def main(argv: List[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        report = _calibrate() if FLAGS.target_epsilon is not None else _compute()
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    if FLAGS.json:
+        print(json.dumps({k: _jsonable(v) for k, v in report.items()}, indent=2))
+        return
+    print(report["statement"])
+    if "target_epsilon" in report:
+        print(f"noise_multiplier={report['noise_multiplier']:.6g}")
+    print(f"epsilon={fmt_epsilon(report['epsilon'])}")
+    if report["noise_schedule"] == "random":
+        print(f"epsilon_noisy_steps_only={fmt_epsilon(report['epsilon_noisy_steps_only'])}")
+    if report.get("epsilon_assuming_poisson") is not None:
+        print(f"epsilon_assuming_poisson={fmt_epsilon(report['epsilon_assuming_poisson'])}")
+    print(f"delta={report['delta']:g} accountant={report['accountant']}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,196 @@
+"""PrivacyCallback: logged epsilon equals compute_epsilon on the optimizer's ledger; budget stop."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from sklearn.datasets import load_digits
+
+import tfdp
+from tfdp.data import poisson_batches
+
+N, BATCH, SIGMA, DELTA = 300, 32, 1.1, 1e-5
+STEPS_PER_EPOCH = math.ceil(N / BATCH)  # 10, for both Poisson and model.fit batches
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits(return_X_y=True)
+    return (x[:N] / 16.0).astype(np.float32), y[:N].astype(np.int64)
+
+
+def tiny_model():
+    tf.keras.utils.set_random_seed(0)
+    return tf.keras.Sequential([tf.keras.layers.Input((64,)), tf.keras.layers.Dense(10)])
+
+
+def per_example_loss():
+    return tf.keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=tf.keras.losses.Reduction.NONE
+    )
+
+
+class LedgerRecorder(tf.keras.callbacks.Callback):
+    """Copies the optimizer's counters at each epoch end (runs after PrivacyCallback)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ledgers = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        opt = self.model.optimizer
+        self.ledgers.append(
+            dict(
+                iterations=int(opt.iterations.numpy()),
+                noisy=int(opt.noisy_steps.numpy()),
+                dropped=int(opt.dropped_steps.numpy()),
+                largest=int(opt.largest_batch_size.numpy()),
+            )
+        )
+
+
+def compile_private(model, **dp_arguments):
+    optimizer = tfdp.DPKerasSGDOptimizer(
+        l2_norm_clip=1.0, noise_multiplier=SIGMA, learning_rate=0.5, **dp_arguments
+    )
+    model.compile(optimizer=optimizer, loss=per_example_loss(), metrics=["accuracy"])
+    return optimizer
+
+
+def test_logged_epsilon_equals_compute_epsilon_on_the_ledger(digits):
+    x, y = digits
+    model = tiny_model()
+    compile_private(model, expected_batch_size=BATCH)
+    callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
+    history = model.fit(
+        poisson_batches(x, y, BATCH, seed=0), epochs=2, callbacks=[callback, recorder], verbose=0
+    )
+    logged = history.history["epsilon"]
+    assert len(logged) == 2 and "epsilon_noisy_steps_only" not in history.history
+    for epsilon, ledger in zip(logged, recorder.ledgers):
+        reference = tfdp.compute_epsilon(
+            N, BATCH, SIGMA, steps=ledger["iterations"] + ledger["dropped"], delta=DELTA,
+            noisy_steps=ledger["noisy"],
+        )
+        assert epsilon == pytest.approx(reference.epsilon, rel=1e-12)
+    assert recorder.ledgers[-1]["iterations"] == 2 * STEPS_PER_EPOCH
+    assert logged[0] < logged[1]
+    assert callback.result.epsilon == logged[-1]
+    assert "Poisson" in callback.result.statement
+
+
+def test_random_schedule_logs_both_figures_from_the_ledger(digits):
+    x, y = digits
+    model = tiny_model()
+    compile_private(
+        model, noise_schedule="random", noise_probability=0.5, on_skip="release", seed=3,
+        expected_batch_size=BATCH,
+    )
+    callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
+    history = model.fit(
+        poisson_batches(x, y, BATCH, seed=0), epochs=2, callbacks=[callback, recorder], verbose=0
+    )
+    ledger = recorder.ledgers[-1]
+    assert 0 < ledger["noisy"] < ledger["iterations"]  # some steps released without noise
+    assert all(math.isinf(e) for e in history.history["epsilon"])
+    reference = tfdp.compute_epsilon(
+        N, BATCH, SIGMA, steps=ledger["iterations"], delta=DELTA, noise_schedule="random",
+        noise_probability=0.5, noisy_steps=ledger["noisy"],
+    )
+    assert history.history["epsilon_noisy_steps_only"][-1] == pytest.approx(
+        reference.epsilon_noisy_steps_only, rel=1e-12
+    )
+    assert math.isfinite(history.history["epsilon_noisy_steps_only"][-1])
+
+
+def test_dropped_steps_with_shuffled_batches_and_csv_logger(digits, tmp_path):
+    x, y = digits
+    model = tiny_model()
+    compile_private(model, noise_schedule="random", noise_probability=0.5, on_skip="drop", seed=5)
+    path = tmp_path / "log.csv"
+    callback, recorder = tfdp.PrivacyCallback(N, DELTA, sampling="shuffle"), LedgerRecorder()
+    model.fit(
+        x, y, batch_size=BATCH, epochs=2, verbose=0,
+        callbacks=[callback, recorder, tf.keras.callbacks.CSVLogger(str(path))],
+    )
+    ledger = recorder.ledgers[-1]
+    assert ledger["dropped"] > 0 and ledger["largest"] == BATCH
+    reference = tfdp.compute_epsilon(
+        N, BATCH, SIGMA, steps=ledger["iterations"] + ledger["dropped"], delta=DELTA,
+        noise_schedule="random", noise_probability=0.5, on_skip="drop", sampling="shuffle",
+        noisy_steps=ledger["noisy"],
+    )
+    assert math.isfinite(reference.epsilon)
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[-1]["epsilon"]) == pytest.approx(reference.epsilon, rel=1e-6)
+
+
+def test_target_epsilon_stops_before_the_budget_is_exceeded(digits):
+    x, y = digits
+    # The target lies between the epsilon of 1 and of 2 epochs of Poisson steps.
+    after_one = tfdp.compute_epsilon(N, BATCH, SIGMA, steps=STEPS_PER_EPOCH, delta=DELTA).epsilon
+    after_two = tfdp.compute_epsilon(N, BATCH, SIGMA, steps=2 * STEPS_PER_EPOCH, delta=DELTA).epsilon
+    target = (after_one + after_two) / 2
+    model = tiny_model()
+    compile_private(model, expected_batch_size=BATCH)
+    callback = tfdp.PrivacyCallback(N, DELTA, target_epsilon=target, verbose=0)
+    history = model.fit(
+        poisson_batches(x, y, BATCH, seed=0), epochs=5, callbacks=[callback], verbose=0
+    )
+    assert len(history.history["epsilon"]) == 1
+    assert history.history["epsilon"][-1] <= target
+    assert callback.stopped_epoch == 0
+
+
+def test_generous_target_lets_training_finish(digits):
+    x, y = digits
+    model = tiny_model()
+    compile_private(model, expected_batch_size=BATCH)
+    callback = tfdp.PrivacyCallback(N, DELTA, target_epsilon=1e3, verbose=0)
+    history = model.fit(
+        poisson_batches(x, y, BATCH, seed=0), epochs=2, callbacks=[callback], verbose=0
+    )
+    assert len(history.history["epsilon"]) == 2 and callback.stopped_epoch is None
+
+
+def test_non_dp_optimizer_is_refused(digits):
+    x, y = digits
+    model = tiny_model()
+    model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(True))
+    with pytest.raises(ValueError, match="tfdp DP optimizer"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[tfdp.PrivacyCallback(N, DELTA)])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_examples=0), "num_examples"),
+        (dict(delta=1.0), "delta"),
+        (dict(target_epsilon=-1.0), "target_epsilon"),
+        (dict(sampling="fixed"), "sampling"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    arguments = dict(num_examples=N, delta=DELTA)
+    arguments.update(kwargs)
+    num_examples = arguments.pop("num_examples")
+    with pytest.raises(ValueError, match=message):
+        tfdp.PrivacyCallback(num_examples, **arguments)
+
+
+def test_fast_path_model_feeds_the_same_ledger(digits):
+    x, y = digits
+    model = tfdp.make_private(tiny_model())
+    compile_private(model, expected_batch_size=BATCH)
+    callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
+    history = model.fit(
+        poisson_batches(x, y, BATCH, seed=1), epochs=1, callbacks=[callback, recorder], verbose=0
+    )
+    ledger = recorder.ledgers[-1]
+    assert ledger["iterations"] == STEPS_PER_EPOCH and ledger["noisy"] == STEPS_PER_EPOCH
+    reference = tfdp.compute_epsilon(N, BATCH, SIGMA, steps=STEPS_PER_EPOCH, delta=DELTA)
+    assert history.history["epsilon"][-1] == pytest.approx(reference.epsilon, rel=1e-12)
