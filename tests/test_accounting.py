@@ -343,3 +343,31 @@ def test_calibration_for_the_tutorial_matches_an_independent_rdp_search():
 def test_calibration_bad_input(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         tfdp.calibrate_noise_multiplier(*args, **kwargs)
+
+
+# ----- the script -----
+
+
+def test_compute_epsilon_script_prints_json_and_refuses_bad_flags():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "scripts", "compute_epsilon.py")
+    base = [sys.executable, script, f"--num_examples={N}", f"--batch_size={B}", "--epochs=60"]
+    run = subprocess.run(
+        base + ["--noise_multiplier=1.1", "--sampling=shuffle", "--json"],
+        capture_output=True, text=True, cwd=root, timeout=120, check=True,
+    )
+    record = json.loads(run.stdout)
+    reference = tfdp.compute_epsilon(N, B, SIGMA, epochs=EPOCHS, sampling="shuffle")
+    assert record["epsilon"] == pytest.approx(reference.epsilon, rel=1e-12)
+    assert record["epsilon_assuming_poisson"] == pytest.approx(
+        reference.epsilon_assuming_poisson, rel=1e-12
+    )
+    bad = subprocess.run(
+        base + ["--noise_multiplier=0"], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert bad.returncode != 0 and "mechanism='none'" in bad.stdout + bad.stderr

@@ -194,3 +194,23 @@ def test_fast_path_model_feeds_the_same_ledger(digits):
     assert ledger["iterations"] == STEPS_PER_EPOCH and ledger["noisy"] == STEPS_PER_EPOCH
     reference = tfdp.compute_epsilon(N, BATCH, SIGMA, steps=STEPS_PER_EPOCH, delta=DELTA)
     assert history.history["epsilon"][-1] == pytest.approx(reference.epsilon, rel=1e-12)
+
+
+def test_poisson_assumption_with_fixed_batches_warns(digits):
+    x, y = digits
+    model = tiny_model()
+    compile_private(model)  # no expected_batch_size: model.fit's fixed-size batches
+    with pytest.warns(UserWarning, match="sampling='shuffle'"):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
+                  callbacks=[tfdp.PrivacyCallback(N, DELTA)])
+
+
+def test_zero_noise_optimizer_logs_infinite_epsilon(digits):
+    x, y = digits
+    model = tiny_model()
+    optimizer = tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=0.0, learning_rate=0.5)
+    model.compile(optimizer=optimizer, loss=per_example_loss())
+    callback = tfdp.PrivacyCallback(N, DELTA, sampling="shuffle")
+    history = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[callback])
+    assert math.isinf(history.history["epsilon"][-1])
+    assert "NO differential-privacy guarantee" in callback.result.statement

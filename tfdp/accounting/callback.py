@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Dict, Optional
 
@@ -112,13 +111,16 @@ class PrivacyCallback(tf.keras.callbacks.Callback):
     def epsilon_for(self, optimizer, steps: int, noisy_steps: int, batch_size) -> PrivacyResult:
         """compute_epsilon on the given counters and the optimizer's settings."""
         settings = optimizer.dp_settings
+        mechanism = settings["mechanism"]
+        if mechanism != "none" and not settings.get("noise_multiplier"):
+            mechanism = "none"  # a zero noise multiplier adds no noise: no privacy
         return compute_epsilon(
             self.num_examples,
             batch_size,
             settings.get("noise_multiplier"),
             steps=steps,
             delta=self.delta,
-            mechanism=settings["mechanism"],
+            mechanism=mechanism,
             noise_schedule=settings.get("noise_schedule", "regular"),
             noise_probability=settings.get("noise_probability", 1.0),
             on_skip=settings.get("on_skip", "release"),
@@ -134,6 +136,21 @@ class PrivacyCallback(tf.keras.callbacks.Callback):
         optimizer = self._optimizer()
         self._steps_at_epoch_start = self._ledger(optimizer)["steps"]
         settings = optimizer.dp_settings
+        if (
+            self.sampling == "poisson"
+            and self.batch_size is None
+            and not settings.get("expected_batch_size")
+            and settings.get("mechanism") != "none"
+        ):
+            warnings.warn(
+                "PrivacyCallback assumes Poisson sampling (sampling='poisson'), but the "
+                "optimizer has no expected_batch_size, as with model.fit's shuffled "
+                "fixed-size batches. Then the Poisson figure is not a guarantee: pass "
+                "sampling='shuffle', or train on tfdp.data.poisson_batches with "
+                "expected_batch_size set on the optimizer. The sampling rate is taken "
+                "from the largest batch seen (conservative).",
+                stacklevel=2,
+            )
         if (
             self.target_epsilon is not None
             and self.target_metric == "epsilon"

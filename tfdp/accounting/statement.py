@@ -66,7 +66,8 @@ def scope_paragraph(
         f"{training} Example-level DP with add-or-remove-one "
         f"adjacency at delta = {delta:g}. It covers every intermediate model (all "
         "checkpoints), not only the final one; it does not cover hyperparameter "
-        "tuning or data-dependent preprocessing."
+        "tuning, data-dependent preprocessing, or the training loss and metrics "
+        "Keras computes on the raw batches."
     )
 
 
