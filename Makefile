@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/train.py --dataset=digits --mechanism=gaussian --noise_schedule=regular \
-		--noise_multiplier=1.1 --l2_norm_clip=1.0 --epochs=5 --batch_size=64 --learning_rate=0.5
+	$(PY) scripts/compare.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -41,6 +41,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 
+import models  # noqa: E402
 import tfdp  # noqa: E402
 import tfdp.attacks  # noqa: E402
 import train  # noqa: E402  (scripts/train.py: TrainConfig, train_and_evaluate)
@@ -62,12 +63,12 @@ TABLE_COLUMNS = (
     "method", "target_epsilon", "noise_multiplier", "accuracy", "precision", "recall", "f1",
     "epsilon", "epsilon_noisy_steps_only", "noisy_steps_per_epoch", "steps_per_epoch",
     "noisy_steps_percent", "seconds_per_epoch", "attack_auc", "attack_advantage",
-    "epsilon_lower_bound", "train_seconds", "seeds",
+    "epsilon_lower_bound", "audit_consistent", "train_seconds", "seeds",
 )
 _NUMERIC = (
     "accuracy", "precision", "recall", "f1", "noisy_steps_per_epoch", "steps_per_epoch",
     "noisy_steps_percent", "seconds_per_epoch", "attack_auc", "attack_advantage",
-    "epsilon_lower_bound", "train_seconds",
+    "epsilon_lower_bound", "epsilon_lower_bound_library", "train_seconds",
 )
 
 
@@ -166,9 +167,14 @@ def run_one(config: train.TrainConfig, data, attack_types, log) -> Dict[str, Any
         report = tfdp.attacks.membership_inference(
             model, (data.x_train, data.y_train), (data.x_test, data.y_test),
             attack_types=list(attack_types), slicing=None, seed=config.seed)
+        # The audit's bound is delta-aware and holds jointly over all thresholds (95%);
+        # the library's own bound is optimistic (per threshold, delta = 0): kept for reference.
+        verdict = tfdp.attacks.audit(report, record["privacy"])
         row.update(attack_auc=float(report.auc), attack_advantage=float(report.advantage),
-                   epsilon_lower_bound=float(report.epsilon_lower_bound),
-                   best_attack=report.best_attack)
+                   best_attack=report.best_attack,
+                   epsilon_lower_bound=float(verdict.empirical_epsilon_lower_bound),
+                   epsilon_lower_bound_library=float(report.epsilon_lower_bound),
+                   audit_consistent=bool(verdict.consistent), audit=verdict.message)
     else:
         row.update(attack_auc=None, attack_advantage=None, epsilon_lower_bound=None)
     return row
@@ -185,6 +191,8 @@ def aggregate(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     out = {k: rows[0].get(k) for k in ("method", "target_epsilon", "noise_multiplier",
                                           "statement")}
     out["seeds"] = len(rows)
+    if any(r.get("audit_consistent") is not None for r in rows):
+        out["audit_consistent"] = all(r.get("audit_consistent", True) for r in rows)
     for key in ("epsilon", "epsilon_noisy_steps_only"):
         out[key] = max(float(r[key]) for r in rows)
     for key in _NUMERIC:
@@ -240,7 +248,8 @@ NOTES = (
     "(No-DP, or the random schedule releasing exact clipped gradients on noiseless steps). "
     "eps_noisy: epsilon composed over the noisy steps only, the dynamic-DP paper's convention; "
     "for RanN methods with on_skip=release it is NOT a guarantee. "
-    "eps_LB: empirical lower bound on epsilon from the membership-inference attacks. "
+    "eps_LB: empirical lower bound on epsilon from the membership-inference attacks "
+    "(delta-aware, 95% joint confidence; an eps_LB above a finite eps would be a violation). "
     "noise/ep and noise%: steps with noise per epoch and their share of all steps."
 )
 
@@ -259,10 +268,19 @@ def write_csv(rows: List[Dict[str, Any]], path: str, columns: Sequence[str]) -> 
 
 def plot_privacy_utility(sweep: List[Dict[str, Any]], table: List[Dict[str, Any]], path: str,
                          title: str) -> None:
+    """Draws `privacy_utility_figure` to a PNG at `path`."""
+    import matplotlib.pyplot as plt
+
+    fig = privacy_utility_figure(sweep, table, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, Any]], title: str):
     """Accuracy vs formal epsilon, accuracy vs noisy-steps epsilon, attack AUC vs epsilon.
 
     Infinite epsilons are drawn in a separate column at the right, labelled "no formal
-    guarantee", never at a finite position.
+    guarantee", never at a finite position. Returns the matplotlib Figure.
     """
     import matplotlib
 
@@ -291,8 +309,13 @@ def plot_privacy_utility(sweep: List[Dict[str, Any]], table: List[Dict[str, Any]
     ]
     if not any(r.get("attack_auc") is not None for r in rows + no_dp):
         panels = panels[:2]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.2))
-    for ax, (xkey, ykey, panel_title, ylabel) in zip(np.atleast_1d(axes), panels):
+    # A 2x2 grid: the panels, and the last cell for the legend and how to read the plot.
+    fig, grid = plt.subplots(2, 2, figsize=(13, 10))
+    axes = list(grid.ravel()[:len(panels)])
+    key_axis = grid.ravel()[-1]
+    for unused in grid.ravel()[len(panels):-1]:
+        unused.axis("off")
+    for ax, (xkey, ykey, panel_title, ylabel) in zip(axes, panels):
         for method in methods:
             points = sorted(
                 ((r[xkey], r[ykey]) for r in rows if r["method"] == method
@@ -307,16 +330,15 @@ def plot_privacy_utility(sweep: List[Dict[str, Any]], table: List[Dict[str, Any]
                 # slightly offset per method so overlapping methods stay visible.
                 offset = 1.0 + 0.06 * (methods.index(method) - len(methods) / 2)
                 ax.scatter([inf_x * offset] * len(xs_inf), xs_inf, marker=markers[method],
-                           color=colors[method], facecolors="none",
-                           label=None if xs_fin else f"{method} (eps = inf)")
+                           color=colors[method], facecolors="none")
         for r in no_dp:
             if r.get(ykey) is None:
                 continue
-            ax.axhline(r[ykey], color="black", linestyle=":", linewidth=1)
-            ax.scatter([inf_x], [r[ykey]], marker="*", s=140, color="black",
-                       label="No-DP (eps = inf)")
+            # A horizontal reference line spanning the panel (not a point at any epsilon).
+            ax.axhline(r[ykey], color="black", linestyle=":", linewidth=1, gid="reference")
+            ax.scatter([inf_x], [r[ykey]], marker="*", s=140, color="black")
         if ykey == "attack_auc":
-            ax.axhline(0.5, color="grey", linewidth=0.8)
+            ax.axhline(0.5, color="grey", linewidth=0.8, gid="reference")
         ax.set_xscale("log")
         ax.set_xlim(lo / 1.6, inf_x * 1.6)
         ax.axvline(math.sqrt(hi * inf_x), color="grey", linestyle="--", linewidth=1)
@@ -329,14 +351,33 @@ def plot_privacy_utility(sweep: List[Dict[str, Any]], table: List[Dict[str, Any]
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title, fontsize=10)
         ax.grid(True, alpha=0.3)
-    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    fig.legend(unique.values(), unique.keys(), loc="lower center", ncol=min(len(unique), 6),
-               frameon=False)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[m], marker=markers[m], label=m) for m in methods]
+    if no_dp:
+        handles.append(Line2D([], [], color="black", marker="*", markersize=12, linestyle=":",
+                              label="No-DP (eps = inf; dotted: its level)"))
+    if any(not math.isfinite(r["epsilon"]) for r in rows):
+        handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="none",
+                              linestyle="none", label="hollow marker: a run with eps = inf"))
+    labels = [h.get_label() for h in handles]
+    key_axis.axis("off")
+    key_axis.legend(handles, labels, loc="upper left", frameon=False, fontsize=10)
+    key_axis.text(
+        0.0, 0.42,
+        "How to read it\n"
+        "- Formal epsilon: the (epsilon, delta)-DP guarantee of the run.\n"
+        "- The column right of the dashed line holds runs with NO formal\n"
+        "  guarantee (epsilon = inf): No-DP, and RanN runs that released\n"
+        "  exact clipped gradients on their noiseless steps.\n"
+        "- Epsilon over noisy steps only: the dynamic-DP paper's figure for\n"
+        "  RanN; it ignores the noiseless steps, so it is not a guarantee.\n"
+        "- Attack AUC 0.5 means the membership attack does no better than\n"
+        "  guessing; the dotted line is No-DP.",
+        transform=key_axis.transAxes, va="top", fontsize=9.5, family="monospace")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return fig
 
 
 # ----- the comparison -----
@@ -403,7 +444,9 @@ def compare(config: CompareConfig, *, log=print, verbose: bool = False) -> Dict[
         paths.pop("sweep.csv")
     budget = (f"target epsilon {config.target_epsilon:g}" if config.noise_multiplier is None
               else f"noise multiplier {config.noise_multiplier:g}")
-    title = (f"{data.name}, model {base.model}, {base.epochs} epochs, delta {base.delta:g}; "
+    model_name = (models.default_model_name(data.input_shape) if base.model == "auto"
+                  else base.model)
+    title = (f"{data.name}, model {model_name}, {base.epochs} epochs, delta {base.delta:g}; "
              f"RanN noise probability {config.noise_probability:g} (on_skip={config.on_skip})")
     plot_privacy_utility(sweep, table, paths["privacy_utility.png"], title)
     settings = dataclasses.asdict(config)

@@ -85,6 +85,7 @@ class TrainConfig:
     export_dir: Optional[str] = None
     export_name: Optional[str] = None
     metrics_path: Optional[str] = None
+    fast_path: bool = True
 
     def resolved(self) -> "TrainConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
@@ -206,7 +207,7 @@ def calibrate(config: TrainConfig, num_train: int) -> float:
     """
     return float(tfdp.calibrate_noise_multiplier(
         config.target_epsilon, config.delta, num_train, config.batch_size,
-        effective_epochs(config), mechanism=config.mechanism,
+        effective_epochs(config), mechanism=config.mechanism, sampling=config.sampling,
     ))
 
 
@@ -263,9 +264,6 @@ def privacy_report(config: TrainConfig, optimizer, num_train: int) -> Dict[str, 
     if steps == 0:
         return {"epsilon": 0.0, "epsilon_noisy_steps_only": 0.0, "delta": config.delta,
                 "accountant": None, "statement": "No training step was taken."}
-    if not hasattr(tfdp, "compute_epsilon"):  # TEMP
-        return {"epsilon": math.nan, "epsilon_noisy_steps_only": math.nan, "delta": config.delta,
-                "accountant": None, "statement": "accounting not available yet"}
     result = tfdp.compute_epsilon(
         num_train, config.batch_size, config.noise_multiplier, steps=steps,
         delta=config.delta, mechanism=config.mechanism, noise_schedule=config.noise_schedule,
@@ -279,18 +277,9 @@ def privacy_report(config: TrainConfig, optimizer, num_train: int) -> Dict[str, 
 
 def evaluate_utility(model: tf.keras.Model, data) -> Dict[str, float]:
     """Test accuracy, precision, recall, F1 (macro for multi-class) and ROC-AUC."""
-    import tfdp.attacks
-    if hasattr(tfdp.attacks, "utility_metrics"):  # TEMP
-        metrics = tfdp.attacks.utility_metrics(model, (data.x_test, data.y_test))
-        return {k: (float(v) if isinstance(v, (int, float, np.number)) else v)
-                for k, v in metrics.items()}
-    from sklearn import metrics as skm
-    pred = np.argmax(model.predict(data.x_test, verbose=0), axis=1)
-    avg = "binary" if data.num_classes == 2 else "macro"
-    return {"accuracy": skm.accuracy_score(data.y_test, pred),
-            "precision": skm.precision_score(data.y_test, pred, average=avg, zero_division=0),
-            "recall": skm.recall_score(data.y_test, pred, average=avg, zero_division=0),
-            "f1": skm.f1_score(data.y_test, pred, average=avg, zero_division=0)}
+    metrics = tfdp.attacks.utility_metrics(model, (data.x_test, data.y_test))
+    return {k: (float(v) if isinstance(v, (int, float, np.number)) else v)
+            for k, v in metrics.items()}
 
 
 # ----- checkpoints: the model, the optimizer (with the DP ledger) and the epoch -----
@@ -444,15 +433,18 @@ def train_and_evaluate(
 
     model = models.build_model(config.model, data.input_shape, data.num_classes)
     optimizer = make_optimizer(config)
-    if config.is_private and hasattr(tfdp, "make_private"):  # TEMP until the fast path lands
+    if config.is_private and config.fast_path:
         model = tfdp.make_private(model)
     model.compile(optimizer=optimizer, loss=make_loss(config), metrics=["accuracy"])
 
     callbacks: List[tf.keras.callbacks.Callback] = []
-    if config.is_private and hasattr(tfdp, "PrivacyCallback"):  # TEMP
+    if config.is_private:
+        # With a target, stop before an epoch would exceed it. Only for the regular schedule:
+        # the callback projects the next epoch as all-noisy, which the random one is not.
         callbacks.append(tfdp.PrivacyCallback(
-            data.num_train, delta=config.delta, sampling=config.sampling,
-            target_epsilon=config.target_epsilon if config.has_formal_guarantee else None,
+            data.num_train, delta=config.delta, sampling=config.sampling, verbose=0,
+            target_epsilon=(config.target_epsilon if config.noise_schedule == "regular"
+                            else None),
         ))
     epoch_log = _EpochLog(config, optimizer, log)
     callbacks.append(epoch_log)
@@ -462,7 +454,7 @@ def train_and_evaluate(
         initial_epoch = int(epoch_variable.numpy())
         callbacks.append(_EpochCheckpoint(manager, epoch_variable))
 
-    if config.sampling == "poisson" and config.is_private and hasattr(tfdp.data, "poisson_batches"):
+    if config.sampling == "poisson" and config.is_private:
         train_batches = data.poisson_batches(config.batch_size, seed=config.seed)
     else:
         train_batches = data.train_batches(config.batch_size, seed=config.seed)
@@ -583,6 +575,8 @@ def define_flags() -> None:
     flags.DEFINE_string("model_dir", None, "Checkpoints; rerunning resumes and keeps the ledger.")
     flags.DEFINE_string("export_dir", None, "Export a SavedModel for TF Serving under this base.")
     flags.DEFINE_string("export_name", None, "Model name under --export_dir.")
+    flags.DEFINE_bool("fast_path", True, "Private runs use tfdp.make_private's fast per-example "
+                      "clipping (--nofast_path: the optimizer's own, slower path).")
     flags.DEFINE_string("metrics_path", None, "Metrics JSON (default: <model_dir>/metrics.json "
                         "or results/train_metrics.json).")
 
