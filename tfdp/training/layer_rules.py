@@ -115,6 +115,13 @@ class DenseRule(LayerRule):
         return _l1_norm(kernel_grad) + (_l1_norm(bias_grad) if bias else 0.0)
 
     def weighted_sums(self, layer, calls, weights):
+        if len(calls) == 1 and calls[0][0].shape.rank == 2:
+            a, g = calls[0]
+            gw = g * tf.cast(weights, g.dtype)[:, None]
+            sums = {layer.kernel.ref(): tf.matmul(a, gw, transpose_a=True)}
+            if layer.use_bias:
+                sums[layer.bias.ref()] = tf.reduce_sum(gw, axis=0)
+            return sums
         a, g = self._stacked(calls)
         gw = g * tf.cast(weights, g.dtype)[:, None, None]
         sums = {layer.kernel.ref(): tf.einsum("bti,bto->io", a, gw)}
