@@ -191,23 +191,27 @@ def load_data(config: TrainConfig) -> "tfdp.data.Dataset":
 
 # ----- the privacy parts -----
 
-def effective_epochs(config: TrainConfig) -> float:
-    """Epochs whose steps carry noise: all of them, or the expected share p of the random schedule."""
-    if config.noise_schedule == "random":
-        return config.epochs * config.noise_probability
-    return float(config.epochs)
+def planned_steps(config: TrainConfig, num_train: int) -> int:
+    """Steps the run will take: ceil(n / batch) per epoch, for shuffled and Poisson batches alike."""
+    return config.epochs * math.ceil(num_train / config.batch_size)
 
 
 def calibrate(config: TrainConfig, num_train: int) -> float:
     """The noise multiplier that reaches `target_epsilon` after the planned training.
 
-    For the random schedule the target applies to the expected number of noisy steps
-    (p x steps): a formal guarantee with on_skip="drop", the paper's convention
-    (not a guarantee) with on_skip="release".
+    Calibrated on the steps this script really takes (`planned_steps`, expressed in
+    the accountant's epochs of n / batch steps). For the random schedule the target
+    applies to the expected number of noisy steps (p x steps): a formal guarantee with
+    on_skip="drop" (up to the realized count), the paper's convention (not a
+    guarantee) with on_skip="release".
     """
+    steps = planned_steps(config, num_train)
+    if config.noise_schedule == "random":
+        steps *= config.noise_probability
     return float(tfdp.calibrate_noise_multiplier(
         config.target_epsilon, config.delta, num_train, config.batch_size,
-        effective_epochs(config), mechanism=config.mechanism, sampling=config.sampling,
+        steps * config.batch_size / num_train, mechanism=config.mechanism,
+        sampling=config.sampling,
     ))
 
 
