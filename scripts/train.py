@@ -34,7 +34,9 @@ from absl import app, flags  # noqa: E402
 
 import models  # noqa: E402
 import tfdp  # noqa: E402
+import tfdp.attacks  # noqa: E402
 import tfdp.data  # noqa: E402
+import tfdp.export  # noqa: E402
 from tfdp._validation import (  # noqa: E402
     check_choice,
     check_positive,
@@ -424,6 +426,10 @@ def train_and_evaluate(
     model, not JSON; `write_metrics` leaves it out).
     """
     config = config.resolved()
+    if config.export_dir:
+        if not hasattr(tfdp.export, "export_saved_model"):
+            raise ValueError("--export_dir needs tfdp.export.export_saved_model, which this "
+                             "version of tfdp does not have yet; train without --export_dir.")
     tf.keras.utils.set_random_seed(config.seed)
     if data is None:
         data = load_data(config)

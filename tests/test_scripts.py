@@ -194,3 +194,15 @@ def test_plot_puts_infinite_epsilons_in_the_labelled_column_never_at_a_finite_va
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_aggregate_over_seeds_never_understates_epsilon():
+    base = {"method": "m", "target_epsilon": 1.0, "noise_multiplier": 2.0, "statement": "s",
+            "accuracy": 0.5, "attack_auc": 0.5}
+    rows = [dict(base, epsilon=1.0, epsilon_noisy_steps_only=1.0, accuracy=0.6),
+            dict(base, epsilon=math.inf, epsilon_noisy_steps_only=0.9, accuracy=0.8)]
+    out = compare.aggregate(rows)
+    assert math.isinf(out["epsilon"]) and out["epsilon_noisy_steps_only"] == 1.0
+    assert out["accuracy"] == pytest.approx(0.7)
+    assert out["accuracy_std"] == pytest.approx(math.sqrt(0.02))  # sample std of (0.6, 0.8)
+    assert out["seeds"] == 2
