@@ -53,6 +53,8 @@ def test_train_script_runs_and_writes_metrics(tmp_path):
     (["--noise_multiplier=1.1", "--target_epsilon=2"], "exactly one of --noise_multiplier"),
     (["--dataset=nope", "--noise_multiplier=1"], "Unknown data set 'nope'"),
     (["--dataset=chest_xray", "--noise_multiplier=1"], "needs --data_dir.*train/<CLASS>"),
+    (["--dataset=pneumonia_mnist", "--data_dir=/nonexistent/pm", "--noise_multiplier=1"],
+     "does not exist.*train_images"),
     (["--mechanism=laplace", "--l2_norm_clip=1", "--noise_multiplier=1"], "l1_norm_clip"),
 ])
 def test_train_script_bad_flags_fail_with_a_clear_message(args, message):
