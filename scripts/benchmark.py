@@ -170,4 +170,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from _cli import argv_with_helpful  # scripts/ is on sys.path when a script runs
+
+    app.run(main, argv=argv_with_helpful())

@@ -137,4 +137,6 @@ def main(argv: List[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    from _cli import argv_with_helpful  # scripts/ is on sys.path when a script runs
+
+    app.run(main, argv=argv_with_helpful())
