@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Dict, Optional, Type
 
 import tensorflow as tf
@@ -153,9 +154,12 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             self._dropped_steps = None
             self._largest_batch_size = None
             self._query_state_variables = None
-            # Set by privatize_clipped_sum, consumed by apply_gradients (same trace).
-            self._pending_apply_condition = None
-            self._apply_condition = None
+            # Set by privatize_clipped_sum, consumed by apply_gradients. Thread-local because
+            # MirroredStrategy runs (and traces) each replica in its own thread.
+            self._private_gradients_ready = threading.local()
+            # The ledger exists from construction: under a tf.distribute strategy its
+            # variables must be created in the strategy's scope, not inside a replica step.
+            self._create_dp_weights()
 
         # ----- the ledger: counters and the query's state, as optimizer weights -----
 
@@ -256,13 +260,36 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
 
             The sum must come from the query's own `preprocess_record` clipping (or
             an equivalent bound). Advances the query state and the counters, and
-            arms `apply_gradients` to skip the update on a dropped step. This is
-            the entry point for fast per-example paths that clip on their own.
+            marks the gradients as private for `apply_gradients`. This is the entry
+            point for fast per-example paths that clip on their own.
+
+            Under a `tf.distribute` strategy each replica passes the sum over its own
+            examples: the sums are all-reduced and the noise is drawn once, on the
+            first replica, so the global step carries exactly one noise draw
+            calibrated to the clip (not one per replica). The random schedule's coin
+            comes from the replicated query state, so every replica sees the same
+            coin and applies the same update.
             """
             self._create_dp_weights()
             query = self._dp_sum_query
             state = self.query_global_state()
-            noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
+            clipped_sum = tf.nest.flatten(clipped_sum)
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                # Noise alone (the query adds it to zeros), kept on the first replica only;
+                # one all-reduce then gives sum of clipped gradients + a single noise draw.
+                noise, new_state, _ = query.get_noised_result(
+                    [tf.zeros_like(g) for g in clipped_sum], state
+                )
+                first = tf.equal(context.replica_id_in_sync_group, 0)
+                local = [g + tf.where(first, n, tf.zeros_like(n)) for g, n in zip(clipped_sum, noise)]
+                noised_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+                num_units, batch_size = context.all_reduce(
+                    tf.distribute.ReduceOp.SUM,
+                    [tf.cast(num_units, tf.int64), tf.cast(batch_size, tf.int64)],
+                )
+            else:
+                noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
             tf.nest.map_structure(
                 lambda variable, value: variable.assign(value),
                 self._query_state_variables,
@@ -281,14 +308,8 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                 denominator = self._expected_batch_size
             else:
                 denominator = num_units
-            gradients = [
-                g / tf.cast(denominator, g.dtype) for g in tf.nest.flatten(noised_sum)
-            ]
-            if isinstance(query, RandomizedNoiseQuery) and query.on_skip == "drop":
-                self._pending_apply_condition = tf.not_equal(outcome, OUTCOME_DROPPED)
-            else:
-                self._pending_apply_condition = True
-            return gradients
+            self._private_gradients_ready.flag = True
+            return [g / tf.cast(denominator, g.dtype) for g in tf.nest.flatten(noised_sum)]
 
         def _compute_gradients(self, loss, var_list, grad_loss=None, tape=None):
             """Per-unit gradients from the tape's Jacobian, clipped, summed and noised."""
@@ -330,29 +351,24 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
 
         def apply_gradients(self, grads_and_vars, name=None, experimental_aggregate_gradients=True):
             """Applies the private gradients; refuses gradients that did not pass the query."""
-            condition = self._pending_apply_condition
-            if condition is None:
+            if not getattr(self._private_gradients_ready, "flag", False):
                 raise ValueError(
                     f"{type(self).__name__}.apply_gradients was called with gradients that did "
                     "not go through the DP query, which would train without privacy. Use "
                     "model.fit, optimizer.minimize(loss_vector, var_list, tape=tape), or "
                     "tfdp.make_private(model)."
                 )
-            self._pending_apply_condition = None
-            self._apply_condition = condition
-            try:
-                return super().apply_gradients(
-                    grads_and_vars,
-                    name=name,
-                    experimental_aggregate_gradients=experimental_aggregate_gradients,
-                )
-            finally:
-                self._apply_condition = None
+            self._private_gradients_ready.flag = False
+            # privatize_clipped_sum already summed over replicas: summing again would scale the
+            # update by the number of replicas.
+            return super().apply_gradients(
+                grads_and_vars, name=name, experimental_aggregate_gradients=False
+            )
 
         def _distributed_apply(self, distribution, grads_and_vars, apply_state, name):
             parent_apply = super()._distributed_apply
-            condition = self._apply_condition
-            if condition is None or condition is True:
+            query = self._dp_sum_query
+            if not (isinstance(query, RandomizedNoiseQuery) and query.on_skip == "drop"):
                 return parent_apply(distribution, grads_and_vars, apply_state, name)
 
             def apply_update():
@@ -362,7 +378,10 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                     return tf.constant(True)
 
             # A dropped step touches no model or optimizer variable (not even `iterations`).
-            return tf.cond(condition, apply_update, lambda: tf.constant(False))
+            # The outcome is read from the replicated query state, the same on every replica.
+            outcome = query.last_outcome(self._query_state_variables)
+            applied = tf.not_equal(tf.convert_to_tensor(outcome), OUTCOME_DROPPED)
+            return tf.cond(applied, apply_update, lambda: tf.constant(False))
 
         # ----- Keras serialization -----
 
