@@ -8,10 +8,12 @@ Layers of the package, one job each:
     tfdp.attacks     membership inference, utility metrics, audits
     tfdp.data        data sets and Poisson-sampled input pipelines
     tfdp.export      SavedModel export with the privacy record
+    tfdp.layers      residual perturbation and NeuralDP layers (no formal guarantee)
 """
 
 from tfdp import queries
 from tfdp import attacks
+from tfdp import layers
 from tfdp.accounting import (
     PrivacyCallback,
     PrivacyResult,
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "queries",
     "attacks",
+    "layers",
     "DPKerasSGDOptimizer",
     "DPKerasAdamOptimizer",
     "DPKerasAdagradOptimizer",

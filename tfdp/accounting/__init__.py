@@ -13,10 +13,18 @@ from tfdp.accounting.calibration import calibrate_noise_multiplier
 from tfdp.accounting.callback import PrivacyCallback
 from tfdp.accounting.epsilon import compute_epsilon
 from tfdp.accounting.privacy_result import PrivacyResult
+from tfdp.accounting.other_methods import (  # residual perturbation, NeuralDP: no guarantee
+    OtherMethodPrivacy,
+    neuraldp_privacy,
+    residual_perturbation_privacy,
+)
 
 __all__ = [
     "compute_epsilon",
     "calibrate_noise_multiplier",
     "PrivacyCallback",
     "PrivacyResult",
+    "OtherMethodPrivacy",
+    "residual_perturbation_privacy",
+    "neuraldp_privacy",
 ]
