@@ -58,3 +58,46 @@ def test_random_schedule_coin_is_the_same_on_every_replica(results):
         single["noisy_steps"], single["dropped_steps"])
     assert mirrored["iterations"] + mirrored["dropped_steps"] == 3 * 4
     assert 0 < mirrored["dropped_steps"] < 12
+
+
+def _free_loopback_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _result(stdout):
+    lines = [l for l in stdout.splitlines() if l.startswith("RESULT ")]
+    return json.loads(lines[-1][len("RESULT "):]) if lines else None
+
+
+def test_two_worker_run_completes_with_the_single_worker_ledger_and_epsilon():
+    script = os.path.join(HERE, "multiworker_checks.py")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    single = subprocess.run([sys.executable, script, "--single"], capture_output=True,
+                            text=True, timeout=600, env=env)
+    expected = _result(single.stdout)
+    assert expected, single.stderr[-3000:]
+    workers = [f"localhost:{_free_loopback_port()}" for _ in range(2)]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(env, TF_CONFIG=json.dumps(config))))
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=600))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert all(p.returncode == 0 for p in processes), outputs[0][1][-3000:]
+    got = _result(outputs[0][0])
+    assert got, outputs[0][1][-3000:]
+    assert got["replicas"] == 2
+    for key in ("iterations", "noisy_steps", "dropped_steps", "largest_batch_size", "epsilon"):
+        assert got[key] == expected[key], key
