@@ -6,6 +6,12 @@ Example (the bundled digits, Gaussian DP-SGD with noise every step):
         --noise_schedule=regular --noise_multiplier=1.1 --l2_norm_clip=1.0 \
         --epochs=5 --batch_size=64 --learning_rate=0.5
 
+Two other methods train with an ordinary optimizer and have NO formal guarantee
+(epsilon = inf, with the reasons in the statement): `--mechanism=residual_perturbation
+--gamma=0.5` (a ResNet with Gaussian noise on every residual branch) and
+`--mechanism=neuraldp --noise_multiplier=1.0` (per-example clip + noise on one layer's
+activations; the withdrawn preprint's claimed epsilon is reported, labelled).
+
 Prints the loss, accuracy and epsilon after every epoch and writes a metrics JSON
 (test accuracy, precision, recall, F1; epsilon and the privacy statement).
 `--model_dir` keeps checkpoints (model, optimizer and the DP ledger): rerunning
@@ -33,6 +39,8 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import models  # noqa: E402
+from models.neuraldp import PLACEMENT as NEURALDP_PLACEMENT, neuraldp_model  # noqa: E402
+from models.residual_perturbation import residual_perturbation_resnet  # noqa: E402
 import tfdp  # noqa: E402
 import tfdp.attacks  # noqa: E402
 import tfdp.data  # noqa: E402
@@ -44,7 +52,16 @@ from tfdp._validation import (  # noqa: E402
     check_probability,
 )
 
-MECHANISMS = ("none", "gaussian", "laplace")
+MECHANISMS = ("none", "gaussian", "laplace", "residual_perturbation", "neuraldp")
+DP_SGD_MECHANISMS = ("gaussian", "laplace")
+# Trained with an ordinary optimizer; no formal guarantee (tfdp.accounting.other_methods).
+OTHER_METHODS = ("residual_perturbation", "neuraldp")
+# Each other method's own flags, and the model it builds (its architecture is the method).
+_METHOD_FLAGS = {"residual_perturbation": ("gamma", "residual_noise"),
+                 "neuraldp": ("activation_clip_norm",)}
+_METHOD_MODELS = {"residual_perturbation": "residual_perturbation_resnet",
+                  "neuraldp": "neuraldp"}
+RESIDUAL_NOISE = ("additive", "multiplicative")
 SCHEDULES = ("regular", "random")
 OPTIMIZERS = ("sgd", "adam", "adagrad")
 SAMPLINGS = ("poisson", "shuffle")
@@ -53,6 +70,7 @@ _LEDGER_KEYS = (
     "dataset", "data_dir", "split_seed", "max_train_examples", "model", "mechanism",
     "noise_schedule", "noise_probability", "on_skip", "noise_multiplier", "l2_norm_clip",
     "l1_norm_clip", "batch_size", "optimizer", "delta", "sampling", "image_size",
+    "gamma", "residual_noise", "activation_clip_norm",
 )
 
 
@@ -88,6 +106,9 @@ class TrainConfig:
     export_name: Optional[str] = None
     metrics_path: Optional[str] = None
     fast_path: bool = True
+    gamma: Optional[float] = None
+    residual_noise: Optional[str] = None
+    activation_clip_norm: Optional[float] = None
 
     def resolved(self) -> "TrainConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
@@ -105,6 +126,14 @@ class TrainConfig:
         if c.delta >= 1:
             raise ValueError(f"`delta` must be in (0, 1), got {c.delta}; 1/num_examples or less "
                              "is usual.")
+        misplaced = [k for k in ("gamma", "residual_noise", "activation_clip_norm")
+                     if getattr(c, k) is not None and k not in _METHOD_FLAGS.get(c.mechanism, ())]
+        if misplaced:
+            owners = {k: m for m, keys in _METHOD_FLAGS.items() for k in keys}
+            raise ValueError(", ".join(f"--{k} belongs to --mechanism={owners[k]}" for k in misplaced)
+                             + f"; drop it with --mechanism={c.mechanism}.")
+        if c.mechanism in OTHER_METHODS:
+            return _resolve_other_method(c)
         if c.mechanism == "none":
             given = [k for k in ("noise_multiplier", "target_epsilon", "l2_norm_clip",
                                  "l1_norm_clip") if getattr(c, k) is not None]
@@ -155,13 +184,18 @@ class TrainConfig:
 
     @property
     def is_private(self) -> bool:
-        """True when a noise mechanism is used."""
+        """True when a privacy method is used (DP-SGD noise, residual perturbation, NeuralDP)."""
         return self.mechanism != "none"
 
     @property
+    def uses_dp_optimizer(self) -> bool:
+        """True for the DP-SGD mechanisms: a tfdp DP optimizer, its ledger and accountant."""
+        return self.mechanism in DP_SGD_MECHANISMS
+
+    @property
     def has_formal_guarantee(self) -> bool:
-        """False for No-DP and for the random schedule that releases noiseless steps."""
-        if not self.is_private:
+        """False for No-DP, the other methods, and the random schedule releasing noiseless steps."""
+        if not self.uses_dp_optimizer:
             return False
         return not (self.noise_schedule == "random" and self.on_skip == "release"
                     and self.noise_probability < 1.0)
@@ -170,9 +204,55 @@ class TrainConfig:
         """The paper's name of the method (e.g. "Gaussian RanN-DP-SGD")."""
         if not self.is_private:
             return "No-DP"
+        if self.mechanism == "residual_perturbation":
+            return "Residual perturbation" + (
+                " (multiplicative)" if self.residual_noise == "multiplicative" else "")
+        if self.mechanism == "neuraldp":
+            return "NeuralDP"
         schedule = "RanN" if self.noise_schedule == "random" else "RegN"
         drop = " (drop)" if self.noise_schedule == "random" and self.on_skip == "drop" else ""
         return f"{self.mechanism.capitalize()} {schedule}-DP-SGD{drop}"
+
+
+def _resolve_other_method(c: TrainConfig) -> TrainConfig:
+    """Checks and defaults of residual perturbation / NeuralDP settings (`c` is a copy)."""
+    name = c.mechanism
+    if c.noise_schedule != "regular" or c.noise_probability != 1.0 or c.on_skip != "release":
+        raise ValueError(f"--noise_schedule, --noise_probability and --on_skip are DP-SGD settings; "
+                         f"with --mechanism={name} leave them at their defaults.")
+    if c.l2_norm_clip is not None or c.l1_norm_clip is not None:
+        raise ValueError(f"--mechanism={name} clips no gradients: drop --l2_norm_clip/--l1_norm_clip"
+                         + (" (the activation clip is --activation_clip_norm)."
+                            if name == "neuraldp" else "."))
+    if c.model not in ("auto", _METHOD_MODELS[name]):
+        raise ValueError(f"--mechanism={name} trains its own model ({_METHOD_MODELS[name]}); "
+                         f"leave --model=auto, got --model={c.model}.")
+    c.model = _METHOD_MODELS[name]
+    if name == "residual_perturbation":
+        if c.noise_multiplier is not None or c.target_epsilon is not None:
+            raise ValueError(
+                "--mechanism=residual_perturbation has no computed epsilon, so nothing can be "
+                "calibrated to --target_epsilon, and --noise_multiplier does not apply: set the "
+                "noise with --gamma.")
+        if c.gamma is None:
+            raise ValueError("--mechanism=residual_perturbation needs --gamma, the scale of the "
+                             "Gaussian noise added to every residual branch (e.g. 0.5).")
+        c.gamma = check_positive("gamma", c.gamma)
+        c.residual_noise = check_choice("residual_noise", c.residual_noise or "additive",
+                                        RESIDUAL_NOISE)
+        return c
+    if (c.noise_multiplier is None) == (c.target_epsilon is None):
+        raise ValueError(
+            "--mechanism=neuraldp needs exactly one of --noise_multiplier (activation noise std "
+            "over --activation_clip_norm) or --target_epsilon (the noise is calibrated so that "
+            "the withdrawn preprint's CLAIMED epsilon reaches it; not a guarantee).")
+    if c.noise_multiplier is not None:
+        c.noise_multiplier = check_positive("noise_multiplier", c.noise_multiplier)
+    if c.target_epsilon is not None:
+        c.target_epsilon = check_positive("target_epsilon", c.target_epsilon)
+    c.activation_clip_norm = check_positive(
+        "activation_clip_norm", 1.0 if c.activation_clip_norm is None else c.activation_clip_norm)
+    return c
 
 
 # ----- loading -----
@@ -201,6 +281,8 @@ def planned_steps(config: TrainConfig, num_train: int) -> int:
 def calibrate(config: TrainConfig, num_train: int) -> float:
     """The noise multiplier that reaches `target_epsilon` after the planned training.
 
+    For NeuralDP the target is the preprint's claimed figure (a Gaussian mechanism on
+    the activations, accounted like DP-SGD), which is not a guarantee.
     Calibrated on the steps this script really takes (`planned_steps`, expressed in
     the accountant's epochs of n / batch steps). For the random schedule the target
     applies to the expected number of noisy steps (p x steps): a formal guarantee with
@@ -212,14 +294,15 @@ def calibrate(config: TrainConfig, num_train: int) -> float:
         steps *= config.noise_probability
     return float(tfdp.calibrate_noise_multiplier(
         config.target_epsilon, config.delta, num_train, config.batch_size,
-        steps * config.batch_size / num_train, mechanism=config.mechanism,
+        steps * config.batch_size / num_train,
+        mechanism="gaussian" if config.mechanism == "neuraldp" else config.mechanism,
         sampling=config.sampling,
     ))
 
 
 def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.legacy.Optimizer:
-    """A plain Keras (legacy) optimizer for No-DP, else the matching tfdp DP optimizer."""
-    if not config.is_private:
+    """The matching tfdp DP optimizer for DP-SGD, else a plain Keras (legacy) optimizer."""
+    if not config.uses_dp_optimizer:
         plain = {"sgd": tf.keras.optimizers.legacy.SGD, "adam": tf.keras.optimizers.legacy.Adam,
                  "adagrad": tf.keras.optimizers.legacy.Adagrad}[config.optimizer]
         return plain(learning_rate=config.learning_rate)
@@ -245,8 +328,8 @@ def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.legacy.Optimizer:
 
 
 def make_loss(config: TrainConfig) -> tf.keras.losses.Loss:
-    """Cross-entropy on logits: per example for DP (clipping needs it), averaged otherwise."""
-    if config.is_private:
+    """Cross-entropy on logits: per example for DP-SGD (clipping needs it), averaged otherwise."""
+    if config.uses_dp_optimizer:
         return tf.keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
     return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -263,6 +346,8 @@ def privacy_report(config: TrainConfig, optimizer, num_train: int) -> Dict[str, 
             "statement": "No-DP: trained without differential privacy; there is no privacy "
                          "guarantee (epsilon is infinite).",
         }
+    if config.mechanism in OTHER_METHODS:
+        return other_method_privacy(config, int(optimizer.iterations.numpy()), num_train)
     applied = int(optimizer.iterations.numpy())
     dropped = int(optimizer.dropped_steps.numpy())
     noisy = int(optimizer.noisy_steps.numpy())
@@ -277,6 +362,32 @@ def privacy_report(config: TrainConfig, optimizer, num_train: int) -> Dict[str, 
         sampling=config.sampling, noisy_steps=noisy,
     )
     return result.to_dict()
+
+
+def other_method_privacy(config: TrainConfig, steps: int, num_train: int) -> Dict[str, Any]:
+    """Residual perturbation / NeuralDP: epsilon = inf with the reasons (and NeuralDP's claim)."""
+    if config.mechanism == "residual_perturbation":
+        result = tfdp.accounting.residual_perturbation_privacy(
+            config.gamma, num_examples=num_train, batch_size=config.batch_size, steps=steps,
+            delta=config.delta, noise=config.residual_noise)
+    else:
+        result = tfdp.accounting.neuraldp_privacy(
+            config.noise_multiplier, config.activation_clip_norm, num_examples=num_train,
+            batch_size=config.batch_size, steps=steps, delta=config.delta,
+            sampling=config.sampling, layer_description=NEURALDP_PLACEMENT)
+    return result.to_dict()
+
+
+def build_model(config: TrainConfig, data) -> tf.keras.Model:
+    """The configured model; residual perturbation and NeuralDP build their own architecture."""
+    if config.mechanism == "residual_perturbation":
+        return residual_perturbation_resnet(data.input_shape, data.num_classes, gamma=config.gamma,
+                                            noise=config.residual_noise)
+    if config.mechanism == "neuraldp":
+        return neuraldp_model(data.input_shape, data.num_classes,
+                              clip_norm=config.activation_clip_norm,
+                              noise_multiplier=config.noise_multiplier)
+    return models.build_model(config.model, data.input_shape, data.num_classes)
 
 
 # ----- evaluation -----
@@ -353,7 +464,7 @@ class _EpochLog(tf.keras.callbacks.Callback):
         self.history: List[Dict[str, Any]] = []
 
     def _counts(self):
-        if not self._config.is_private:
+        if not self._config.uses_dp_optimizer:
             return int(self._optimizer.iterations.numpy()), 0, 0
         return (int(self._optimizer.iterations.numpy()), int(self._optimizer.noisy_steps.numpy()),
                 int(self._optimizer.dropped_steps.numpy()))
@@ -383,7 +494,9 @@ class _EpochLog(tf.keras.callbacks.Callback):
                  f"accuracy={logs.get('accuracy', float('nan')):.4f}"]
         if "val_accuracy" in logs:
             parts.append(f"test_accuracy={logs['val_accuracy']:.4f}")
-        if self._config.is_private:
+        if self._config.mechanism in OTHER_METHODS:
+            parts.append("epsilon=inf (no formal guarantee)")
+        elif self._config.is_private:
             parts.append(f"noisy_steps={noisy_epoch}/{steps}")
             eps = logs.get("epsilon")
             if eps is not None:
@@ -427,9 +540,8 @@ def train_and_evaluate(
     """
     config = config.resolved()
     if config.export_dir:
-        if not hasattr(tfdp.export, "export_saved_model"):
-            raise ValueError("--export_dir needs tfdp.export.export_saved_model, which this "
-                             "version of tfdp does not have yet; train without --export_dir.")
+        # A bad export name or a stray folder under it fails now, not after training.
+        tfdp.export.check_export_target(config.export_dir, export_name(config))
     tf.keras.utils.set_random_seed(config.seed)
     if data is None:
         data = load_data(config)
@@ -441,14 +553,14 @@ def train_and_evaluate(
         log(f"Calibrated noise multiplier {config.noise_multiplier:.4f} for target epsilon "
             f"{config.target_epsilon} (delta {config.delta}).")
 
-    model = models.build_model(config.model, data.input_shape, data.num_classes)
+    model = build_model(config, data)
     optimizer = make_optimizer(config)
-    if config.is_private and config.fast_path:
+    if config.uses_dp_optimizer and config.fast_path:
         model = tfdp.make_private(model)
     model.compile(optimizer=optimizer, loss=make_loss(config), metrics=["accuracy"])
 
     callbacks: List[tf.keras.callbacks.Callback] = []
-    if config.is_private:
+    if config.uses_dp_optimizer:
         # With a target, stop before an epoch would exceed it. Only for the regular schedule:
         # the callback projects the next epoch as all-noisy, which the random one is not.
         callbacks.append(tfdp.PrivacyCallback(
@@ -471,7 +583,8 @@ def train_and_evaluate(
     log(f"{config.method_name()} on {data.name} ({data.num_train} train / {data.num_test} test, "
         f"input {data.input_shape}, {data.num_classes} classes), model {model.name}, "
         f"{config.epochs} epochs of batch {config.batch_size}"
-        + (f", noise multiplier {config.noise_multiplier:.4g}" if config.is_private else ""))
+        + (f", noise multiplier {config.noise_multiplier:.4g}" if config.noise_multiplier
+           else "") + (f", gamma {config.gamma:g}" if config.gamma else ""))
     if initial_epoch < config.epochs:
         model.fit(train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
                   validation_data=data.test_batches(), callbacks=callbacks, verbose=verbose)
@@ -482,7 +595,7 @@ def train_and_evaluate(
     utility = evaluate_utility(model, data)
     privacy = privacy_report(config, optimizer, data.num_train)
     ledger = {"applied_steps": int(optimizer.iterations.numpy())}
-    if config.is_private:
+    if config.uses_dp_optimizer:
         ledger.update(noisy_steps=int(optimizer.noisy_steps.numpy()),
                       dropped_steps=int(optimizer.dropped_steps.numpy()))
         ledger["steps"] = ledger["applied_steps"] + ledger["dropped_steps"]
@@ -502,16 +615,25 @@ def train_and_evaluate(
     }
     log(f"Test: accuracy={utility['accuracy']:.4f} precision={utility['precision']:.4f} "
         f"recall={utility['recall']:.4f} f1={utility['f1']:.4f}")
-    log(f"Privacy: epsilon={_format_epsilon(privacy['epsilon'])} (delta={config.delta}). "
+    claimed = ("" if privacy.get("epsilon_claimed") is None else
+               f" epsilon_claimed={_format_epsilon(privacy['epsilon_claimed'])} "
+               f"({privacy['epsilon_claimed_by']}).")
+    log(f"Privacy: epsilon={_format_epsilon(privacy['epsilon'])} (delta={config.delta}).{claimed} "
         f"{privacy['statement']}")
     if config.export_dir:
         record["export_path"] = export(config, model, privacy, log)
     return record
 
 
+def export_name(config: TrainConfig) -> str:
+    """--export_name, or <dataset>_<mechanism>_<schedule> made URL-safe (tfds:x -> tfds_x)."""
+    default = f"{config.dataset}_{config.mechanism}_{config.noise_schedule}"
+    return config.export_name or default.replace(":", "_").replace("/", "_")
+
+
 def export(config: TrainConfig, model, privacy: Dict[str, Any], log) -> str:
     """Exports a SavedModel for TF Serving with the privacy record attached."""
-    name = config.export_name or f"{config.dataset}_{config.mechanism}_{config.noise_schedule}"
+    name = export_name(config)
     record = dict(privacy)
     record["training"] = {k: v for k, v in dataclasses.asdict(config).items()
                           if k not in ("model_dir", "export_dir", "metrics_path")}
@@ -557,7 +679,9 @@ def define_flags() -> None:
                          "(chest_xray, pneumonia_mnist, tfds:).")
     flags.DEFINE_bool("download", False, "Let TFDS download and prepare a missing data set.")
     flags.DEFINE_string("model", "auto", "Model: auto, " + ", ".join(models.available_models()))
-    flags.DEFINE_enum("mechanism", "gaussian", MECHANISMS, "Noise mechanism (none = No-DP).")
+    flags.DEFINE_enum("mechanism", "gaussian", MECHANISMS,
+                      "Noise mechanism (none = No-DP). residual_perturbation and neuraldp train "
+                      "their own model with an ordinary optimizer and have no formal guarantee.")
     flags.DEFINE_enum("noise_schedule", "regular", SCHEDULES,
                       "regular: noise every step (RegN); random: noise when a Bernoulli coin "
                       "says so (RanN).")
@@ -587,6 +711,13 @@ def define_flags() -> None:
     flags.DEFINE_string("export_name", None, "Model name under --export_dir.")
     flags.DEFINE_bool("fast_path", True, "Private runs use tfdp.make_private's fast per-example "
                       "clipping (--nofast_path: the optimizer's own, slower path).")
+    flags.DEFINE_float("gamma", None, "--mechanism=residual_perturbation: scale of the "
+                       "Gaussian noise on every residual branch of the ResNet.")
+    flags.DEFINE_enum("residual_noise", None, RESIDUAL_NOISE,
+                      "--mechanism=residual_perturbation: additive (F + gamma*n, default) or "
+                      "multiplicative (F + gamma*F*n) noise.")
+    flags.DEFINE_float("activation_clip_norm", None, "--mechanism=neuraldp: per-example L2 "
+                       "clip of the privatized activations (default 1.0).")
     flags.DEFINE_string("metrics_path", None, "Metrics JSON (default: <model_dir>/metrics.json "
                         "or results/train_metrics.json).")
 

@@ -161,10 +161,10 @@ def neuraldp_privacy(
 ) -> OtherMethodPrivacy:
     """The privacy record of a NeuralDP run: epsilon = inf, plus the preprint's claim, labelled.
 
-    The claim treats each step's privatized activations as a subsampled Gaussian
-    mechanism (noise multiplier sigma, sampling rate batch_size / num_examples,
-    `steps` compositions, tfdp's RDP accounting as for DP-SGD) and everything after
-    the privatized layer as post-processing. It is reported in `epsilon_claimed`,
+    The claim follows the preprint's argument (a Gaussian mechanism on the privatized
+    activations, everything after them post-processing), accounted as a subsampled
+    Gaussian mechanism like DP-SGD (noise multiplier sigma, sampling rate
+    batch_size / num_examples, `steps` compositions, RDP). It is reported in `epsilon_claimed`,
     never in `epsilon`, because it does not cover the layers before the privatized
     one, the labels, or the training loss and metrics.
 
@@ -201,10 +201,11 @@ def neuraldp_privacy(
         _text._fill(_training_line(num_examples, batch_size, steps)),
         _text._fill(
             f"Epsilon {NEURALDP_CLAIM_LABEL}: {_text.fmt_epsilon(claimed)} at delta = "
-            f"{delta:g}, computed as the preprint argues: the privatized activations as a "
-            f"{'Poisson-' if sampling == 'poisson' else ''}subsampled Gaussian mechanism "
-            f"(noise multiplier {noise_multiplier:g}, q = {batch_size / num_examples:.4g}, "
-            f"{steps} steps, RDP accounting) and the layers after them as post-processing."
+            f"{delta:g}. It follows the preprint's argument (a Gaussian mechanism on the "
+            "privatized activations, everything after them post-processing), accounted by "
+            f"tfdp as a {'Poisson-' if sampling == 'poisson' else ''}subsampled Gaussian "
+            f"mechanism like DP-SGD (noise multiplier {noise_multiplier:g}, q = "
+            f"{batch_size / num_examples:.4g}, {steps} steps, RDP accounting)."
         ),
         _text._fill(
             "This claim does not cover: the layers before the privatized one (they see "
