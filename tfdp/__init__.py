@@ -14,6 +14,7 @@ Layers of the package, one job each:
 from tfdp import queries
 from tfdp import attacks
 from tfdp import layers
+from tfdp import export
 from tfdp.accounting import (
     PrivacyCallback,
     PrivacyResult,
@@ -34,6 +35,7 @@ __all__ = [
     "queries",
     "attacks",
     "layers",
+    "export",
     "DPKerasSGDOptimizer",
     "DPKerasAdamOptimizer",
     "DPKerasAdagradOptimizer",
