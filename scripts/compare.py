@@ -1,9 +1,12 @@
-"""Compare the dynamic-DP paper's five methods side by side on one data set and model.
+"""Compare the dynamic-DP paper's five methods and two others side by side on one data set.
 
     .venv/bin/python scripts/compare.py                      # bundled digits, a few minutes
 
 Trains No-DP, Gaussian RegN-DP-SGD, Gaussian RanN-DP-SGD, Laplace RegN-DP-SGD and
-Laplace RanN-DP-SGD on the same data, model, seeds and hyperparameters, at a shared
+Laplace RanN-DP-SGD on the same data, model, seeds and hyperparameters, plus
+residual perturbation (a ResNet with noise of scale `--gamma` on every residual
+branch; not calibrated to a budget) and NeuralDP (its own model with one privatized
+layer; calibrated to the withdrawn preprint's claimed epsilon), at a shared
 privacy budget (`--target_epsilon`: each private method's noise is calibrated to
 reach it), attacks each trained model with membership inference, and sweeps the
 budget (`--sweep_epsilons`) to draw privacy-utility curves. Writes to `--output_dir`:
@@ -16,7 +19,9 @@ Epsilon columns: `epsilon` is the formal (epsilon, delta)-DP guarantee, "inf" wh
 there is none (No-DP; the random schedule releasing noiseless steps).
 `epsilon_noisy_steps_only` is the paper's convention for the random schedule
 (composition over the noisy steps only): NOT a guarantee when noiseless steps are
-released. `epsilon_lower_bound` is what the attacks prove empirically.
+released. `epsilon_claimed` is NeuralDP's figure as its withdrawn preprint argues:
+NOT a guarantee (residual perturbation and NeuralDP have epsilon = inf).
+`epsilon_lower_bound` is what the attacks prove empirically.
 """
 
 from __future__ import annotations
@@ -53,7 +58,12 @@ METHODS: Dict[str, Dict[str, Any]] = {
     "gaussian_rann": dict(mechanism="gaussian", noise_schedule="random"),
     "laplace_regn": dict(mechanism="laplace", noise_schedule="regular"),
     "laplace_rann": dict(mechanism="laplace", noise_schedule="random"),
+    # Two other methods (ordinary optimizers, no formal guarantee; their own models).
+    "residual_perturbation": dict(mechanism="residual_perturbation"),
+    "neuraldp": dict(mechanism="neuraldp"),
 }
+# Methods run once, not calibrated to a target epsilon (they have no epsilon to calibrate).
+UNCALIBRATED = ("none", "residual_perturbation")
 DEFAULT_SWEEP = (0.5, 1.0, 1.62, 2.0, 4.0, 8.0)
 # The threshold attacks (on loss, on entropy) need no training: fast and deterministic.
 DEFAULT_ATTACKS = ("threshold", "threshold-entropy")
@@ -61,7 +71,8 @@ DEFAULT_ATTACKS = ("threshold", "threshold-entropy")
 # Columns of comparison.csv, in order (with "_std" companions when --seeds > 1).
 TABLE_COLUMNS = (
     "method", "target_epsilon", "noise_multiplier", "accuracy", "precision", "recall", "f1",
-    "epsilon", "epsilon_noisy_steps_only", "noisy_steps_per_epoch", "steps_per_epoch",
+    "epsilon", "epsilon_noisy_steps_only", "epsilon_claimed", "noisy_steps_per_epoch",
+    "steps_per_epoch",
     "noisy_steps_percent", "seconds_per_epoch", "attack_auc", "attack_advantage",
     "epsilon_lower_bound", "audit_consistent", "train_seconds", "seeds",
 )
@@ -86,6 +97,9 @@ class CompareConfig:
     seed: int = 0
     attack_types: Optional[Sequence[str]] = DEFAULT_ATTACKS
     output_dir: str = "results"
+    gamma: float = 0.5
+    residual_noise: str = "additive"
+    activation_clip_norm: float = 1.0
     base: train.TrainConfig = dataclasses.field(default_factory=lambda: train.TrainConfig(
         epochs=15, batch_size=64, learning_rate=0.01, optimizer="adam"))
 
@@ -113,11 +127,16 @@ class CompareConfig:
                                      for m in self.methods):
             raise ValueError(f"--noise_probability must be in (0, 1) for the RanN methods, got {p}.")
         train.check_positive_int("seeds", self.seeds)
+        train.check_positive("gamma", self.gamma)
+        train.check_choice("residual_noise", self.residual_noise, train.RESIDUAL_NOISE)
+        train.check_positive("activation_clip_norm", self.activation_clip_norm)
 
     def run_config(self, method: str, target: Optional[float], seed: int) -> train.TrainConfig:
         """The TrainConfig of one run."""
         fields = dict(METHODS[method], seed=seed)
         private = fields["mechanism"] != "none"
+        if fields["mechanism"] in train.OTHER_METHODS:
+            return self._other_method_config(fields, target)
         if fields.get("noise_schedule") == "random":
             fields.update(noise_probability=self.noise_probability, on_skip=self.on_skip)
         if private:
@@ -132,6 +151,20 @@ class CompareConfig:
         else:
             fields.update(target_epsilon=None, noise_multiplier=None, l2_norm_clip=None,
                           l1_norm_clip=None)
+        return dataclasses.replace(self.base, model_dir=None, export_dir=None, **fields)
+
+    def _other_method_config(self, fields: Dict[str, Any],
+                             target: Optional[float]) -> train.TrainConfig:
+        """Residual perturbation (fixed gamma) or NeuralDP (calibrated claim), own model."""
+        fields.update(model="auto", l2_norm_clip=None, l1_norm_clip=None, noise_schedule="regular",
+                      noise_probability=1.0, on_skip="release")
+        if fields["mechanism"] == "residual_perturbation":
+            fields.update(gamma=self.gamma, residual_noise=self.residual_noise,
+                          target_epsilon=None, noise_multiplier=None)
+        else:
+            fields.update(activation_clip_norm=self.activation_clip_norm,
+                          target_epsilon=target if self.noise_multiplier is None else None,
+                          noise_multiplier=self.noise_multiplier)
         return dataclasses.replace(self.base, model_dir=None, export_dir=None, **fields)
 
 
@@ -152,6 +185,7 @@ def run_one(config: train.TrainConfig, data, attack_types, log) -> Dict[str, Any
         **{k: record["utility"].get(k) for k in ("accuracy", "precision", "recall", "f1")},
         "epsilon": float(record["privacy"]["epsilon"]),
         "epsilon_noisy_steps_only": float(record["privacy"]["epsilon_noisy_steps_only"]),
+        "epsilon_claimed": record["privacy"].get("epsilon_claimed"),
         "statement": record["privacy"]["statement"],
         "steps": record["ledger"]["steps"],
         "noisy_steps": record["ledger"]["noisy_steps"],
@@ -163,6 +197,9 @@ def run_one(config: train.TrainConfig, data, attack_types, log) -> Dict[str, Any
     row["steps_per_epoch"] = row["steps"] / epochs
     row["noisy_steps_per_epoch"] = row["noisy_steps"] / epochs
     row["noisy_steps_percent"] = 100.0 * row["noisy_steps"] / max(row["steps"], 1)
+    if config.mechanism in train.OTHER_METHODS:
+        # Their noise is in the activations, not in a DP optimizer's steps: no such count.
+        row["noisy_steps_per_epoch"] = row["noisy_steps_percent"] = None
     if attack_types:
         report = tfdp.attacks.membership_inference(
             model, (data.x_train, data.y_train), (data.x_test, data.y_test),
@@ -195,6 +232,8 @@ def aggregate(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         out["audit_consistent"] = all(r.get("audit_consistent", True) for r in rows)
     for key in ("epsilon", "epsilon_noisy_steps_only"):
         out[key] = max(float(r[key]) for r in rows)
+    claims = [float(r["epsilon_claimed"]) for r in rows if r.get("epsilon_claimed") is not None]
+    out["epsilon_claimed"] = max(claims) if claims else None
     for key in _NUMERIC:
         values = [r[key] for r in rows if r.get(key) is not None]
         if not values:
@@ -222,7 +261,7 @@ def _cell(value: Any, digits: int = 3) -> str:
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
     """The main table as aligned text."""
-    header = ["method", "acc", "prec", "recall", "f1", "eps", "eps_noisy", "noise/ep",
+    header = ["method", "acc", "prec", "recall", "f1", "eps", "eps_noisy", "eps_claim", "noise/ep",
               "noise%", "s/epoch", "MIA_AUC", "MIA_adv", "eps_LB"]
     lines = []
     for r in rows:
@@ -234,6 +273,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
         lines.append([
             r["method"], pm("accuracy"), pm("precision"), pm("recall"), pm("f1"),
             _cell(r["epsilon"], 2), _cell(r["epsilon_noisy_steps_only"], 2),
+            _cell(r.get("epsilon_claimed"), 2),
             pm("noisy_steps_per_epoch", 1), pm("noisy_steps_percent", 0), pm("seconds_per_epoch", 2),
             pm("attack_auc"), pm("attack_advantage"), pm("epsilon_lower_bound", 2),
         ])
@@ -248,6 +288,9 @@ NOTES = (
     "(No-DP, or the random schedule releasing exact clipped gradients on noiseless steps). "
     "eps_noisy: epsilon composed over the noisy steps only, the dynamic-DP paper's convention; "
     "for RanN methods with on_skip=release it is NOT a guarantee. "
+    "Residual perturbation and NeuralDP train with ordinary optimizers: eps = inf. "
+    "eps_claim: NeuralDP's epsilon as its withdrawn preprint argues; NOT a guarantee (it does "
+    "not cover the layers before the privatized one or the labels). "
     "eps_LB: empirical lower bound on epsilon from the membership-inference attacks "
     "(delta-aware, 95% joint confidence; an eps_LB above a finite eps would be a violation). "
     "noise/ep and noise%: steps with noise per epoch and their share of all steps."
@@ -335,8 +378,9 @@ def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, An
             if r.get(ykey) is None:
                 continue
             # A horizontal reference line spanning the panel (not a point at any epsilon).
-            ax.axhline(r[ykey], color="black", linestyle=":", linewidth=1, gid="reference")
-            ax.scatter([inf_x], [r[ykey]], marker="*", s=140, color="black")
+            color = _reference_color(r, no_dp)
+            ax.axhline(r[ykey], color=color, linestyle=":", linewidth=1, gid="reference")
+            ax.scatter([inf_x], [r[ykey]], marker="*", s=140, color=color)
         if ykey == "attack_auc":
             ax.axhline(0.5, color="grey", linewidth=0.8, gid="reference")
         ax.set_xscale("log")
@@ -354,9 +398,10 @@ def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, An
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colors[m], marker=markers[m], label=m) for m in methods]
-    if no_dp:
-        handles.append(Line2D([], [], color="black", marker="*", markersize=12, linestyle=":",
-                              label="No-DP (eps = inf; dotted: its level)"))
+    for r in no_dp:
+        handles.append(Line2D([], [], color=_reference_color(r, no_dp), marker="*",
+                              markersize=12, linestyle=":",
+                              label=f"{r['method']} (eps = inf; dotted: its level)"))
     if any(not math.isfinite(r["epsilon"]) for r in rows):
         handles.append(Line2D([], [], color="grey", marker="o", markerfacecolor="none",
                               linestyle="none", label="hollow marker: a run with eps = inf"))
@@ -368,8 +413,9 @@ def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, An
         "How to read it\n"
         "- Formal epsilon: the (epsilon, delta)-DP guarantee of the run.\n"
         "- The column right of the dashed line holds runs with NO formal\n"
-        "  guarantee (epsilon = inf): No-DP, and RanN runs that released\n"
-        "  exact clipped gradients on their noiseless steps.\n"
+        "  guarantee (epsilon = inf): No-DP, RanN runs that released\n"
+        "  exact clipped gradients on their noiseless steps, residual\n"
+        "  perturbation and NeuralDP (its claimed epsilon is not a guarantee).\n"
         "- Epsilon over noisy steps only: the dynamic-DP paper's figure for\n"
         "  RanN; it ignores the noiseless steps, so it is not a guarantee.\n"
         "- Attack AUC 0.5 means the membership attack does no better than\n"
@@ -378,6 +424,14 @@ def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, An
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
+
+
+def _reference_color(row: Dict[str, Any], references: List[Dict[str, Any]]) -> str:
+    """Black for No-DP; other uncalibrated methods (residual perturbation) get their own colour."""
+    if row["method"] == "No-DP":
+        return "black"
+    others = [r["method"] for r in references if r["method"] != "No-DP"]
+    return ("tab:olive", "tab:cyan", "tab:gray")[others.index(row["method"]) % 3]
 
 
 # ----- the comparison -----
@@ -395,7 +449,7 @@ def compare(config: CompareConfig, *, log=print, verbose: bool = False) -> Dict[
     seeds = [config.seed + i for i in range(config.seeds)]
     plan = []
     for method in config.methods:
-        method_targets = [None] if METHODS[method]["mechanism"] == "none" else targets
+        method_targets = [None] if METHODS[method]["mechanism"] in UNCALIBRATED else targets
         for target in method_targets:
             for seed in seeds:
                 plan.append((method, config.run_config(method, target, seed)))
@@ -414,6 +468,8 @@ def compare(config: CompareConfig, *, log=print, verbose: bool = False) -> Dict[
         runs.append(row)
         attack = ("" if row["attack_auc"] is None
                   else f", attack AUC {row['attack_auc']:.3f}")
+        if row.get("epsilon_claimed") is not None:
+            attack = f", claimed eps {_cell(row['epsilon_claimed'], 2)} (not a guarantee)" + attack
         log(f"[{i}/{len(plan)}] {label}: accuracy {row['accuracy']:.3f}, "
             f"eps {_cell(row['epsilon'], 2)} (noisy steps only {_cell(row['epsilon_noisy_steps_only'], 2)}), "
             f"noise {_cell(row['noise_multiplier'], 3)}{attack}, {row['train_seconds']:.1f}s")
@@ -421,8 +477,8 @@ def compare(config: CompareConfig, *, log=print, verbose: bool = False) -> Dict[
     def group(target):
         rows = []
         for method in config.methods:
-            is_private = METHODS[method]["mechanism"] != "none"
-            want = target if is_private else None
+            calibrated = METHODS[method]["mechanism"] not in UNCALIBRATED
+            want = target if calibrated else None
             selected = [r for r in runs
                         if r["method_key"] == method and r["target_epsilon"] == want]
             if selected:
@@ -447,7 +503,10 @@ def compare(config: CompareConfig, *, log=print, verbose: bool = False) -> Dict[
     model_name = (models.default_model_name(data.input_shape) if base.model == "auto"
                   else base.model)
     title = (f"{data.name}, model {model_name}, {base.epochs} epochs, delta {base.delta:g}; "
-             f"RanN noise probability {config.noise_probability:g} (on_skip={config.on_skip})")
+             f"RanN noise probability {config.noise_probability:g} (on_skip={config.on_skip})"
+             + (f"; residual perturbation (own ResNet) gamma {config.gamma:g}"
+                if "residual_perturbation" in config.methods else "")
+             + ("; NeuralDP (own model)" if "neuraldp" in config.methods else ""))
     plot_privacy_utility(sweep, table, paths["privacy_utility.png"], title)
     settings = dataclasses.asdict(config)
     settings["base"] = dataclasses.asdict(base)
@@ -496,6 +555,12 @@ def define_flags() -> None:
                       "Membership-inference attacks (threshold, threshold-entropy, lr, mlp, rf, "
                       "knn); 'none' to skip.")
     flags.DEFINE_string("output_dir", "results", "Where the table and plot go.")
+    flags.DEFINE_float("gamma", 0.5, "Residual perturbation: noise scale on every residual "
+                       "branch (the method runs once, at this gamma).")
+    flags.DEFINE_enum("residual_noise", "additive", train.RESIDUAL_NOISE,
+                      "Residual perturbation: additive or multiplicative noise.")
+    flags.DEFINE_float("activation_clip_norm", 1.0, "NeuralDP: per-example L2 clip of the "
+                       "privatized activations.")
     flags.DEFINE_string("dataset", "digits", "Data set (as in train.py).")
     flags.DEFINE_string("data_dir", None, "Folder of the data set (not for the bundled ones).")
     flags.DEFINE_integer("image_size", None, "Resize images to this many pixels per side.")
@@ -544,7 +609,8 @@ def config_from_flags() -> CompareConfig:
         sweep_epsilons=tuple(sweep), noise_probability=FLAGS.noise_probability,
         on_skip=FLAGS.on_skip, seeds=FLAGS.seeds, seed=FLAGS.seed,
         attack_types=None if attacks in ([], ["none"]) else tuple(attacks),
-        output_dir=FLAGS.output_dir, base=base,
+        output_dir=FLAGS.output_dir, gamma=FLAGS.gamma, residual_noise=FLAGS.residual_noise,
+        activation_clip_norm=FLAGS.activation_clip_norm, base=base,
     )
 
 
