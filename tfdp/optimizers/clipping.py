@@ -47,3 +47,21 @@ def clip_and_sum(query: dp_query.SumAggregationDPQuery, params, per_unit_grads: 
     # Same factor as tf.clip_by_global_norm: clip / max(norm, clip), so units inside the ball stay.
     scale = clip / tf.maximum(norms, clip)
     return [tf.tensordot(tf.cast(scale, g.dtype), g, axes=1) for g in per_unit_grads]
+
+
+def finite_units(per_unit_tensors: List[tf.Tensor], unit_losses: tf.Tensor) -> tf.Tensor:
+    """[units] bool: the unit's loss and every entry of its gradients (or norms) are finite."""
+    finite = tf.math.is_finite(unit_losses)
+    for t in per_unit_tensors:
+        if t.dtype.is_floating:
+            flat = tf.reshape(t, [tf.shape(t)[0], -1])
+            finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(flat), axis=1))
+    return finite
+
+
+def zero_units(t: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """Zeroes the units (leading axis) where `keep` is False; integer tensors pass through."""
+    if not t.dtype.is_floating:
+        return t
+    mask = tf.reshape(keep, tf.concat([tf.shape(keep), tf.ones([tf.rank(t) - 1], tf.int32)], 0))
+    return tf.where(mask, t, tf.zeros_like(t))

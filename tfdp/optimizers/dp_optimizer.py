@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Type
 import tensorflow as tf
 from tensorflow_privacy.privacy.dp_query import dp_query
 
-from tfdp._validation import check_positive_int
+from tfdp._validation import check_choice, check_positive_int
 from tfdp.queries import (
     OUTCOME_DROPPED,
     OUTCOME_NOISY,
@@ -19,7 +19,7 @@ from tfdp.queries import (
     query_from_config,
     query_to_config,
 )
-from tfdp.optimizers.clipping import clip_and_sum
+from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
 _LegacyOptimizer = tf.keras.optimizers.legacy.Optimizer
@@ -86,6 +86,13 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
           expected_batch_size: divide the noised sum by this instead of the
             realized batch size (the unbiased choice under Poisson sampling).
           seed: seed of the random schedule's coin (None: fresh entropy).
+          on_nonfinite: "raise" (stop with an error when an example's loss or gradient
+            is NaN/inf; the step still counts in the ledger, since it touched data) or
+            "skip" (such an example contributes zero, which keeps the step's DP
+            guarantee; `optimizer.skipped_examples` counts them). On this optimizer
+            path an infinite input or activation makes every unit's Jacobian row
+            non-finite (the batched backward multiplies it by zeros), so the whole
+            batch is skipped; `tfdp.make_private` isolates the examples exactly.
           **kwargs: {cls.__name__}'s own arguments (learning_rate, ...).
         """
 
@@ -103,6 +110,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             num_microbatches: Optional[int] = None,
             expected_batch_size: Optional[int] = None,
             seed: Optional[int] = None,
+            on_nonfinite: str = "raise",
             **kwargs: Any,
         ):
             super().__init__(**kwargs)
@@ -146,6 +154,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                         "`expected_batch_size` applies to per-example clipping; leave "
                         "`num_microbatches` at None when you set it."
                     )
+            self._on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
             self._dp_sum_query = dp_sum_query
             self._num_microbatches = num_microbatches
             self._expected_batch_size = expected_batch_size
@@ -153,6 +162,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             self._noisy_steps = None
             self._dropped_steps = None
             self._largest_batch_size = None
+            self._skipped_examples = None
             self._query_state_variables = None
             # Set by privatize_clipped_sum, consumed by apply_gradients. Thread-local because
             # MirroredStrategy runs (and traces) each replica in its own thread.
@@ -191,6 +201,9 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                 self._largest_batch_size = self._add_dp_weight(
                     "dp_largest_batch_size", tf.constant(0, tf.int64)
                 )
+                self._skipped_examples = self._add_dp_weight(
+                    "dp_skipped_examples", tf.constant(0, tf.int64)
+                )
                 initial_state = self._dp_sum_query.initial_global_state()
                 self._query_state_variables = tf.nest.pack_sequence_as(
                     initial_state,
@@ -221,6 +234,17 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             """Largest number of examples seen in one step (for the sampling rate)."""
             self._create_dp_weights()
             return self._largest_batch_size
+
+        @property
+        def skipped_examples(self) -> tf.Variable:
+            """Examples whose non-finite loss or gradient was skipped (on_nonfinite="skip")."""
+            self._create_dp_weights()
+            return self._skipped_examples
+
+        @property
+        def on_nonfinite(self) -> str:
+            """What a NaN/inf loss or gradient does: "raise" or "skip"."""
+            return self._on_nonfinite
 
         @property
         def dp_sum_query(self) -> dp_query.SumAggregationDPQuery:
@@ -255,7 +279,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
 
         # ----- the private gradient -----
 
-        def privatize_clipped_sum(self, clipped_sum, num_units, batch_size):
+        def privatize_clipped_sum(self, clipped_sum, num_units, batch_size, nonfinite_units=0):
             """Noises a sum of clipped unit gradients and returns the averaged gradients.
 
             The sum must come from the query's own `preprocess_record` clipping (or
@@ -284,9 +308,10 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                 first = tf.equal(context.replica_id_in_sync_group, 0)
                 local = [g + tf.where(first, n, tf.zeros_like(n)) for g, n in zip(clipped_sum, noise)]
                 noised_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
-                num_units, batch_size = context.all_reduce(
+                num_units, batch_size, nonfinite_units = context.all_reduce(
                     tf.distribute.ReduceOp.SUM,
-                    [tf.cast(num_units, tf.int64), tf.cast(batch_size, tf.int64)],
+                    [tf.cast(num_units, tf.int64), tf.cast(batch_size, tf.int64),
+                     tf.cast(nonfinite_units, tf.int64)],
                 )
             else:
                 noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
@@ -304,12 +329,29 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             self._largest_batch_size.assign(
                 tf.maximum(self._largest_batch_size, tf.cast(batch_size, tf.int64))
             )
+            nonfinite_units = tf.cast(nonfinite_units, tf.int64)
+            checks = []
+            if self._on_nonfinite == "skip":
+                self._skipped_examples.assign_add(nonfinite_units)
+            else:
+                # After the counters: the step touched the data, so the ledger keeps it.
+                checks.append(tf.debugging.assert_equal(
+                    nonfinite_units, tf.constant(0, tf.int64),
+                    message=(
+                        "tfdp: non-finite (NaN or inf) loss or gradient for some examples of "
+                        "this step; the update was not applied. The step touched the data, so "
+                        "the privacy ledger (noisy_steps) counts it. Lower the learning rate or "
+                        "check the data, or pass on_nonfinite='skip' to the optimizer: such "
+                        "examples then contribute zero and the step keeps its DP guarantee."
+                    ),
+                ))
             if self._expected_batch_size is not None:
                 denominator = self._expected_batch_size
             else:
                 denominator = num_units
             self._private_gradients_ready.flag = True
-            return [g / tf.cast(denominator, g.dtype) for g in tf.nest.flatten(noised_sum)]
+            with tf.control_dependencies(checks):  # no update can run before the check
+                return [g / tf.cast(denominator, g.dtype) for g in tf.nest.flatten(noised_sum)]
 
         def _compute_gradients(self, loss, var_list, grad_loss=None, tape=None):
             """Per-unit gradients from the tape's Jacobian, clipped, summed and noised."""
@@ -336,8 +378,12 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             )
             query = self._dp_sum_query
             params = query.derive_sample_params(self.query_global_state())
+            finite = finite_units(jacobians, unit_losses)
+            if self._on_nonfinite == "skip":
+                jacobians = [zero_units(j, finite) for j in jacobians]
             clipped_sum = clip_and_sum(query, params, jacobians)
-            gradients = self.privatize_clipped_sum(clipped_sum, num_units, batch_size)
+            nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
+            gradients = self.privatize_clipped_sum(clipped_sum, num_units, batch_size, nonfinite)
             return list(zip(gradients, var_list))
 
         def get_gradients(self, loss, params):
@@ -396,6 +442,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                 num_microbatches=self._num_microbatches,
                 expected_batch_size=self._expected_batch_size,
                 seed=self._seed,
+                on_nonfinite=self._on_nonfinite,
             )
             return config
 

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import tensorflow as tf
 
-from tfdp.optimizers.clipping import clip_norm_kind, per_unit_norms
+from tfdp.optimizers.clipping import clip_norm_kind, finite_units, per_unit_norms, zero_units
 from tfdp.optimizers.per_example_loss import per_unit_losses
 from tfdp.training.layer_rules import LayerRule, rule_for
 
@@ -125,6 +125,16 @@ class PrivateModel(tf.keras.Model):
             )
 
         norms = self._per_example_norms(layer_calls, fallback_grads, kind)
+        finite = finite_units([norms], example_losses)
+        nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
+        if optimizer.on_nonfinite == "skip":
+            # A skipped example contributes exactly zero (inside the clip ball: DP is kept).
+            norms = tf.where(finite, norms, tf.zeros_like(norms))
+            layer_calls = [
+                (layer, rule, [(zero_units(a, finite), zero_units(g, finite)) for a, g in calls])
+                for layer, rule, calls in layer_calls
+            ]
+            fallback_grads = [zero_units(j, finite) for j in fallback_grads]
         clip = tf.cast(query.derive_sample_params(optimizer.query_global_state()), norms.dtype)
         # clip / max(norm, clip): the factor of the query's own preprocess_record.
         weights = clip / tf.maximum(norms, clip)
@@ -136,7 +146,7 @@ class PrivateModel(tf.keras.Model):
             sums[variable.ref()] = tf.tensordot(tf.cast(weights, per_example.dtype), per_example, 1)
         clipped_sum = [sums[v.ref()] for v in variables]
 
-        gradients = optimizer.privatize_clipped_sum(clipped_sum, batch_size, batch_size)
+        gradients = optimizer.privatize_clipped_sum(clipped_sum, batch_size, batch_size, nonfinite)
         if regularization is not None:
             # Weight regularizers do not read the data: adding their gradient after the noise
             # is post-processing and costs no privacy.
