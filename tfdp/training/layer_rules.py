@@ -94,15 +94,14 @@ class DenseRule(LayerRule):
         return a, g
 
     def norms(self, layer, calls, kind):
-        single = len(calls) == 1 and calls[0][0].shape.rank == 2
-        bias = [] if not layer.use_bias else [None]
-        if single:
+        if len(calls) == 1 and calls[0][0].shape.rank == 2:
             a, g = calls[0]
-            if kind == "l2":  # |a g^T|_F^2 = |a|^2 |g|^2
-                total = tf.reduce_sum(tf.square(a), 1) * tf.reduce_sum(tf.square(g), 1)
-                return total + (tf.reduce_sum(tf.square(g), 1) if bias else 0.0)
-            total = tf.reduce_sum(tf.abs(a), 1) * tf.reduce_sum(tf.abs(g), 1)
-            return total + (tf.reduce_sum(tf.abs(g), 1) if bias else 0.0)
+            # The kernel gradient is the outer product a g^T, whose L2 (Frobenius) and L1
+            # norms are the products of a's and g's norms; the bias gradient is g.
+            size = tf.square if kind == "l2" else tf.abs
+            g_size = tf.reduce_sum(size(g), 1)
+            total = tf.reduce_sum(size(a), 1) * g_size
+            return total + g_size if layer.use_bias else total
         a, g = self._stacked(calls)
         bias_grad = tf.reduce_sum(g, axis=1)
         if kind == "l2":
@@ -110,9 +109,9 @@ class DenseRule(LayerRule):
             aa = tf.einsum("bti,bsi->bts", a, a)
             gg = tf.einsum("bto,bso->bts", g, g)
             total = tf.reduce_sum(aa * gg, axis=[1, 2])
-            return total + (_sq_norm(bias_grad) if bias else 0.0)
-        kernel_grad = tf.einsum("bti,bto->bio", a, g)
-        return _l1_norm(kernel_grad) + (_l1_norm(bias_grad) if bias else 0.0)
+        else:
+            total = _l1_norm(tf.einsum("bti,bto->bio", a, g))
+        return total + _per_example_norm(bias_grad, kind) if layer.use_bias else total
 
     def weighted_sums(self, layer, calls, weights):
         if len(calls) == 1 and calls[0][0].shape.rank == 2:
