@@ -101,12 +101,75 @@ def test_resumed_run_continues_the_ledger(tmp_path):
         assert math.isinf(second["privacy"]["epsilon"])
 
 
+def _statement(record):
+    return " ".join(record["privacy"]["statement"].split())
+
+
+def test_train_script_residual_perturbation_one_epoch(tmp_path):
+    metrics = tmp_path / "rp.json"
+    result = _run("train.py", "--dataset=digits", "--mechanism=residual_perturbation",
+                  "--gamma=0.5", "--epochs=1", "--batch_size=32", "--max_train_examples=160",
+                  "--max_test_examples=60", "--learning_rate=0.01", "--optimizer=adam",
+                  f"--metrics_path={metrics}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1/1" in result.stdout and "Residual perturbation" in result.stdout
+    record = json.loads(metrics.read_text())
+    assert record["method"] == "Residual perturbation"
+    assert record["config"]["model"] == "residual_perturbation_resnet"
+    assert record["config"]["gamma"] == 0.5 and record["config"]["residual_noise"] == "additive"
+    assert 0.0 <= record["utility"]["accuracy"] <= 1.0
+    assert record["ledger"]["steps"] == 5  # ceil(160 / 32) Poisson-sampled steps
+    assert record["privacy"]["epsilon"] == "inf"
+    assert record["privacy"]["epsilon_claimed"] is None
+    text = _statement(record)
+    assert "No formal guarantee for this training as run" in text and "gamma = 0.5" in text
+
+
+def test_train_script_neuraldp_one_epoch(tmp_path):
+    metrics = tmp_path / "nd.json"
+    result = _run("train.py", "--dataset=digits", "--mechanism=neuraldp", "--target_epsilon=3",
+                  "--epochs=1", "--batch_size=32", "--max_train_examples=160",
+                  "--max_test_examples=60", "--learning_rate=0.01", "--optimizer=adam",
+                  f"--metrics_path={metrics}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1/1" in result.stdout and "not a guarantee" in result.stdout
+    record = json.loads(metrics.read_text())
+    assert record["method"] == "NeuralDP" and record["config"]["model"] == "neuraldp"
+    assert record["config"]["activation_clip_norm"] == 1.0
+    assert record["ledger"]["steps"] == 5
+    # The formal field is infinite; the (calibrated) claim sits in its own labelled field.
+    assert record["privacy"]["epsilon"] == "inf"
+    assert 3.0 * 0.97 <= record["privacy"]["epsilon_claimed"] <= 3.0 * 1.0001
+    assert "withdrawn" in record["privacy"]["epsilon_claimed_by"]
+    text = _statement(record)
+    assert "does not cover" in text and "the layers before the privatized one" in text
+
+
+def test_train_config_checks_of_the_other_methods():
+    with pytest.raises(ValueError, match="needs --gamma"):
+        train.TrainConfig(mechanism="residual_perturbation").resolved()
+    with pytest.raises(ValueError, match="no computed epsilon"):
+        train.TrainConfig(mechanism="residual_perturbation", gamma=0.5,
+                          target_epsilon=2.0).resolved()
+    with pytest.raises(ValueError, match="--gamma belongs to --mechanism=residual_perturbation"):
+        train.TrainConfig(noise_multiplier=1.0, gamma=0.5).resolved()
+    with pytest.raises(ValueError, match="trains its own model"):
+        train.TrainConfig(mechanism="neuraldp", noise_multiplier=1.0, model="mlp").resolved()
+    with pytest.raises(ValueError, match="activation clip is --activation_clip_norm"):
+        train.TrainConfig(mechanism="neuraldp", noise_multiplier=1.0, l2_norm_clip=1.0).resolved()
+    with pytest.raises(ValueError, match="exactly one of --noise_multiplier"):
+        train.TrainConfig(mechanism="neuraldp").resolved()
+    resolved = train.TrainConfig(mechanism="neuraldp", noise_multiplier=2.0).resolved()
+    assert resolved.activation_clip_norm == 1.0 and not resolved.has_formal_guarantee
+    assert not resolved.uses_dp_optimizer and resolved.is_private
+
+
 # ----- compare.py -----
 
 import compare  # noqa: E402  (scripts/compare.py)
 
 
-def test_compare_runs_all_five_methods_and_writes_outputs(tmp_path):
+def test_compare_runs_all_seven_methods_and_writes_outputs(tmp_path):
     out = tmp_path / "results"
     result = _run("compare.py", "--epochs=1", "--max_train_examples=160",
                   "--max_test_examples=80", "--batch_size=32", "--target_epsilon=2",
@@ -115,7 +178,7 @@ def test_compare_runs_all_five_methods_and_writes_outputs(tmp_path):
     # Progress is printed per run, then the table with all five methods.
     assert "[1/" in result.stdout and "Comparison at target epsilon 2" in result.stdout
     names = ["No-DP", "Gaussian RegN-DP-SGD", "Gaussian RanN-DP-SGD", "Laplace RegN-DP-SGD",
-             "Laplace RanN-DP-SGD"]
+             "Laplace RanN-DP-SGD", "Residual perturbation", "NeuralDP"]
     for name in names:
         assert name in result.stdout
     import csv
@@ -124,6 +187,7 @@ def test_compare_runs_all_five_methods_and_writes_outputs(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == names
     for column in ("accuracy", "precision", "recall", "f1", "epsilon", "epsilon_noisy_steps_only",
+                   "epsilon_claimed",
                    "noisy_steps_per_epoch", "noisy_steps_percent", "seconds_per_epoch",
                    "attack_auc", "attack_advantage", "epsilon_lower_bound", "train_seconds"):
         assert column in rows[0]
@@ -145,10 +209,17 @@ def test_compare_runs_all_five_methods_and_writes_outputs(tmp_path):
     for name in ("Gaussian RanN-DP-SGD", "Laplace RanN-DP-SGD"):
         assert math.isfinite(float(by_name[name]["epsilon_noisy_steps_only"]))
         assert 0.0 <= float(by_name[name]["noisy_steps_percent"]) <= 100.0
+    # The other methods: no formal guarantee, measured by the same attacks; NeuralDP's claim
+    # (calibrated to the target) only in its labelled column.
+    for name in ("Residual perturbation", "NeuralDP"):
+        assert by_name[name]["epsilon"] == "inf", name
+        assert float(by_name[name]["attack_auc"]) >= 0.0 and by_name[name]["accuracy"]
+    assert by_name["Residual perturbation"]["epsilon_claimed"] == ""
+    assert 2.0 * 0.97 <= float(by_name["NeuralDP"]["epsilon_claimed"]) <= 2.0 * 1.0001
     record = json.loads((out / "comparison.json").read_text())
-    assert len(record["table"]) == 5
-    # 4 private methods x {1, 2, 4} targets + 1 No-DP run.
-    assert len(record["runs"]) == 13
+    assert len(record["table"]) == 7
+    # 4 DP-SGD methods and NeuralDP x {1, 2, 4} targets + 1 No-DP + 1 residual perturbation run.
+    assert len(record["runs"]) == 17
     assert sorted({r["target_epsilon"] for r in record["sweep"]}) == [1.0, 4.0]
     png = (out / "privacy_utility.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
