@@ -123,7 +123,8 @@ def check_ledger(metrics: Dict[str, Any], counters: Dict[str, int], checkpoint: 
     ledger = metrics.get("ledger") or {}
     differing = {k: (ledger.get(k), v) for k, v in counters.items() if ledger.get(k, 0) != v}
     if differing:
-        details = ", ".join(f"{k}: metrics {a} vs checkpoint {b}" for k, (a, b) in differing.items())
+        details = ", ".join(f"{k}: metrics {a} vs checkpoint {b}"
+                            for k, (a, b) in differing.items())
         raise ValueError(
             f"The metrics JSON's privacy record does not describe checkpoint {checkpoint} "
             f"({details}), so its epsilon does not hold for these weights. Rerun the same "

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -186,7 +185,8 @@ def test_training_only_noise_layers_are_off_and_binary_outputs(tmp_path):
     # GaussianNoise with a huge std: if it acted in serving, outputs would be far off and random.
     tf.keras.utils.set_random_seed(3)
     inputs = tf.keras.Input((6,))
-    hidden = tf.keras.layers.GaussianNoise(50.0)(tf.keras.layers.Dense(8, activation="tanh")(inputs))
+    hidden = tf.keras.layers.Dense(8, activation="tanh")(inputs)
+    hidden = tf.keras.layers.GaussianNoise(50.0)(hidden)
     logit = tf.keras.layers.Dense(1)(tf.keras.layers.Dropout(0.9)(hidden))
     model = tf.keras.Model(inputs, logit)
     x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")

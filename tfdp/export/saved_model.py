@@ -1,4 +1,4 @@
-"""`export_saved_model`: a trained Keras classifier as a TF Serving SavedModel, privacy record attached."""
+"""`export_saved_model`: a trained Keras classifier as a TF Serving SavedModel, privacy attached."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The TF Serving folder layout `BASE/NAME/VERSION/`: model names, version folders, the next free one.
+"""TF Serving's folder layout `BASE/NAME/VERSION/`: model names, version folders, the next one.
 
 TF Serving watches `BASE/NAME/` and serves the integer-named sub-folders as model
 versions (the highest by default). Other folders there are ignored by the server
