@@ -9,6 +9,11 @@ differential equation dx = F(x, W) dt + gamma dB becomes
 Perturbation"). Put this layer on the branch output F(x_l), before the skip connection
 is added (`models.resnet`'s `residual_layer` hook does exactly that).
 
+The paper analyses two noise strategies. The additive SDE form above is the one tfdp
+follows; `noise="multiplicative"` (noise proportional to the activation, a
+state-dependent diffusion) is offered as a variant and is NOT verified to be the
+paper's second strategy as the paper states it.
+
 The noise perturbs activations only. It does not clip or noise gradients, so it gives
 no differential-privacy guarantee by itself: see
 `tfdp.accounting.other_methods.residual_perturbation_privacy` for what can and cannot
