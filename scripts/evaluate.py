@@ -69,18 +69,23 @@ def load_model(path: str) -> Any:
     if not os.path.exists(path):
         raise ValueError(f"--model_path {path!r} does not exist.")
     try:
-        return tf.keras.models.load_model(path, compile=False)
-    except Exception as keras_error:  # pylint: disable=broad-except
-        if not os.path.isdir(path):
-            raise ValueError(f"Could not load a Keras model from {path!r}: {keras_error}") from None
-        loaded = tf.saved_model.load(path)
-        signature = getattr(loaded, "signatures", {}).get("serving_default")
-        if signature is None:
-            raise ValueError(
-                f"{path!r} is neither a Keras model nor a SavedModel with a serving_default "
-                f"signature ({keras_error})."
-            ) from None
-        return _SignatureModel(signature)
+        model = tf.keras.models.load_model(path, compile=False)
+        if isinstance(model, tf.keras.Model):
+            return model
+        # A SavedModel written by tfdp.export is no Keras model: Keras returns a bare object.
+        keras_error: Any = "not a Keras model"
+    except Exception as error:  # pylint: disable=broad-except
+        keras_error = error
+    if not os.path.isdir(path):
+        raise ValueError(f"Could not load a Keras model from {path!r}: {keras_error}") from None
+    loaded = tf.saved_model.load(path)
+    signature = getattr(loaded, "signatures", {}).get("serving_default")
+    if signature is None:
+        raise ValueError(
+            f"{path!r} is neither a Keras model nor a SavedModel with a serving_default "
+            f"signature ({keras_error})."
+        ) from None
+    return _SignatureModel(signature)
 
 
 class _SignatureModel:
@@ -99,8 +104,11 @@ class _SignatureModel:
         import tensorflow as tf
 
         outputs = self._signature(**{self._input_name: tf.cast(x, self._dtype)})
+        if "probabilities" in outputs:  # a tfdp.export signature: probabilities and classes
+            return outputs["probabilities"]
         if len(outputs) != 1:
-            raise ValueError(f"The serving signature returns {sorted(outputs)}; expected one output.")
+            raise ValueError(f"The serving signature returns {sorted(outputs)}; expected one "
+                             "output or one named 'probabilities'.")
         return next(iter(outputs.values()))
 
 

@@ -447,3 +447,25 @@ def test_helpful_lists_flags(script_name, flag):
     done = _run([PYTHON, os.path.join(ROOT, "scripts", script_name), "--helpful"])
     assert done.returncode in (0, 1), done.stderr[-2000:]
     assert flag in done.stdout + done.stderr
+
+
+def test_evaluate_script_reads_an_export_through_its_signature(trained, exported, tmp_path):
+    """scripts/evaluate.py on the exported version folder: same accuracy as the Keras model."""
+    from tfdp import attacks
+    from tfdp.data import load_dataset
+
+    _, version_dir = exported
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "evaluation"
+    done = subprocess.run(
+        [sys.executable, os.path.join(repo, "scripts", "evaluate.py"),
+         f"--model_path={version_dir}", "--dataset=digits", f"--output_dir={out}",
+         "--attack_types=threshold"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "evaluation.json").read_text())
+    data = load_dataset("digits")
+    expected = attacks.utility_metrics(trained["plain"], (data.x_test, data.y_test),
+                                       from_logits=True)
+    assert record["utility"]["test"]["accuracy"] == pytest.approx(expected["accuracy"])
