@@ -159,11 +159,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             self._num_microbatches = num_microbatches
             self._expected_batch_size = expected_batch_size
             self._seed = seed
-            self._noisy_steps = None
-            self._dropped_steps = None
-            self._largest_batch_size = None
-            self._skipped_examples = None
-            self._query_state_variables = None
+            self._noisy_steps = None  # the ledger is created below, once
             # Set by privatize_clipped_sum, consumed by apply_gradients. Thread-local because
             # MirroredStrategy runs (and traces) each replica in its own thread.
             self._private_gradients_ready = threading.local()
@@ -213,32 +209,24 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
                     ],
                 )
 
-        def _create_all_weights(self, var_list):
-            self._create_dp_weights()
-            super()._create_all_weights(var_list)
-
         @property
         def noisy_steps(self) -> tf.Variable:
             """Number of steps whose update carried noise."""
-            self._create_dp_weights()
             return self._noisy_steps
 
         @property
         def dropped_steps(self) -> tf.Variable:
             """Number of steps dropped by the random schedule (no update, not in `iterations`)."""
-            self._create_dp_weights()
             return self._dropped_steps
 
         @property
         def largest_batch_size(self) -> tf.Variable:
             """Largest number of examples seen in one step (for the sampling rate)."""
-            self._create_dp_weights()
             return self._largest_batch_size
 
         @property
         def skipped_examples(self) -> tf.Variable:
             """Examples whose non-finite loss or gradient was skipped (on_nonfinite="skip")."""
-            self._create_dp_weights()
             return self._skipped_examples
 
         @property
@@ -274,7 +262,6 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
 
         def query_global_state(self):
             """The query's current global state (a nest of tensors read from the weights)."""
-            self._create_dp_weights()
             return tf.nest.map_structure(tf.convert_to_tensor, self._query_state_variables)
 
         # ----- the private gradient -----
@@ -294,7 +281,6 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             comes from the replicated query state, so every replica sees the same
             coin and applies the same update.
             """
-            self._create_dp_weights()
             query = self._dp_sum_query
             state = self.query_global_state()
             clipped_sum = tf.nest.flatten(clipped_sum)
