@@ -1,19 +1,35 @@
 # Two entry points: `make demo` (the main job on bundled data) and `make test`.
-# Each creates .venv/ with Python 3.11 when it is missing and installs the project into it.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+# Each creates the virtual environment $(VENV) from the committed uv.lock when it is missing or stale
+# (installing uv itself from the package registry first if this machine has none).
+#   PY_VERSION=3.11 make test     another supported Python (3.11, 3.12, 3.13)
+#   VENV=.venv-3.11               a separate environment per Python
+PY_VERSION ?= 3.13
+VENV ?= .venv
+# A working interpreter of that version: on PATH, or installed by pyenv (its shims may not resolve).
+PYTHON ?= $(shell for p in python$(PY_VERSION) $(wildcard $(HOME)/.pyenv/versions/$(PY_VERSION).*/bin/python$(PY_VERSION)) /usr/local/bin/python$(PY_VERSION) /usr/bin/python$(PY_VERSION); do "$$p" -c 'import sys' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+# uv: on PATH, else the copy `pip install uv` puts beside a Python.
+BOOT_PYTHON := $(shell command -v python3 || command -v python)
+UV ?= $(shell command -v uv || echo "$(BOOT_PYTHON) -m uv")
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tfdp-installed
 
-.PHONY: demo test install benchmark clean
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Transitional: the Keras 2 API (tf-keras) until the Keras 3 port lands.
+export TF_USE_LEGACY_KERAS ?= 1
+
+.PHONY: demo test test-all install benchmark clean uv
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "tfdp needs Python 3.11 (TensorFlow 2.15 and tensorflow-privacy 0.8.12); set PYTHON=/path/to/python3.11"'
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(BOOT_PYTHON) -m pip install --quiet --disable-pip-version-check 'uv>=0.13,<0.14'
+
+$(STAMP): pyproject.toml uv.lock
+	@test -n "$(PYTHON)" || { echo "No Python $(PY_VERSION) found: install it, or pass PYTHON=/path/to/python3.X (3.11-3.13)"; exit 1; }
+	@$(MAKE) --no-print-directory uv
+	$(UV) sync --locked --quiet --extra test --python "$(PYTHON)"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,4 +42,4 @@ benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-* build *.egg-info .pytest_cache

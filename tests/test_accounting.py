@@ -10,9 +10,8 @@ import re
 import dp_accounting
 import pytest
 from scipy import stats
+import tfdp  # noqa: I001 (first: it applies TF Privacy's import switch)
 from tensorflow_privacy.privacy.analysis import compute_dp_sgd_privacy_lib as tfp_lib
-
-import tfdp
 from tfdp.accounting import PrivacyResult
 
 # The TF Privacy MNIST tutorial setting.

@@ -4,7 +4,7 @@ counters, dropped steps, Keras fit/compile/save, configs and bad input."""
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_privacy.privacy.dp_query import gaussian_query
+from tfdp._tf_privacy import gaussian_query
 
 import tfdp
 from tfdp.queries import LaplaceSumQuery, RandomizedNoiseQuery

@@ -4,7 +4,7 @@ import dp_accounting
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_privacy.privacy.dp_query import gaussian_query
+from tfdp._tf_privacy import gaussian_query
 
 from tfdp.queries import (
     OUTCOME_DROPPED,

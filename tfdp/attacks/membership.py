@@ -13,21 +13,18 @@ import warnings
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from tensorflow_privacy.privacy.privacy_tests.membership_inference_attack import (
-    membership_inference_attack as mia,
-)
-from tensorflow_privacy.privacy.privacy_tests.membership_inference_attack.data_structures import (
-    AttackInputData,
-    AttackResults,
-    AttackType,
-    SingleSliceSpec,
-    SlicingFeature,
-    SlicingSpec,
-)
 
+from tfdp._tf_privacy import mia, mia_data_structures
 from tfdp._validation import check_positive_int
 from tfdp.attacks import _predictions
 from tfdp.attacks.attack_report import ENTIRE_DATASET, AttackReport
+
+AttackInputData = mia_data_structures.AttackInputData
+AttackResults = mia_data_structures.AttackResults
+AttackType = mia_data_structures.AttackType
+SingleSliceSpec = mia_data_structures.SingleSliceSpec
+SlicingFeature = mia_data_structures.SlicingFeature
+SlicingSpec = mia_data_structures.SlicingSpec
 
 THRESHOLD_ATTACKS: Tuple[AttackType, ...] = (
     AttackType.THRESHOLD_ATTACK,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import tensorflow as tf
-from tensorflow_privacy.privacy.dp_query import dp_query, gaussian_query
+from tfdp._tf_privacy import dp_query, gaussian_query
 
 from tfdp.queries import LaplaceSumQuery, RandomizedNoiseQuery
 

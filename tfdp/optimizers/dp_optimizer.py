@@ -7,7 +7,7 @@ import threading
 from typing import Any, Dict, Optional, Type
 
 import tensorflow as tf
-from tensorflow_privacy.privacy.dp_query import dp_query
+from tfdp._tf_privacy import dp_query
 
 from tfdp._validation import check_choice, check_positive_int
 from tfdp.queries import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from tensorflow_privacy.privacy.dp_query import dp_query, gaussian_query
+from tfdp._tf_privacy import dp_query, gaussian_query
 
 from tfdp._validation import check_choice, check_non_negative, check_positive, check_probability
 from tfdp.queries.laplace_sum_query import LaplaceSumQuery

@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import dp_accounting
 import tensorflow as tf
-from tensorflow_privacy.privacy.dp_query import dp_query
+from tfdp._tf_privacy import dp_query
 
 from tfdp._validation import check_non_negative, check_positive
 

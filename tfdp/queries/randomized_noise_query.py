@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 import dp_accounting
 import tensorflow as tf
-from tensorflow_privacy.privacy.dp_query import dp_query
+from tfdp._tf_privacy import dp_query
 
 from tfdp._validation import check_choice, check_probability
 

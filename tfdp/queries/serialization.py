@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from tensorflow_privacy.privacy.dp_query import dp_query, gaussian_query, no_privacy_query
+from tfdp._tf_privacy import dp_query, gaussian_query, no_privacy_query
 
 from tfdp.queries.laplace_sum_query import LaplaceSumQuery
 from tfdp.queries.randomized_noise_query import RandomizedNoiseQuery

@@ -170,8 +170,8 @@ class ConvRule(LayerRule):
             # several times faster than extract_patches on CPU.
             width = sizes[0] * sizes[1] * channels
             one_hot = tf.reshape(tf.eye(width, dtype=a.dtype), [sizes[0], sizes[1], channels, width])
-            patches = tf.nn.conv2d(a, one_hot, strides=list(strides), padding=padding,
-                                   dilations=list(rates))
+            patches = tf.nn.convolution(a, one_hot, strides=list(strides), padding=padding,
+                                        dilations=list(rates))
         else:
             patches = tf.image.extract_patches(
                 a,
@@ -264,10 +264,20 @@ class ConvRule(LayerRule):
             shape = (1,) + tuple(layer.kernel.shape)
         else:
             strides, dilations, shape = layer.strides, layer.dilation_rate, tuple(layer.kernel.shape)
-        kernel = tf.compat.v1.nn.conv2d_backprop_filter(
-            a, shape, g, strides=[1, strides[0], strides[1], 1], padding=padding,
-            dilations=[1, dilations[0], dilations[1], 1],
-        )
+        if tuple(dilations) == (1, 1):
+            kernel = tf.compat.v1.nn.conv2d_backprop_filter(
+                a, shape, g, strides=[1, strides[0], strides[1], 1], padding=padding,
+            )
+        else:
+            # Conv2DBackpropFilter with dilation > 1 exists only in oneDNN and GPU builds; the
+            # gradient of tf.nn.convolution (space-to-batch around a plain convolution) is the
+            # same filter gradient on every backend.
+            zero_kernel = tf.zeros(shape, a.dtype)
+            with tf.GradientTape() as tape:
+                tape.watch(zero_kernel)
+                z = tf.nn.convolution(a, zero_kernel, strides=list(strides), padding=padding,
+                                      dilations=list(dilations))
+            kernel = tape.gradient(z, zero_kernel, output_gradients=g)
         return tf.reshape(kernel, layer.kernel.shape)
 
 
