@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -33,8 +34,8 @@ def clip_per_example(activations: tf.Tensor, clip_norm: float) -> tf.Tensor:
     return tf.clip_by_norm(activations, tf.cast(clip_norm, activations.dtype), axes=axes)
 
 
-@tf.keras.utils.register_keras_serializable(package="tfdp")
-class ActivationPrivatizer(tf.keras.__internal__.layers.BaseRandomLayer):
+@keras.saving.register_keras_serializable(package="tfdp")
+class ActivationPrivatizer(keras.layers.Layer):
     """Per-example L2 clipping of the input activations plus Gaussian noise, in training.
 
     Args:
@@ -56,7 +57,8 @@ class ActivationPrivatizer(tf.keras.__internal__.layers.BaseRandomLayer):
         seed: Optional[int] = None,
         **kwargs: Any,
     ):
-        super().__init__(seed=seed, **kwargs)
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
         self.clip_norm = check_positive("clip_norm", clip_norm)
         self.noise_multiplier = check_non_negative("noise_multiplier", noise_multiplier)
         if not isinstance(clip_at_inference, (bool, np.bool_)):
@@ -74,16 +76,15 @@ class ActivationPrivatizer(tf.keras.__internal__.layers.BaseRandomLayer):
         clipped = clip_per_example(inputs, self.clip_norm)
         if self.noise_multiplier == 0.0:
             return clipped
-        return clipped + self._random_generator.random_normal(
-            shape=tf.shape(inputs), mean=0.0, stddev=self.noise_stddev, dtype=inputs.dtype)
+        return clipped + keras.random.normal(
+            tf.shape(inputs), stddev=self.noise_stddev, dtype=inputs.dtype, seed=self.seed_generator)
 
     def call(self, inputs: tf.Tensor, training: Optional[bool] = None) -> tf.Tensor:
         """Clip + noise in training; identity (or clip only) at inference."""
         inputs = tf.convert_to_tensor(inputs)
         at_inference = (clip_per_example(inputs, self.clip_norm) if self.clip_at_inference
                         else inputs)
-        return tf.keras.backend.in_train_phase(
-            lambda: self._privatized(inputs), at_inference, training=training)
+        return self._privatized(inputs) if training else at_inference
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -32,8 +33,8 @@ from tfdp._validation import check_choice, check_non_negative, check_positive_in
 NOISE_KINDS = ("additive", "multiplicative")
 
 
-@tf.keras.utils.register_keras_serializable(package="tfdp")
-class ResidualPerturbation(tf.keras.__internal__.layers.BaseRandomLayer):
+@keras.saving.register_keras_serializable(package="tfdp")
+class ResidualPerturbation(keras.layers.Layer):
     """Adds Gaussian noise of scale `gamma` to a residual branch, in training only unless asked.
 
     Args:
@@ -61,7 +62,8 @@ class ResidualPerturbation(tf.keras.__internal__.layers.BaseRandomLayer):
         seed: Optional[int] = None,
         **kwargs: Any,
     ):
-        super().__init__(seed=seed, **kwargs)
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
         self.gamma = check_non_negative("gamma", gamma)
         self.noise = check_choice("noise", noise, NOISE_KINDS)
         if not isinstance(active_at_inference, (bool, np.bool_)):
@@ -73,8 +75,8 @@ class ResidualPerturbation(tf.keras.__internal__.layers.BaseRandomLayer):
         self.supports_masking = True
 
     def _noised(self, inputs: tf.Tensor) -> tf.Tensor:
-        draw = self._random_generator.random_normal(
-            shape=tf.shape(inputs), mean=0.0, stddev=1.0, dtype=inputs.dtype)
+        draw = keras.random.normal(
+            tf.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
         scale = tf.cast(self.gamma, inputs.dtype)
         if self.noise == "multiplicative":
             return inputs + scale * inputs * draw
@@ -87,8 +89,7 @@ class ResidualPerturbation(tf.keras.__internal__.layers.BaseRandomLayer):
             return inputs
         if self.active_at_inference:
             return self._noised(inputs)
-        return tf.keras.backend.in_train_phase(
-            lambda: self._noised(inputs), inputs, training=training)
+        return self._noised(inputs) if training else inputs
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -6,9 +6,11 @@ import logging
 import threading
 from typing import Any, Dict, Optional, Type
 
+import keras
+import numpy as np
 import tensorflow as tf
-from tfdp._tf_privacy import dp_query
 
+from tfdp._tf_privacy import dp_query
 from tfdp._validation import check_choice, check_positive_int
 from tfdp.queries import (
     OUTCOME_DROPPED,
@@ -22,14 +24,22 @@ from tfdp.queries import (
 from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
-_LegacyOptimizer = tf.keras.optimizers.legacy.Optimizer
+_Optimizer = keras.optimizers.Optimizer
 _logger = logging.getLogger("tfdp")
-_FAST_PATH_HINT = (
-    "tfdp: this DP optimizer computes per-example gradients with a Jacobian, which is one to "
-    "two orders of magnitude slower than non-private training. For Dense, Conv and Embedding "
-    "models, tfdp.make_private(model) computes the same clipped gradients within ~2x."
+_JACOBIAN_HINT = (
+    "tfdp: DP optimizer.minimize computes per-example gradients with a Jacobian, which is one "
+    "to two orders of magnitude slower than non-private training. For Keras models, "
+    "tfdp.make_private(model) computes the same clipped gradients from the layers' inputs."
 )
 _hinted = []
+_NOT_PRIVATE_MESSAGE = (
+    "{name} received gradients that did not go through its DP query: a Keras 3 optimizer only "
+    "sees the batch-averaged gradient, so per-example clipping must happen in the model's "
+    "train_step. Wrap the model before compiling: `model = tfdp.make_private(model)`, then "
+    "`model.compile(optimizer=<this optimizer>, loss=<a loss with reduction=None>)`. In a custom "
+    "loop, call `optimizer.minimize(per_example_losses, var_list, tape=tape)`. Nothing was "
+    "applied."
+)
 
 # The convenience arguments, in the order of the public signature (API.md).
 _DP_ARGUMENTS = (
@@ -43,19 +53,22 @@ _DP_ARGUMENTS = (
 )
 
 
-def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOptimizer]:
-    """Returns a differentially private subclass of a Keras (legacy) optimizer class.
+def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
+    """Returns a differentially private subclass of a Keras 3 optimizer class.
 
-    The subclass computes one gradient per example (or per microbatch), passes them
-    through a sum `DPQuery` (clipping and noise), divides by the number of units and
-    applies the result with `cls`'s update rule. Use it through
-    `model.compile(optimizer=...)` with a loss built with
-    `reduction=tf.keras.losses.Reduction.NONE`.
+    The subclass turns a sum of clipped per-unit gradients into a noised average
+    through a sum `DPQuery` (`privatize_clipped_sum`), keeps the privacy ledger
+    among its variables, and applies the result with `cls`'s update rule. In Keras 3
+    an optimizer only sees averaged gradients, so the per-example work happens in
+    the model: compile a `tfdp.make_private(model)` with it (or, in a custom loop,
+    call `minimize` with per-example losses). Gradients that did not pass the
+    query are refused, never applied.
     """
-    if not (isinstance(cls, type) and issubclass(cls, _LegacyOptimizer)):
+    if not (isinstance(cls, type) and issubclass(cls, _Optimizer)):
         raise ValueError(
-            "make_dp_keras_optimizer_class needs a tf.keras.optimizers.legacy optimizer class "
-            f"(e.g. tf.keras.optimizers.legacy.SGD), got {cls!r}."
+            "make_dp_keras_optimizer_class needs a Keras 3 optimizer class (e.g. "
+            f"keras.optimizers.SGD), got {cls!r}. tf-keras / keras.optimizers.legacy "
+            "optimizers are not supported: use `import keras` (Keras 3)."
         )
 
     class DPOptimizerClass(cls):  # pylint: disable=missing-class-docstring
@@ -64,7 +77,9 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
         Each step: one gradient per example (or per microbatch), each clipped and
         summed by the sum query, noise added by it (Gaussian or Laplace, every
         step or on a random subset of steps), divided by the number of units, then
-        applied with {cls.__name__}'s update rule.
+        applied with {cls.__name__}'s update rule. Compile it into a
+        `tfdp.make_private(model)`: Keras 3 optimizers only see averaged
+        gradients, so the model's train_step does the per-example clipping.
 
         Args:
           dp_sum_query: a TF Privacy SumAggregationDPQuery. When given, the
@@ -92,7 +107,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             guarantee; `optimizer.skipped_examples` counts them). On this optimizer
             path an infinite input or activation makes every unit's Jacobian row
             non-finite (the batched backward multiplies it by zeros), so the whole
-            batch is skipped; `tfdp.make_private` isolates the examples exactly.
+            batch is skipped; the fast path's layer rules isolate the examples exactly.
           **kwargs: {cls.__name__}'s own arguments (learning_rate, ...).
         """
 
@@ -159,8 +174,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             self._num_microbatches = num_microbatches
             self._expected_batch_size = expected_batch_size
             self._seed = seed
-            self._noisy_steps = None  # the ledger is created below, once
-            # Set by privatize_clipped_sum, consumed by apply_gradients. Thread-local because
+            # Set by privatize_clipped_sum, consumed by apply. Thread-local because
             # MirroredStrategy runs (and traces) each replica in its own thread.
             self._private_gradients_ready = threading.local()
             # The ledger exists from construction: under a tf.distribute strategy its
@@ -169,63 +183,53 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
 
         # ----- the ledger: counters and the query's state, as optimizer weights -----
 
-        def _add_dp_weight(self, name, value):
-            value = tf.convert_to_tensor(value)
-            with self._distribution_strategy_scope():
-                variable = self.add_weight(
-                    name,
-                    shape=value.shape,
-                    dtype=value.dtype,
-                    initializer=lambda shape, dtype: tf.constant(value, dtype=dtype),
-                    trainable=False,
-                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-                )
-            self._weights.append(variable)
-            return variable
+        def _add_dp_variable(self, name, value):
+            value = np.asarray(value)
+            return self.add_variable(
+                shape=value.shape,
+                initializer=lambda shape, dtype: tf.constant(value, dtype=dtype),
+                dtype=value.dtype.name,
+                # Replicas assign identical values (the noise and the coin are drawn once).
+                aggregation="only_first_replica",
+                name=name,
+            )
 
         def _create_dp_weights(self):
-            if self._noisy_steps is not None:
-                return
-            # Fixed creation order (iterations, the ledger, then slots): h5 files restore
-            # optimizer weights by position.
-            _ = self.iterations
+            # Fixed creation order (iterations, learning rate, the ledger, then the slots
+            # made by `build`): saved optimizer variables are restored by position.
             with tf.init_scope():
-                self._noisy_steps = self._add_dp_weight("dp_noisy_steps", tf.constant(0, tf.int64))
-                self._dropped_steps = self._add_dp_weight(
-                    "dp_dropped_steps", tf.constant(0, tf.int64)
+                self._noisy_steps = self._add_dp_variable("dp_noisy_steps", np.int64(0))
+                self._dropped_steps = self._add_dp_variable("dp_dropped_steps", np.int64(0))
+                self._largest_batch_size = self._add_dp_variable(
+                    "dp_largest_batch_size", np.int64(0)
                 )
-                self._largest_batch_size = self._add_dp_weight(
-                    "dp_largest_batch_size", tf.constant(0, tf.int64)
-                )
-                self._skipped_examples = self._add_dp_weight(
-                    "dp_skipped_examples", tf.constant(0, tf.int64)
-                )
+                self._skipped_examples = self._add_dp_variable("dp_skipped_examples", np.int64(0))
                 initial_state = self._dp_sum_query.initial_global_state()
                 self._query_state_variables = tf.nest.pack_sequence_as(
                     initial_state,
                     [
-                        self._add_dp_weight(f"dp_query_state_{i}", leaf)
+                        self._add_dp_variable(f"dp_query_state_{i}", tf.get_static_value(leaf))
                         for i, leaf in enumerate(tf.nest.flatten(initial_state))
                     ],
                 )
 
         @property
-        def noisy_steps(self) -> tf.Variable:
+        def noisy_steps(self) -> keras.Variable:
             """Number of steps whose update carried noise."""
             return self._noisy_steps
 
         @property
-        def dropped_steps(self) -> tf.Variable:
+        def dropped_steps(self) -> keras.Variable:
             """Number of steps dropped by the random schedule (no update, not in `iterations`)."""
             return self._dropped_steps
 
         @property
-        def largest_batch_size(self) -> tf.Variable:
+        def largest_batch_size(self) -> keras.Variable:
             """Largest number of examples seen in one step (for the sampling rate)."""
             return self._largest_batch_size
 
         @property
-        def skipped_examples(self) -> tf.Variable:
+        def skipped_examples(self) -> keras.Variable:
             """Examples whose non-finite loss or gradient was skipped (on_nonfinite="skip")."""
             return self._skipped_examples
 
@@ -271,7 +275,7 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
 
             The sum must come from the query's own `preprocess_record` clipping (or
             an equivalent bound). Advances the query state and the counters, and
-            marks the gradients as private for `apply_gradients`. This is the entry
+            marks the gradients as private for `apply`. This is the entry
             point for fast per-example paths that clip on their own.
 
             Under a `tf.distribute` strategy each replica passes the sum over its own
@@ -339,81 +343,82 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
             with tf.control_dependencies(checks):  # no update can run before the check
                 return [g / tf.cast(denominator, g.dtype) for g in tf.nest.flatten(noised_sum)]
 
-        def _compute_gradients(self, loss, var_list, grad_loss=None, tape=None):
-            """Per-unit gradients from the tape's Jacobian, clipped, summed and noised."""
-            if grad_loss is not None:
-                raise ValueError("DP optimizers do not support `grad_loss`.")
+        def private_gradients(self, loss, var_list, tape=None):
+            """Clipped, summed and noised per-unit gradients of a per-example loss vector.
+
+            `loss` is a [batch] tensor recorded on `tape` (or a callable returning
+            it). Per-unit gradients come from the tape's Jacobian: exact for any
+            model, and slow; `tfdp.make_private` is the fast path for Keras models.
+            Advances the ledger like any private step.
+            """
+            var_list = list(tf.nest.flatten(var_list() if callable(var_list) else var_list))
+            watched = [getattr(v, "value", v) for v in var_list]
             if callable(loss):
                 tape = tape if tape is not None else tf.GradientTape()
                 with tape:
-                    if not callable(var_list):
-                        tape.watch(var_list)
+                    tape.watch(watched)
                     loss = loss()
             if tape is None:
                 raise ValueError("`tape` is required when a `Tensor` loss is passed.")
-            if callable(var_list):
-                var_list = var_list()
-            var_list = tf.nest.flatten(var_list)
             if not _hinted:  # once per process, at trace time
                 _hinted.append(True)
-                _logger.warning(_FAST_PATH_HINT)
+                _logger.warning(_JACOBIAN_HINT)
             with tape:
                 unit_losses, num_units, batch_size = per_unit_losses(loss, self._num_microbatches)
             jacobians = tape.jacobian(
-                unit_losses, var_list, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                unit_losses, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
+            return self.privatize_per_unit_gradients(jacobians, unit_losses, num_units, batch_size)
+
+        def privatize_per_unit_gradients(self, per_unit_grads, unit_losses, num_units, batch_size):
+            """Clips [units, ...] gradients with the query's bound, sums and noises them."""
             query = self._dp_sum_query
             params = query.derive_sample_params(self.query_global_state())
-            finite = finite_units(jacobians, unit_losses)
+            finite = finite_units(per_unit_grads, unit_losses)
             if self._on_nonfinite == "skip":
-                jacobians = [zero_units(j, finite) for j in jacobians]
-            clipped_sum = clip_and_sum(query, params, jacobians)
+                per_unit_grads = [zero_units(j, finite) for j in per_unit_grads]
+            clipped_sum = clip_and_sum(query, params, per_unit_grads)
             nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
-            gradients = self.privatize_clipped_sum(clipped_sum, num_units, batch_size, nonfinite)
-            return list(zip(gradients, var_list))
+            return self.privatize_clipped_sum(clipped_sum, num_units, batch_size, nonfinite)
 
-        def get_gradients(self, loss, params):
-            """Not supported: the graph-mode v1 path bypasses per-example clipping."""
-            raise NotImplementedError(
-                "DP optimizers compute gradients in minimize()/model.fit; get_gradients is "
-                "not supported."
-            )
+        def minimize(self, loss, var_list, tape=None):
+            """One DP step in a custom loop: `private_gradients`, then `apply`."""
+            var_list = list(tf.nest.flatten(var_list() if callable(var_list) else var_list))
+            gradients = self.private_gradients(loss, var_list, tape=tape)
+            self.apply(gradients, var_list)
+            return self.iterations
 
         # ----- applying, or skipping a dropped step -----
 
-        def apply_gradients(self, grads_and_vars, name=None, experimental_aggregate_gradients=True):
+        def apply(self, grads, trainable_variables=None):
             """Applies the private gradients; refuses gradients that did not pass the query."""
             if not getattr(self._private_gradients_ready, "flag", False):
-                raise ValueError(
-                    f"{type(self).__name__}.apply_gradients was called with gradients that did "
-                    "not go through the DP query, which would train without privacy. Use "
-                    "model.fit, optimizer.minimize(loss_vector, var_list, tape=tape), or "
-                    "tfdp.make_private(model)."
-                )
+                raise ValueError(_NOT_PRIVATE_MESSAGE.format(name=type(self).__name__))
             self._private_gradients_ready.flag = False
-            # privatize_clipped_sum already summed over replicas: summing again would scale the
-            # update by the number of replicas.
-            return super().apply_gradients(
-                grads_and_vars, name=name, experimental_aggregate_gradients=False
-            )
-
-        def _distributed_apply(self, distribution, grads_and_vars, apply_state, name):
-            parent_apply = super()._distributed_apply
             query = self._dp_sum_query
+            parent_apply = super().apply
             if not (isinstance(query, RandomizedNoiseQuery) and query.on_skip == "drop"):
-                return parent_apply(distribution, grads_and_vars, apply_state, name)
+                return parent_apply(grads, trainable_variables)
+            if not self.built:
+                # Slots are created here, not inside the conditional update below.
+                with keras.name_scope(self.name, caller=self):
+                    self.build(list(trainable_variables))
+                self.built = True
 
             def apply_update():
-                with tf.control_dependencies(
-                    [parent_apply(distribution, grads_and_vars, apply_state, name)]
-                ):
-                    return tf.constant(True)
+                parent_apply(grads, trainable_variables)
+                return tf.constant(True)
 
             # A dropped step touches no model or optimizer variable (not even `iterations`).
             # The outcome is read from the replicated query state, the same on every replica.
             outcome = query.last_outcome(self._query_state_variables)
             applied = tf.not_equal(tf.convert_to_tensor(outcome), OUTCOME_DROPPED)
-            return tf.cond(applied, apply_update, lambda: tf.constant(False))
+            tf.cond(applied, apply_update, lambda: tf.constant(False))
+
+        def _all_reduce_sum_gradients(self, grads_and_vars):
+            # privatize_clipped_sum already summed the clipped gradients over replicas (with one
+            # noise draw); summing again would scale the update by the number of replicas.
+            return list(grads_and_vars)
 
         # ----- Keras serialization -----
 
@@ -438,11 +443,9 @@ def make_dp_keras_optimizer_class(cls: Type[_LegacyOptimizer]) -> Type[_LegacyOp
 
 
 def _registered(cls):
-    return tf.keras.utils.register_keras_serializable(package="tfdp", name=cls.__name__)(cls)
+    return keras.saving.register_keras_serializable(package="tfdp", name=cls.__name__)(cls)
 
 
-DPKerasSGDOptimizer = _registered(make_dp_keras_optimizer_class(tf.keras.optimizers.legacy.SGD))
-DPKerasAdamOptimizer = _registered(make_dp_keras_optimizer_class(tf.keras.optimizers.legacy.Adam))
-DPKerasAdagradOptimizer = _registered(
-    make_dp_keras_optimizer_class(tf.keras.optimizers.legacy.Adagrad)
-)
+DPKerasSGDOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.SGD))
+DPKerasAdamOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.Adam))
+DPKerasAdagradOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.Adagrad))

@@ -9,9 +9,8 @@ import tensorflow as tf
 SCALAR_LOSS_MESSAGE = (
     "DP training needs one loss per example, but the loss is a scalar (already averaged "
     "over the batch), so per-example gradients cannot be clipped. Build the loss with "
-    "reduction=tf.keras.losses.Reduction.NONE, e.g. "
-    "tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, "
-    "reduction=tf.keras.losses.Reduction.NONE)."
+    "reduction=None, e.g. keras.losses.SparseCategoricalCrossentropy(from_logits=True, "
+    "reduction=None)."
 )
 
 

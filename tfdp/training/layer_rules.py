@@ -13,10 +13,16 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import keras
 import tensorflow as tf
 
 # One call of a layer: (its input a, the gradient g of the per-example losses' sum w.r.t. z).
 Call = Tuple[tf.Tensor, tf.Tensor]
+
+
+def var_key(variable) -> int:
+    """A hashable identity of a variable: the same for a Keras variable and its tf.Variable."""
+    return id(variable.value) if isinstance(variable, keras.Variable) else id(variable)
 
 
 def _flatten_positions(t: tf.Tensor) -> tf.Tensor:
@@ -44,7 +50,7 @@ class LayerRule:
 
     layer_types: Tuple[type, ...] = ()
 
-    def supports(self, layer: tf.keras.layers.Layer) -> bool:
+    def supports(self, layer: keras.layers.Layer) -> bool:
         """True when this rule handles `layer` exactly."""
         return isinstance(layer, self.layer_types)
 
@@ -66,14 +72,14 @@ class LayerRule:
         raise NotImplementedError
 
     def weighted_sums(self, layer, calls: Sequence[Call], weights: tf.Tensor) -> Dict:
-        """{variable.ref(): sum_b weights[b] * per-example gradient[b]}."""
+        """{var_key(variable): sum_b weights[b] * per-example gradient[b]}."""
         raise NotImplementedError
 
 
 class DenseRule(LayerRule):
     """Dense: grad_W[b] = sum_t a[b,t] g[b,t]^T, grad_bias[b] = sum_t g[b,t]."""
 
-    layer_types = (tf.keras.layers.Dense,)
+    layer_types = (keras.layers.Dense,)
 
     def forward(self, layer, inputs):
         if isinstance(inputs, (tf.SparseTensor, tf.RaggedTensor)):
@@ -117,40 +123,43 @@ class DenseRule(LayerRule):
         if len(calls) == 1 and calls[0][0].shape.rank == 2:
             a, g = calls[0]
             gw = g * tf.cast(weights, g.dtype)[:, None]
-            sums = {layer.kernel.ref(): tf.matmul(a, gw, transpose_a=True)}
+            sums = {var_key(layer.kernel): tf.matmul(a, gw, transpose_a=True)}
             if layer.use_bias:
-                sums[layer.bias.ref()] = tf.reduce_sum(gw, axis=0)
+                sums[var_key(layer.bias)] = tf.reduce_sum(gw, axis=0)
             return sums
         a, g = self._stacked(calls)
         gw = g * tf.cast(weights, g.dtype)[:, None, None]
-        sums = {layer.kernel.ref(): tf.einsum("bti,bto->io", a, gw)}
+        sums = {var_key(layer.kernel): tf.einsum("bti,bto->io", a, gw)}
         if layer.use_bias:
-            sums[layer.bias.ref()] = tf.reduce_sum(gw, axis=[0, 1])
+            sums[var_key(layer.bias)] = tf.reduce_sum(gw, axis=[0, 1])
         return sums
 
 
 class ConvRule(LayerRule):
     """Conv1D/Conv2D (groups 1, channels last): per-example kernel gradients from input patches."""
 
-    layer_types = (tf.keras.layers.Conv1D, tf.keras.layers.Conv2D)
+    layer_types = (keras.layers.Conv1D, keras.layers.Conv2D)
 
     def supports(self, layer):
         return (
             isinstance(layer, self.layer_types)
-            and not isinstance(layer, (tf.keras.layers.Conv1DTranspose,
-                                       tf.keras.layers.Conv2DTranspose,
-                                       tf.keras.layers.SeparableConv1D,
-                                       tf.keras.layers.SeparableConv2D,
-                                       tf.keras.layers.DepthwiseConv2D))
+            and not isinstance(layer, (keras.layers.Conv1DTranspose,
+                                       keras.layers.Conv2DTranspose,
+                                       keras.layers.SeparableConv1D,
+                                       keras.layers.SeparableConv2D,
+                                       keras.layers.DepthwiseConv2D))
             and layer.groups == 1
             and layer.data_format == "channels_last"
         )
 
     def forward(self, layer, inputs):
         a = tf.convert_to_tensor(inputs)
+        padding = layer.padding.upper()
         if layer.padding == "causal":
-            a = tf.pad(a, layer._compute_causal_padding(a))  # pylint: disable=protected-access
-        z = layer.convolution_op(a, layer.kernel)
+            a = tf.pad(a, layer._compute_causal_padding())  # pylint: disable=protected-access
+            padding = "VALID"
+        z = tf.nn.convolution(a, layer.kernel, strides=list(layer.strides), padding=padding,
+                              dilations=list(layer.dilation_rate))
         if layer.use_bias:
             z = tf.nn.bias_add(z, layer.bias)
         return layer.activation(z), a, z
@@ -250,9 +259,9 @@ class ConvRule(LayerRule):
             kernel_sum = k if kernel_sum is None else kernel_sum + k
             b = tf.reduce_sum(gw, axis=list(range(g.shape.rank - 1)))
             bias_sum = b if bias_sum is None else bias_sum + b
-        sums = {layer.kernel.ref(): kernel_sum}
+        sums = {var_key(layer.kernel): kernel_sum}
         if layer.use_bias:
-            sums[layer.bias.ref()] = bias_sum
+            sums[var_key(layer.bias)] = bias_sum
         return sums
 
     @staticmethod
@@ -284,7 +293,7 @@ class ConvRule(LayerRule):
 class EmbeddingRule(LayerRule):
     """Embedding: row r of example b's gradient is the sum of g at the positions holding token r."""
 
-    layer_types = (tf.keras.layers.Embedding,)
+    layer_types = (keras.layers.Embedding,)
 
     def supports(self, layer):
         return super().supports(layer) and not getattr(layer, "sparse", False)
@@ -324,21 +333,22 @@ class EmbeddingRule(LayerRule):
             tf.reshape(gw, [-1, tf.shape(gw)[-1]]), tf.reshape(ids, [-1]),
             tf.shape(layer.embeddings)[0],
         )
-        return {layer.embeddings.ref(): dense}
+        return {var_key(layer.embeddings): dense}
 
 
 class LayerNormalizationRule(LayerRule):
     """LayerNormalization over the last axis: grad_gamma[b] = sum_t g*x_hat, grad_beta[b] = sum_t g."""
 
-    layer_types = (tf.keras.layers.LayerNormalization,)
+    layer_types = (keras.layers.LayerNormalization,)
 
     def variables(self, layer):
         return [v for v in (layer.gamma, layer.beta) if v is not None and v.trainable]
 
     def forward(self, layer, inputs):
         x = tf.convert_to_tensor(inputs)
-        axes = [axis % x.shape.rank for axis in layer.axis]
-        if axes != [x.shape.rank - 1]:
+        axis = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        axes = [a % x.shape.rank for a in axis]
+        if axes != [x.shape.rank - 1] or getattr(layer, "rms_scaling", False):
             return None  # normalization over other axes: Jacobian fallback
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
         x_hat = (x - mean) * tf.math.rsqrt(variance + layer.epsilon)
@@ -366,14 +376,14 @@ class LayerNormalizationRule(LayerRule):
         sums = {}
         for name, per_example in self._per_example(layer, calls).items():
             variable = getattr(layer, name)
-            sums[variable.ref()] = tf.tensordot(tf.cast(weights, per_example.dtype), per_example, 1)
+            sums[var_key(variable)] = tf.tensordot(tf.cast(weights, per_example.dtype), per_example, 1)
         return sums
 
 
 RULES: Tuple[LayerRule, ...] = (DenseRule(), ConvRule(), EmbeddingRule(), LayerNormalizationRule())
 
 
-def rule_for(layer: tf.keras.layers.Layer) -> Optional[LayerRule]:
+def rule_for(layer: keras.layers.Layer) -> Optional[LayerRule]:
     """The rule that handles `layer`, or None (its variables then take the Jacobian fallback)."""
     for rule in RULES:
         if rule.supports(layer):

@@ -1,31 +1,47 @@
-"""`make_private(model)`: the same model, trained with fast per-example clipping in `fit`."""
+"""`make_private(model)`: the same model, trained with fast per-example clipping in `fit`.
+
+In Keras 3 an optimizer only ever sees the batch-averaged gradient, so DP-SGD's
+per-example work (per-example losses, gradient norms, clipping, the clipped sum)
+lives in the model's `train_step`. `PrivateModel` provides it; the DP optimizer
+then turns the clipped sum into a noised update through its `DPQuery` and keeps
+the ledger.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
+import keras
 import tensorflow as tf
+from keras.src.models.functional import Functional
 
 from tfdp.optimizers.clipping import clip_norm_kind, finite_units, per_unit_norms, zero_units
 from tfdp.optimizers.per_example_loss import per_unit_losses
-from tfdp.training.layer_rules import LayerRule, rule_for
+from tfdp.training.layer_rules import rule_for, var_key as _var_key
 
 _NORMALIZATION_ADVICE = (
     "BatchNormalization mixes the examples of a batch, so one example's gradient depends on "
     "the others and per-example clipping no longer bounds its influence. Replace it with "
-    "tf.keras.layers.GroupNormalization or tf.keras.layers.LayerNormalization."
+    "keras.layers.GroupNormalization or keras.layers.LayerNormalization."
+)
+_OTHER_KERAS_ADVICE = (
+    "make_private needs a Keras 3 model (`import keras`; on TensorFlow >= 2.16 `tf.keras` is "
+    "the same), got {kind}. A model built with tf-keras (Keras 2, TF_USE_LEGACY_KERAS=1) "
+    "cannot be trained by tfdp: build it with `keras.layers` / `keras.Sequential` / "
+    "`keras.Model` instead."
 )
 
 
-def _layers(model: tf.keras.Model) -> List[tf.keras.layers.Layer]:
-    return [m for m in model.submodules if isinstance(m, tf.keras.layers.Layer)]
+def _layers(model: keras.Model) -> List[keras.layers.Layer]:
+    return [m for m in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+            if isinstance(m, keras.layers.Layer)]
 
 
-def check_dp_compatible(model: tf.keras.Model) -> None:
+def check_dp_compatible(model: keras.Model) -> None:
     """Raises ValueError for layers that break per-example sensitivity."""
     for layer in _layers(model):
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
+        if isinstance(layer, keras.layers.BatchNormalization):
             raise ValueError(f"Layer {layer.name!r}: {_NORMALIZATION_ADVICE}")
         if getattr(layer, "activity_regularizer", None) is not None:
             raise ValueError(
@@ -35,7 +51,7 @@ def check_dp_compatible(model: tf.keras.Model) -> None:
 
 
 @contextlib.contextmanager
-def capturing_layer_calls(model: tf.keras.Model, records: Dict[int, list]):
+def capturing_layer_calls(model: keras.Model, records: Dict[int, list]):
     """While active, supported layers record (input, pre-activation output) of every call."""
     patched = []
     for layer in _layers(model):
@@ -61,55 +77,124 @@ def capturing_layer_calls(model: tf.keras.Model, records: Dict[int, list]):
             del layer.call
 
 
-@tf.keras.utils.register_keras_serializable(package="tfdp")
-class PrivateModel(tf.keras.Model):
-    """A functional Keras model whose `train_step` clips per-example gradients fast.
+class PrivateTrainStep:
+    """The DP `train_step` shared by both kinds of private model (a mixin of keras.Model).
 
-    Built by `tfdp.make_private(model)`: it shares the original model's layers and
-    weights. Compile it with a tfdp DP optimizer (e.g. `tfdp.DPKerasSGDOptimizer`)
-    and a per-example loss (`reduction=NONE`); `fit` then computes every example's
-    gradient norm from the layers' inputs and output gradients (Dense, Conv1D,
-    Conv2D, Embedding, LayerNormalization), clips, sums, and hands the sum to the
-    optimizer's DP query for noise, counters and the update. Layers it does not
-    know take a vectorized per-example Jacobian. `evaluate`, `predict` and saving
-    behave as for the original model.
+    Each step: per-example losses, every example's gradient norm from the layers'
+    captured inputs and output gradients (layers without a rule take a vectorized
+    per-example Jacobian), clipping weights clip / max(norm, clip), the weighted
+    (clipped) sum of gradients, and the optimizer's `privatize_clipped_sum` for the
+    noise, the ledger and the update. With `num_microbatches` (or a query that
+    clips its own way) the whole model takes the Jacobian path.
     """
 
-    def train_step(self, data):
-        """One DP step: per-example losses, norms, clipped sum, noise via the optimizer."""
-        x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+    # ----- per-example losses -----
+
+    def per_example_loss(self, y, y_pred, sample_weight=None) -> tf.Tensor:
+        """The compiled loss, one value per example ([batch]), sample weights applied."""
+        loss = self.loss
+        if loss is None:
+            raise ValueError("Compile the private model with a loss (reduction=None).")
+        if isinstance(loss, (list, tuple, dict)):
+            raise ValueError(
+                "tfdp's private train step takes one loss for the model's output; combine "
+                "several outputs' losses in one loss function with reduction=None."
+            )
+        if isinstance(loss, str):
+            loss = keras.losses.get(loss)
+        if isinstance(loss, keras.losses.Loss):
+            values = loss(y, y_pred, sample_weight=sample_weight)
+        else:
+            values = loss(y, y_pred)
+            if sample_weight is not None:
+                values = values * tf.cast(sample_weight, values.dtype)
+        return values
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The batch mean of the per-example losses plus weight penalties (what Keras logs)."""
+        values = tf.convert_to_tensor(self.per_example_loss(y, y_pred, sample_weight))
+        if values.shape.rank == 0:
+            total = values
+        else:
+            total = tf.reduce_mean(values)
+        regularization = self._weight_penalty()
+        return total if regularization is None else total + tf.cast(regularization, total.dtype)
+
+    def _weight_penalty(self):
+        """Sum of the weight regularizers; refuses data-dependent `add_loss` losses."""
+        losses = self.losses
+        if not losses:
+            return None
+        penalties = [v.regularizer(v) for v in self.trainable_variables
+                     if getattr(v, "regularizer", None) is not None]
+        if len(losses) > len(penalties):
+            raise ValueError(
+                "The model adds losses computed from the data (add_loss or activity "
+                "regularizers); per-example clipping cannot bound them. Remove them for DP "
+                "training."
+            )
+        return tf.add_n([tf.cast(p, tf.float32) for p in penalties]) if penalties else None
+
+    # ----- the step -----
+
+    def _dp_optimizer(self):
         optimizer = self.optimizer
         if not hasattr(optimizer, "privatize_clipped_sum"):
             raise ValueError(
                 "A model from tfdp.make_private must be compiled with a tfdp DP optimizer "
                 f"(tfdp.DPKerasSGDOptimizer, ...), got {type(optimizer).__name__}."
             )
-        if optimizer.num_microbatches is not None:
-            raise ValueError(
-                "The fast path clips each example; create the optimizer with "
-                "num_microbatches=None (the default)."
-            )
-        query = optimizer.dp_sum_query
-        kind = clip_norm_kind(query)
-        if kind is None:
-            raise ValueError(
-                f"The fast path clips for Gaussian (L2) and Laplace (L1) sum queries; "
-                f"{type(query).__name__} clips its own way: train the original model with the "
-                "optimizer alone."
-            )
-        variables = self.trainable_variables
-        records: Dict[int, tuple] = {}
-        with tf.GradientTape(persistent=True) as tape:
-            with capturing_layer_calls(self, records):
-                y_pred = self(x, training=True)
-            loss = self.compiled_loss(y, y_pred, sample_weight, regularization_losses=None)
-            example_losses, _, batch_size = per_unit_losses(loss, None)
-            # Each example's loss depends on its own z only, so d(sum)/dz[b] = dL_b/dz[b].
-            total_loss = tf.reduce_sum(example_losses)
-            regularization = self._data_independent_regularization()
-        covered = {v.ref() for layer, rule, _ in records.values() for v in rule.variables(layer)}
-        fallback = [v for v in variables if v.ref() not in covered]
+        return optimizer
 
+    def train_step(self, data):
+        """One DP step: per-example losses, norms, clipped sum, noise via the optimizer."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        optimizer = self._dp_optimizer()
+        kind = clip_norm_kind(optimizer.dp_sum_query)
+        variables = list(self.trainable_variables)
+        records: Dict[int, tuple] = {}
+        fast = optimizer.num_microbatches is None and kind is not None
+        with tf.GradientTape(persistent=True) as tape:
+            if fast:
+                with capturing_layer_calls(self, records):
+                    y_pred = self(x, training=True)
+            else:
+                tape.watch([v.value for v in variables])
+                y_pred = self(x, training=True)
+            values = self.per_example_loss(y, y_pred, sample_weight)
+            example_losses, _, batch_size = per_unit_losses(values, None)
+            total_loss = tf.reduce_sum(example_losses)
+            regularization = self._weight_penalty()
+        if fast:
+            gradients = self._fast_private_gradients(
+                optimizer, kind, tape, variables, records, example_losses, total_loss, batch_size)
+        else:
+            with tape:
+                unit_losses, num_units, batch_size = per_unit_losses(
+                    values, optimizer.num_microbatches)
+            jacobians = tape.jacobian(unit_losses, [v.value for v in variables],
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradients = optimizer.privatize_per_unit_gradients(
+                jacobians, unit_losses, num_units, batch_size)
+        if regularization is not None:
+            # Weight regularizers do not read the data: adding their gradient after the noise
+            # is post-processing and costs no privacy.
+            reg_grads = tape.gradient(regularization, [v.value for v in variables],
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            gradients = [g + tf.cast(r, g.dtype) for g, r in zip(gradients, reg_grads)]
+        del tape
+        optimizer.apply(gradients, variables)
+        mean_loss = tf.reduce_mean(example_losses)
+        if regularization is not None:
+            mean_loss = mean_loss + tf.cast(regularization, mean_loss.dtype)
+        self._loss_tracker.update_state(mean_loss, sample_weight=batch_size)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _fast_private_gradients(self, optimizer, kind, tape, variables, records, example_losses,
+                                total_loss, batch_size):
+        covered = {_var_key(v) for layer, rule, _ in records.values()
+                   for v in rule.variables(layer)}
+        fallback = [v for v in variables if _var_key(v) not in covered]
         # Gradients of the per-example losses w.r.t. every captured pre-activation z.
         zs = [z for _, _, calls in records.values() for _, z in calls]
         z_grads = iter(tape.gradient(total_loss, zs,
@@ -121,8 +206,8 @@ class PrivateModel(tf.keras.Model):
         fallback_grads = []
         if fallback:
             fallback_grads = tape.jacobian(
-                example_losses, fallback, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
+                example_losses, [v.value for v in fallback],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
         norms = self._per_example_norms(layer_calls, fallback_grads, kind)
         finite = finite_units([norms], example_losses)
@@ -135,6 +220,7 @@ class PrivateModel(tf.keras.Model):
                 for layer, rule, calls in layer_calls
             ]
             fallback_grads = [zero_units(j, finite) for j in fallback_grads]
+        query = optimizer.dp_sum_query
         clip = tf.cast(query.derive_sample_params(optimizer.query_global_state()), norms.dtype)
         # clip / max(norm, clip): the factor of the query's own preprocess_record.
         weights = clip / tf.maximum(norms, clip)
@@ -143,35 +229,10 @@ class PrivateModel(tf.keras.Model):
         for layer, rule, calls in layer_calls:
             sums.update(rule.weighted_sums(layer, calls, weights))
         for variable, per_example in zip(fallback, fallback_grads):
-            sums[variable.ref()] = tf.tensordot(tf.cast(weights, per_example.dtype), per_example, 1)
-        clipped_sum = [sums[v.ref()] for v in variables]
-
-        gradients = optimizer.privatize_clipped_sum(clipped_sum, batch_size, batch_size, nonfinite)
-        if regularization is not None:
-            # Weight regularizers do not read the data: adding their gradient after the noise
-            # is post-processing and costs no privacy.
-            reg_grads = tape.gradient(regularization, variables,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            gradients = [g + r for g, r in zip(gradients, reg_grads)]
-        del tape
-        optimizer.apply_gradients(zip(gradients, variables))
-        self.compiled_metrics.update_state(y, y_pred, sample_weight)
-        return self.get_metrics_result()
-
-    def _data_independent_regularization(self):
-        """Sum of the weight regularizers; refuses data-dependent `add_loss` losses."""
-        losses = self.losses
-        if not losses:
-            return None
-        weight_penalties = sum(len(getattr(layer, "_callable_losses", [])) for layer in _layers(self))
-        weight_penalties += len(getattr(self, "_callable_losses", []))
-        if len(losses) > weight_penalties:
-            raise ValueError(
-                "The model adds losses computed from the data (add_loss or activity "
-                "regularizers); the fast path cannot clip them per example. Remove them, or "
-                "train the original model with the DP optimizer alone."
-            )
-        return tf.add_n(losses)
+            sums[_var_key(variable)] = tf.tensordot(
+                tf.cast(weights, per_example.dtype), per_example, 1)
+        clipped_sum = [sums[_var_key(v)] for v in variables]
+        return optimizer.privatize_clipped_sum(clipped_sum, batch_size, batch_size, nonfinite)
 
     @staticmethod
     def _per_example_norms(layer_calls, fallback_grads, kind):
@@ -183,28 +244,81 @@ class PrivateModel(tf.keras.Model):
         return tf.sqrt(total) if kind == "l2" else total
 
 
-def make_private(model: tf.keras.Model) -> PrivateModel:
+@keras.saving.register_keras_serializable(package="tfdp")
+class PrivateModel(PrivateTrainStep, keras.Model):
+    """A functional Keras model whose `train_step` clips per-example gradients fast.
+
+    Built by `tfdp.make_private(model)` from a Sequential or functional model: it
+    shares the original model's layers and weights. Compile it with a tfdp DP
+    optimizer (e.g. `tfdp.DPKerasSGDOptimizer`) and a per-example loss
+    (`reduction=None`); `fit` then computes every example's gradient norm from the
+    layers' inputs and output gradients (Dense, Conv1D, Conv2D, Embedding,
+    LayerNormalization), clips, sums, and hands the sum to the optimizer's DP query
+    for noise, counters and the update. Layers it does not know take a vectorized
+    per-example Jacobian. `evaluate`, `predict` and saving behave as for the
+    original model.
+    """
+
+
+@keras.saving.register_keras_serializable(package="tfdp")
+class PrivateWrapper(PrivateTrainStep, keras.Model):
+    """The private train step around a subclassed Keras model (which has no functional graph).
+
+    Calls the wrapped model, so its layers and weights are the same objects. Saved
+    with `.keras` like any model; the wrapped class must be serializable (registered
+    with `keras.saving.register_keras_serializable`, with `get_config` when its
+    constructor takes arguments).
+    """
+
+    def __init__(self, model: keras.Model, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.wrapped = model
+
+    def call(self, inputs, training: Optional[bool] = None):
+        """The wrapped model's forward pass."""
+        return self.wrapped(inputs, training=training)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config["model"] = keras.saving.serialize_keras_object(self.wrapped)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"),
+                                                      custom_objects=custom_objects)
+        return cls(model, **config)
+
+
+def make_private(model: keras.Model) -> keras.Model:
     """Returns a model with the same layers and weights whose `fit` clips per example fast.
 
     Compile the result with a tfdp DP optimizer and a loss built with
-    `reduction=tf.keras.losses.Reduction.NONE`. The model must be built (a
-    Sequential given its input shape, or a functional model); BatchNormalization
-    and activity regularizers are refused because they break per-example
-    sensitivity.
+    `reduction=None`. Sequential and functional models become a `PrivateModel`
+    on the same graph; a subclassed model is wrapped (`PrivateWrapper`).
+    BatchNormalization and activity regularizers are refused because they break
+    per-example sensitivity; a tf-keras (Keras 2) model is refused with advice.
     """
-    if isinstance(model, PrivateModel):
+    if isinstance(model, PrivateTrainStep):
         return model
-    if not isinstance(model, tf.keras.Model):
-        raise ValueError(f"make_private needs a tf.keras.Model, got {type(model).__name__}.")
+    if not isinstance(model, keras.Model):
+        kind = type(model).__module__ + "." + type(model).__name__
+        if "tf_keras" in kind or "keras.src" not in kind and hasattr(model, "fit"):
+            raise ValueError(_OTHER_KERAS_ADVICE.format(kind=kind))
+        raise ValueError(f"make_private needs a keras.Model, got {type(model).__name__}.")
     check_dp_compatible(model)
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except AttributeError:
-        inputs, outputs = None, None
-    if not inputs:
-        raise ValueError(
-            "make_private needs a built functional or Sequential model with known inputs: give "
-            "the first layer an input_shape (or start with tf.keras.Input), or call "
-            "model.build(input_shape) first."
-        )
+    if isinstance(model, keras.Sequential):
+        try:
+            inputs, outputs = model.inputs[0], model.outputs[0]
+        except (AttributeError, ValueError, IndexError, TypeError):
+            raise ValueError(
+                "make_private needs a built Sequential model with known inputs: start it with "
+                "keras.Input(shape=...), or call model.build(input_shape) first."
+            ) from None
+    elif isinstance(model, Functional):
+        inputs = model._inputs_struct  # pylint: disable=protected-access
+        outputs = model._outputs_struct  # pylint: disable=protected-access
+    else:
+        return PrivateWrapper(model, name=f"{model.name}_private")
     return PrivateModel(inputs=inputs, outputs=outputs, name=f"{model.name}_private")
