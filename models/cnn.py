@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
+import keras
 import tensorflow as tf
 
 from tfdp._validation import check_positive_int, check_probability
@@ -31,7 +32,7 @@ def pneumonia_cnn(
     dense_units: int = 64,
     dropout: float = 0.25,
     name: str = "pneumonia_cnn",
-) -> tf.keras.Model:
+) -> keras.Model:
     """The CNN of the dynamic-DP paper's setting: grayscale chest X-rays, normal vs pneumonia.
 
     One block per entry of `filters` (3x3 convolution with ReLU, then 2x2 max
@@ -50,23 +51,23 @@ def pneumonia_cnn(
             "fewer `filters` or a larger image_size."
         )
     check_probability("dropout", dropout)
-    inputs = tf.keras.Input(shape=(height, width, channels), name="image")
+    inputs = keras.Input(shape=(height, width, channels), name="image")
     x = inputs
     for i, width_i in enumerate(filters):
-        x = tf.keras.layers.Conv2D(width_i, 3, padding="same", activation="relu", name=f"conv{i}")(x)
-        x = tf.keras.layers.MaxPool2D(2, name=f"pool{i}")(x)
-    x = tf.keras.layers.Flatten(name="flatten")(x)
-    x = tf.keras.layers.Dense(check_positive_int("dense_units", dense_units), activation="relu",
+        x = keras.layers.Conv2D(width_i, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = keras.layers.MaxPool2D(2, name=f"pool{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(check_positive_int("dense_units", dense_units), activation="relu",
                               name="dense")(x)
     if dropout:
-        x = tf.keras.layers.Dropout(dropout, name="dropout")(x)
-    logits = tf.keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits")(x)
-    return tf.keras.Model(inputs, logits, name=name)
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    logits = keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits")(x)
+    return keras.Model(inputs, logits, name=name)
 
 
 def tutorial_cnn(
     input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, *, name: str = "tutorial_cnn"
-) -> tf.keras.Model:
+) -> keras.Model:
     """TF Privacy's MNIST tutorial CNN (28x28x1 in the tutorial; any image of 16x16 or more).
 
     Conv2D(16, 8, stride 2, same, ReLU), MaxPool2D(2, 1), Conv2D(32, 4, stride 2,
@@ -78,16 +79,16 @@ def tutorial_cnn(
             f"tutorial_cnn needs images of at least 16x16 pixels, got {height}x{width}; use "
             "'digits_cnn' for 8x8 digits."
         )
-    return tf.keras.Sequential(
+    return keras.Sequential(
         [
-            tf.keras.Input(shape=(height, width, channels), name="image"),
-            tf.keras.layers.Conv2D(16, 8, strides=2, padding="same", activation="relu"),
-            tf.keras.layers.MaxPool2D(2, 1),
-            tf.keras.layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
-            tf.keras.layers.MaxPool2D(2, 1),
-            tf.keras.layers.Flatten(),
-            tf.keras.layers.Dense(32, activation="relu"),
-            tf.keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits"),
+            keras.Input(shape=(height, width, channels), name="image"),
+            keras.layers.Conv2D(16, 8, strides=2, padding="same", activation="relu"),
+            keras.layers.MaxPool2D(2, 1),
+            keras.layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
+            keras.layers.MaxPool2D(2, 1),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits"),
         ],
         name=name,
     )
@@ -100,7 +101,7 @@ def digits_cnn(
     filters: Sequence[int] = (16, 32),
     dense_units: int = 32,
     name: str = "digits_cnn",
-) -> tf.keras.Model:
+) -> keras.Model:
     """A small CNN for 8x8 grayscale digits (about 9k weights with the defaults).
 
     Two blocks of 3x3 convolution (ReLU, same padding) and 2x2 max pooling, then
@@ -113,15 +114,15 @@ def digits_cnn(
             f"digits_cnn with {len(filters)} pooling blocks needs images of at least "
             f"{2 ** len(filters)}x{2 ** len(filters)} pixels, got {height}x{width}."
         )
-    layers = [tf.keras.Input(shape=(height, width, channels), name="image")]
+    layers = [keras.Input(shape=(height, width, channels), name="image")]
     for width_i in filters:
         layers += [
-            tf.keras.layers.Conv2D(width_i, 3, padding="same", activation="relu"),
-            tf.keras.layers.MaxPool2D(2),
+            keras.layers.Conv2D(width_i, 3, padding="same", activation="relu"),
+            keras.layers.MaxPool2D(2),
         ]
     layers += [
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(check_positive_int("dense_units", dense_units), activation="relu"),
-        tf.keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(check_positive_int("dense_units", dense_units), activation="relu"),
+        keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits"),
     ]
-    return tf.keras.Sequential(layers, name=name)
+    return keras.Sequential(layers, name=name)

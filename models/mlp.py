@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import keras
 import tensorflow as tf
 
 from tfdp._validation import check_positive_int
@@ -17,7 +18,7 @@ def mlp(
     hidden_units: Sequence[int] = (64, 32),
     activation: str = "relu",
     name: str = "mlp",
-) -> tf.keras.Model:
+) -> keras.Model:
     """Dense ReLU layers of `hidden_units` widths, then the logits layer.
 
     Inputs of more than one axis (e.g. images) are flattened first.
@@ -25,12 +26,12 @@ def mlp(
     shape = tuple(int(d) for d in input_shape)
     if not shape or int(np.prod(shape)) < 1:
         raise ValueError(f"mlp needs a non-empty input shape, got {shape}.")
-    layers = [tf.keras.Input(shape=shape, name="features")]
+    layers = [keras.Input(shape=shape, name="features")]
     if len(shape) > 1:
-        layers.append(tf.keras.layers.Flatten())
+        layers.append(keras.layers.Flatten())
     for units in hidden_units:
-        layers.append(tf.keras.layers.Dense(check_positive_int("hidden_units", units),
+        layers.append(keras.layers.Dense(check_positive_int("hidden_units", units),
                                             activation=activation))
-    layers.append(tf.keras.layers.Dense(check_positive_int("num_classes", num_classes),
+    layers.append(keras.layers.Dense(check_positive_int("num_classes", num_classes),
                                         name="logits"))
-    return tf.keras.Sequential(layers, name=name)
+    return keras.Sequential(layers, name=name)

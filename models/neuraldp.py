@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import keras
 import tensorflow as tf
 
 from tfdp._validation import check_positive_int
@@ -33,7 +34,7 @@ def neuraldp_model(
     clip_at_inference: bool = False,
     seed: Optional[int] = None,
     name: str = "neuraldp",
-) -> tf.keras.Model:
+) -> keras.Model:
     """Feature extractor, `ActivationPrivatizer(clip_norm, noise_multiplier)`, dense head, logits.
 
     Image inputs (height, width, channels): one block per entry of `filters`
@@ -42,7 +43,7 @@ def neuraldp_model(
     name "activation_privatizer"), Dense(head_units, ReLU) and the logits layer.
     """
     shape = tuple(int(d) for d in input_shape)
-    inputs = tf.keras.Input(shape=shape, name="features" if len(shape) == 1 else "image")
+    inputs = keras.Input(shape=shape, name="features" if len(shape) == 1 else "image")
     x = inputs
     if len(shape) == 3:
         filters = [check_positive_int("filters", f) for f in filters]
@@ -52,21 +53,21 @@ def neuraldp_model(
                 f"{2 ** len(filters)}x{2 ** len(filters)} pixels, got {shape[0]}x{shape[1]}; "
                 "use fewer `filters`.")
         for i, width in enumerate(filters):
-            x = tf.keras.layers.Conv2D(width, 3, padding="same", activation="relu",
+            x = keras.layers.Conv2D(width, 3, padding="same", activation="relu",
                                        name=f"conv{i}")(x)
-            x = tf.keras.layers.MaxPool2D(2, name=f"pool{i}")(x)
-        x = tf.keras.layers.Flatten(name="flatten")(x)
+            x = keras.layers.MaxPool2D(2, name=f"pool{i}")(x)
+        x = keras.layers.Flatten(name="flatten")(x)
     elif len(shape) == 1:
         for i, units in enumerate(feature_units):
-            x = tf.keras.layers.Dense(check_positive_int("feature_units", units),
+            x = keras.layers.Dense(check_positive_int("feature_units", units),
                                       activation="relu", name=f"feature{i}")(x)
     else:
         raise ValueError(f"neuraldp_model takes images (height, width, channels) or vectors "
                          f"(features,), got input shape {shape}.")
     x = ActivationPrivatizer(clip_norm, noise_multiplier, clip_at_inference=clip_at_inference,
                              seed=seed, name=PRIVATIZER_NAME)(x)
-    x = tf.keras.layers.Dense(check_positive_int("head_units", head_units), activation="relu",
+    x = keras.layers.Dense(check_positive_int("head_units", head_units), activation="relu",
                               name="head")(x)
-    logits = tf.keras.layers.Dense(check_positive_int("num_classes", num_classes),
+    logits = keras.layers.Dense(check_positive_int("num_classes", num_classes),
                                    name="logits")(x)
-    return tf.keras.Model(inputs, logits, name=name)
+    return keras.Model(inputs, logits, name=name)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Sequence
 
+import keras
 import tensorflow as tf
 
 from models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
 from models.mlp import mlp
 from models.resnet import resnet
 
-_BUILDERS: Dict[str, Callable[..., tf.keras.Model]] = {
+_BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "pneumonia_cnn": pneumonia_cnn,
     "tutorial_cnn": tutorial_cnn,
     "digits_cnn": digits_cnn,
@@ -24,7 +25,7 @@ def available_models() -> Dict[str, str]:
     return {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in _BUILDERS.items()}
 
 
-def register_model(name: str, builder: Callable[..., tf.keras.Model]) -> None:
+def register_model(name: str, builder: Callable[..., keras.Model]) -> None:
     """Makes `builder(input_shape, num_classes, **kwargs)` available as `build_model(name, ...)`."""
     _BUILDERS[name] = builder
 
@@ -41,7 +42,7 @@ def default_model_name(input_shape: Sequence[int]) -> str:
 
 def build_model(
     name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any
-) -> tf.keras.Model:
+) -> keras.Model:
     """Builds the named model for `input_shape` and `num_classes`; it outputs logits.
 
     `name="auto"` picks `default_model_name(input_shape)`. Extra keyword arguments go to

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
+import keras
 import tensorflow as tf
 
 from models.resnet import resnet
@@ -20,7 +21,7 @@ def residual_perturbation_resnet(
     seed: Optional[int] = None,
     name: str = "residual_perturbation_resnet",
     **resnet_kwargs: Any,
-) -> tf.keras.Model:
+) -> keras.Model:
     """A ResNet whose every block adds `tfdp.layers.ResidualPerturbation(gamma)` noise to F(x).
 
     Block l computes relu(shortcut(x_l) + F(x_l) + gamma * n_l) in training (the
@@ -39,7 +40,7 @@ def residual_perturbation_resnet(
     """
     counter = [0]
 
-    def perturbation(channels: int, layer_name: str) -> tf.keras.layers.Layer:
+    def perturbation(channels: int, layer_name: str) -> keras.layers.Layer:
         del channels  # the noise has the branch's shape whatever its width
         layer_seed = None if seed is None else seed + counter[0]
         counter[0] += 1

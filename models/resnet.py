@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+import keras
 import tensorflow as tf
 
 from tfdp._validation import check_choice, check_positive_int
@@ -19,9 +20,9 @@ def _normalization(kind: str, channels: int, groups: int, name: str):
     if kind == "group":
         # Fall back to fewer groups when the channels do not divide evenly.
         g = max(d for d in range(1, min(groups, channels) + 1) if channels % d == 0)
-        return tf.keras.layers.GroupNormalization(groups=g, name=name)
+        return keras.layers.GroupNormalization(groups=g, name=name)
     if kind == "layer":
-        return tf.keras.layers.LayerNormalization(name=name)
+        return keras.layers.LayerNormalization(name=name)
     return None
 
 
@@ -33,9 +34,9 @@ def resnet(
     blocks_per_stage: int = 1,
     normalization: str = "group",
     groups: int = 4,
-    residual_layer: Optional[Callable[[int, str], tf.keras.layers.Layer]] = None,
+    residual_layer: Optional[Callable[[int, str], keras.layers.Layer]] = None,
     name: str = "resnet",
-) -> tf.keras.Model:
+) -> keras.Model:
     """A small pre-classifier ResNet: stem, `len(stage_filters)` stages, pooling, logits.
 
     Each block computes relu(shortcut(x) + F(x)) with F = conv3x3-norm-relu-conv3x3-norm;
@@ -61,23 +62,23 @@ def resnet(
     blocks_per_stage = check_positive_int("blocks_per_stage", blocks_per_stage)
     groups = check_positive_int("groups", groups)
 
-    inputs = tf.keras.Input(shape=shape, name="image")
-    x = tf.keras.layers.Conv2D(stage_filters[0], 3, padding="same", name="stem_conv")(inputs)
+    inputs = keras.Input(shape=shape, name="image")
+    x = keras.layers.Conv2D(stage_filters[0], 3, padding="same", name="stem_conv")(inputs)
     norm = _normalization(normalization, stage_filters[0], groups, "stem_norm")
     if norm is not None:
         x = norm(x)
-    x = tf.keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate(stage_filters):
         for block in range(blocks_per_stage):
             prefix = f"stage{stage}_block{block}"
             strides = 2 if stage > 0 and block == 0 else 1
-            branch = tf.keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
+            branch = keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
                                             name=f"{prefix}_conv1")(x)
             norm = _normalization(normalization, filters, groups, f"{prefix}_norm1")
             if norm is not None:
                 branch = norm(branch)
-            branch = tf.keras.layers.ReLU(name=f"{prefix}_relu1")(branch)
-            branch = tf.keras.layers.Conv2D(filters, 3, padding="same",
+            branch = keras.layers.ReLU(name=f"{prefix}_relu1")(branch)
+            branch = keras.layers.Conv2D(filters, 3, padding="same",
                                             name=f"{prefix}_conv2")(branch)
             norm = _normalization(normalization, filters, groups, f"{prefix}_norm2")
             if norm is not None:
@@ -86,10 +87,10 @@ def resnet(
                 branch = residual_layer(filters, f"{prefix}_residual")(branch)
             shortcut = x
             if strides != 1 or x.shape[-1] != filters:
-                shortcut = tf.keras.layers.Conv2D(filters, 1, strides=strides,
+                shortcut = keras.layers.Conv2D(filters, 1, strides=strides,
                                                   name=f"{prefix}_shortcut")(x)
-            x = tf.keras.layers.Add(name=f"{prefix}_add")([shortcut, branch])
-            x = tf.keras.layers.ReLU(name=f"{prefix}_out")(x)
-    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    logits = tf.keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits")(x)
-    return tf.keras.Model(inputs, logits, name=name)
+            x = keras.layers.Add(name=f"{prefix}_add")([shortcut, branch])
+            x = keras.layers.ReLU(name=f"{prefix}_out")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    logits = keras.layers.Dense(check_positive_int("num_classes", num_classes), name="logits")(x)
+    return keras.Model(inputs, logits, name=name)

@@ -40,11 +40,12 @@ SLOW = {"tfp_vectorized", "tfp_generic", "tfdp_optimizer"}
 
 
 def _build(model_name):
+    import keras
     import tensorflow as tf
 
-    layers = tf.keras.layers
+    layers = keras.layers
     if model_name == "cnn":
-        return tf.keras.Sequential([
+        return keras.Sequential([
             layers.Conv2D(16, 8, strides=2, padding="same", activation="relu",
                           input_shape=(28, 28, 1)),
             layers.MaxPool2D(2, 1),
@@ -54,7 +55,7 @@ def _build(model_name):
             layers.Dense(32, activation="relu"),
             layers.Dense(10),
         ]), (28, 28, 1)
-    return tf.keras.Sequential([
+    return keras.Sequential([
         layers.Dense(512, activation="relu", input_shape=(784,)),
         layers.Dense(256, activation="relu"),
         layers.Dense(10),
@@ -64,23 +65,24 @@ def _build(model_name):
 def _run_worker(spec: str) -> dict:
     """Trains one configuration and returns seconds per epoch."""
     import numpy as np
+    import keras
     import tensorflow as tf
 
     import tfdp
 
     model_name, config = spec.split(":")
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model, shape = _build(model_name)
     n, batch = FLAGS.num_examples, FLAGS.batch_size
     x = np.random.default_rng(0).random((n,) + shape, dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 10, n)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
-    per_example = tf.keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
+    per_example = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None)
     dp = dict(l2_norm_clip=1.0, noise_multiplier=1.1)
     if config == "nodp":
-        model.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1),
-                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(optimizer=keras.optimizers.legacy.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     elif config == "tfdp_fast":
         model = tfdp.make_private(model)
         model.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=0.1, **dp), loss=per_example)
@@ -96,8 +98,8 @@ def _run_worker(spec: str) -> dict:
         from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
 
         model = DPSequential(layers=model.layers, **dp)
-        model.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1),
-                      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(optimizer=keras.optimizers.legacy.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     else:
         raise ValueError(f"unknown config {config!r}")
     steps_per_epoch = -(-n // batch)

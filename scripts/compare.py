@@ -42,6 +42,7 @@ for _path in (os.path.dirname(_SCRIPTS), _SCRIPTS):
         sys.path.insert(0, _path)
 
 import numpy as np  # noqa: E402
+import keras
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
@@ -172,7 +173,7 @@ class CompareConfig:
 
 def run_one(config: train.TrainConfig, data, attack_types, log) -> Dict[str, Any]:
     """Trains one configuration, attacks it and returns a flat row of results."""
-    tf.keras.backend.clear_session()
+    keras.backend.clear_session()
     start = time.perf_counter()
     record = train.train_and_evaluate(config, data, log=log)
     train_seconds = time.perf_counter() - start

@@ -58,6 +58,7 @@ def define_flags() -> None:
 
 def load_model(path: str) -> Any:
     """A Keras model from `path`; a plain TF SavedModel falls back to its serving signature."""
+    import keras
     import tensorflow as tf
 
     import tfdp  # noqa: F401  (registers tfdp's serializable layers, if any)
@@ -69,8 +70,8 @@ def load_model(path: str) -> Any:
     if not os.path.exists(path):
         raise ValueError(f"--model_path {path!r} does not exist.")
     try:
-        model = tf.keras.models.load_model(path, compile=False)
-        if isinstance(model, tf.keras.Model):
+        model = keras.models.load_model(path, compile=False)
+        if isinstance(model, keras.Model):
             return model
         # A SavedModel written by tfdp.export is no Keras model: Keras returns a bare object.
         keras_error: Any = "not a Keras model"

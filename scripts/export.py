@@ -35,6 +35,7 @@ for _path in (_REPO_ROOT, _SCRIPTS):  # tfdp and models; train.py (the run's mod
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+import keras
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
@@ -134,7 +135,7 @@ def check_ledger(metrics: Dict[str, Any], counters: Dict[str, int], checkpoint: 
 
 
 def load_from_model_dir(model_dir: str, metrics_path: Optional[str]) -> Tuple[
-        tf.keras.Model, Dict[str, Any], Dict[str, Any], Any]:
+        keras.Model, Dict[str, Any], Dict[str, Any], Any]:
     """(model with the latest checkpoint's weights, privacy, training settings, TrainConfig)."""
     import train  # scripts/train.py: the model builder and settings of the run
 
@@ -181,17 +182,17 @@ def load_from_model_dir(model_dir: str, metrics_path: Optional[str]) -> Tuple[
     return model, metrics["privacy"], training, config
 
 
-def load_keras_model(path: str) -> tf.keras.Model:
+def load_keras_model(path: str) -> keras.Model:
     """A saved Keras model; tfdp's and models' custom layers are registered by the imports."""
     import models  # noqa: F401  (registers the project's custom layers, if any)
 
     if not os.path.exists(path):
         raise ValueError(f"--model_path {path!r} does not exist.")
     try:
-        model = tf.keras.models.load_model(path, compile=False)
+        model = keras.models.load_model(path, compile=False)
     except Exception as error:  # pylint: disable=broad-except  (Keras raises many kinds)
         raise ValueError(f"Could not load a Keras model from {path!r}: {error}") from None
-    if not isinstance(model, tf.keras.Model):
+    if not isinstance(model, keras.Model):
         raise ValueError(f"{path!r} is not a Keras model (a plain SavedModel cannot be "
                          "re-exported here; export the Keras model it came from).")
     return model

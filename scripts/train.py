@@ -35,6 +35,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 import numpy as np  # noqa: E402
+import keras
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -300,11 +301,11 @@ def calibrate(config: TrainConfig, num_train: int) -> float:
     ))
 
 
-def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.legacy.Optimizer:
+def make_optimizer(config: TrainConfig) -> keras.optimizers.legacy.Optimizer:
     """The matching tfdp DP optimizer for DP-SGD, else a plain Keras (legacy) optimizer."""
     if not config.uses_dp_optimizer:
-        plain = {"sgd": tf.keras.optimizers.legacy.SGD, "adam": tf.keras.optimizers.legacy.Adam,
-                 "adagrad": tf.keras.optimizers.legacy.Adagrad}[config.optimizer]
+        plain = {"sgd": keras.optimizers.legacy.SGD, "adam": keras.optimizers.legacy.Adam,
+                 "adagrad": keras.optimizers.legacy.Adagrad}[config.optimizer]
         return plain(learning_rate=config.learning_rate)
     private = {"sgd": tfdp.DPKerasSGDOptimizer, "adam": tfdp.DPKerasAdamOptimizer,
                "adagrad": tfdp.DPKerasAdagradOptimizer}[config.optimizer]
@@ -327,12 +328,12 @@ def make_optimizer(config: TrainConfig) -> tf.keras.optimizers.legacy.Optimizer:
     return private(**kwargs)
 
 
-def make_loss(config: TrainConfig) -> tf.keras.losses.Loss:
+def make_loss(config: TrainConfig) -> keras.losses.Loss:
     """Cross-entropy on logits: per example for DP-SGD (clipping needs it), averaged otherwise."""
     if config.uses_dp_optimizer:
-        return tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
-    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=None)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def privacy_report(config: TrainConfig, optimizer, num_train: int) -> Dict[str, Any]:
@@ -378,7 +379,7 @@ def other_method_privacy(config: TrainConfig, steps: int, num_train: int) -> Dic
     return result.to_dict()
 
 
-def build_model(config: TrainConfig, data) -> tf.keras.Model:
+def build_model(config: TrainConfig, data) -> keras.Model:
     """The configured model; residual perturbation and NeuralDP build their own architecture."""
     if config.mechanism == "residual_perturbation":
         return residual_perturbation_resnet(data.input_shape, data.num_classes, gamma=config.gamma,
@@ -392,7 +393,7 @@ def build_model(config: TrainConfig, data) -> tf.keras.Model:
 
 # ----- evaluation -----
 
-def evaluate_utility(model: tf.keras.Model, data) -> Dict[str, float]:
+def evaluate_utility(model: keras.Model, data) -> Dict[str, float]:
     """Test accuracy, precision, recall, F1 (macro for multi-class) and ROC-AUC."""
     metrics = tfdp.attacks.utility_metrics(model, (data.x_test, data.y_test))
     return {k: (float(v) if isinstance(v, (int, float, np.number)) else v)
@@ -401,7 +402,7 @@ def evaluate_utility(model: tf.keras.Model, data) -> Dict[str, float]:
 
 # ----- checkpoints: the model, the optimizer (with the DP ledger) and the epoch -----
 
-class _EpochCheckpoint(tf.keras.callbacks.Callback):
+class _EpochCheckpoint(keras.callbacks.Callback):
     """Saves model, optimizer (including the DP counters) and the epoch at each epoch end."""
 
     def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
@@ -451,7 +452,7 @@ def _open_model_dir(config: TrainConfig, model, optimizer, log) -> tuple:
 
 # ----- per-epoch progress -----
 
-class _EpochLog(tf.keras.callbacks.Callback):
+class _EpochLog(keras.callbacks.Callback):
     """Prints one line per epoch (loss, accuracy, epsilon, noise steps) and records it."""
 
     def __init__(self, config: TrainConfig, optimizer, log: Callable[[str], None]):
@@ -542,7 +543,7 @@ def train_and_evaluate(
     if config.export_dir:
         # A bad export name or a stray folder under it fails now, not after training.
         tfdp.export.check_export_target(config.export_dir, export_name(config))
-    tf.keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed)
     if data is None:
         data = load_data(config)
     if config.is_private and config.batch_size > data.num_train:
@@ -559,7 +560,7 @@ def train_and_evaluate(
         model = tfdp.make_private(model)
     model.compile(optimizer=optimizer, loss=make_loss(config), metrics=["accuracy"])
 
-    callbacks: List[tf.keras.callbacks.Callback] = []
+    callbacks: List[keras.callbacks.Callback] = []
     if config.uses_dp_optimizer:
         # With a target, stop before an epoch would exceed it. Only for the regular schedule:
         # the callback projects the next epoch as all-noisy, which the random one is not.

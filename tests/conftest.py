@@ -7,13 +7,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import keras
 import tensorflow as tf  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _seeded():
     """Every test starts from the same global seeds."""
-    tf.keras.backend.clear_session()
+    keras.backend.clear_session()
     tf.random.set_seed(1234)
     np.random.seed(1234)
     yield

@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import keras
 import tensorflow as tf  # noqa: E402
 
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -20,8 +21,8 @@ tf.config.set_logical_device_configuration(
 
 import tfdp  # noqa: E402
 
-LOSS = tf.keras.losses.SparseCategoricalCrossentropy(
-    from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
+LOSS = keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True, reduction=None)
 
 
 def noise_std_of_one_global_step(strategy, units=400, width=100, sigma=3.0):
@@ -56,10 +57,10 @@ def train(strategy, fast, dp, seed=0, epochs=2):
     x = rng.normal(size=(64, 6)).astype("float32")
     y = rng.integers(0, 3, size=64)
     with strategy.scope():
-        tf.keras.utils.set_random_seed(seed)
-        model = tf.keras.Sequential([
-            tf.keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
-            tf.keras.layers.Dense(3)])
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([
+            keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
+            keras.layers.Dense(3)])
         trained = tfdp.make_private(model) if fast else model
         optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=0.5, **dp)
         trained.compile(optimizer=optimizer, loss=LOSS)

@@ -11,6 +11,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import keras
 import tensorflow as tf  # noqa: E402
 
 import tfdp  # noqa: E402
@@ -24,16 +25,16 @@ def main():
     x = rng.normal(size=(64, 6)).astype("float32")
     y = rng.integers(0, 3, size=64)
     with strategy.scope():
-        tf.keras.utils.set_random_seed(0)
-        model = tfdp.make_private(tf.keras.Sequential([
-            tf.keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
-            tf.keras.layers.Dense(3)]))
+        keras.utils.set_random_seed(0)
+        model = tfdp.make_private(keras.Sequential([
+            keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
+            keras.layers.Dense(3)]))
         model.compile(
             optimizer=tfdp.DPKerasSGDOptimizer(
                 learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=1.2,
                 noise_schedule="random", noise_probability=0.7, on_skip="drop", seed=5),
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(
-                from_logits=True, reduction=tf.keras.losses.Reduction.NONE))
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction=None))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)

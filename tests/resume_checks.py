@@ -11,12 +11,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import keras
 import tensorflow as tf  # noqa: E402
 
 import tfdp  # noqa: E402
 
 
-class KillAt(tf.keras.callbacks.Callback):
+class KillAt(keras.callbacks.Callback):
     """Kills the process without any clean-up, as an out-of-memory killer or a preemption does."""
 
     def __init__(self, epoch, batch):
@@ -37,19 +38,19 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 6)).astype("float32")
     y = rng.integers(0, 3, size=96)
-    tf.keras.utils.set_random_seed(0)
-    model = tf.keras.Sequential([tf.keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
-                                 tf.keras.layers.Dense(3)])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
+                                 keras.layers.Dense(3)])
     if fast:
         model = tfdp.make_private(model)
     model.compile(
         optimizer=tfdp.DPKerasAdamOptimizer(
             learning_rate=0.05, l2_norm_clip=1.0, noise_multiplier=1.0,
             noise_schedule="random", noise_probability=0.6, on_skip="drop", seed=11),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=tf.keras.losses.Reduction.NONE))
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=None))
     privacy = tfdp.PrivacyCallback(96, delta=1e-5, batch_size=8)
-    callbacks = [tf.keras.callbacks.BackupAndRestore(backup_dir, save_freq=3), privacy]
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, save_freq=3), privacy]
     if kill:
         epoch, batch = (int(v) for v in kill[0].split("=")[1].split(","))
         callbacks.append(KillAt(epoch, batch))

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 from sklearn import datasets, metrics, model_selection
 from tfdp._tf_privacy import epsilon_lower_bound as elb
@@ -16,33 +17,33 @@ NUM_MODELS = 3
 
 
 def _mlp():
-    return tf.keras.Sequential(
+    return keras.Sequential(
         [
-            tf.keras.layers.Input((64,)),
-            tf.keras.layers.Dense(256, activation="relu"),
-            tf.keras.layers.Dense(10),
+            keras.layers.Input((64,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10),
         ]
     )
 
 
 def _train_non_private(x, y, seed):
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     model = _mlp()
     model.compile(
-        tf.keras.optimizers.Adam(1e-3),
-        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(x, y, epochs=300, batch_size=32, verbose=0)  # to 100% train accuracy
     return model
 
 
 def _train_dp(x, y, seed):
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     model = _mlp()
     model.compile(
         tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=20.0, learning_rate=0.1, seed=seed),
-        tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=tf.keras.losses.Reduction.NONE
+        keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=None
         ),
     )
     model.fit(x, y, epochs=40, batch_size=50, verbose=0)
@@ -170,9 +171,9 @@ def test_report_serializes_and_plots(digits, trained, tmp_path):
 
 
 def _binary_models(weights, bias):
-    logit = tf.keras.Sequential([tf.keras.layers.Input((30,)), tf.keras.layers.Dense(1)])
-    sigmoid = tf.keras.Sequential(
-        [tf.keras.layers.Input((30,)), tf.keras.layers.Dense(1, activation="sigmoid")]
+    logit = keras.Sequential([keras.layers.Input((30,)), keras.layers.Dense(1)])
+    sigmoid = keras.Sequential(
+        [keras.layers.Input((30,)), keras.layers.Dense(1, activation="sigmoid")]
     )
     for model in (logit, sigmoid):
         model.layers[-1].set_weights([weights, bias])
@@ -202,7 +203,7 @@ def test_binary_sigmoid_and_logit_models(breast_cancer):
     assert by_logits.from_logits and not by_probs.from_logits
     assert by_logits.num_classes == 2 and set(by_logits.per_slice) == {"entire_dataset", "class=0", "class=1"}
     z = (x.astype(np.float64) @ weights + bias)[:, 0]
-    loss = tf.keras.losses.binary_crossentropy(y[:, None].astype(np.float64), z[:, None], from_logits=True).numpy()
+    loss = keras.losses.binary_crossentropy(y[:, None].astype(np.float64), z[:, None], from_logits=True).numpy()
     expected = metrics.roc_auc_score(np.r_[np.ones(300), np.zeros(len(y) - 300)], -loss)
     assert by_logits.auc == pytest.approx(expected, abs=1e-6)
     assert by_probs.auc == pytest.approx(expected, abs=1e-3)  # float32 sigmoid saturates a little
@@ -329,9 +330,9 @@ def test_evaluate_script_writes_json_and_plot(tmp_path):
     from tfdp.data import load_dataset
 
     data = load_dataset("breast_cancer", seed=0)
-    tf.keras.utils.set_random_seed(0)
-    model = tf.keras.Sequential(
-        [tf.keras.layers.Input(data.input_shape), tf.keras.layers.Dense(1, activation="sigmoid")]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.layers.Input(data.input_shape), keras.layers.Dense(1, activation="sigmoid")]
     )
     model.compile("adam", "binary_crossentropy")
     model.fit(data.x_train, data.y_train, epochs=3, verbose=0)

@@ -3,13 +3,14 @@ counters, dropped steps, Keras fit/compile/save, configs and bad input."""
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 from tfdp._tf_privacy import gaussian_query
 
 import tfdp
 from tfdp.queries import LaplaceSumQuery, RandomizedNoiseQuery
 
-LOSS_NONE = tf.keras.losses.Reduction.NONE
+LOSS_NONE = None
 
 
 def _data(n=24, features=6, classes=3, seed=0):
@@ -20,17 +21,17 @@ def _data(n=24, features=6, classes=3, seed=0):
 
 
 def _model(features=6, classes=3, hidden=8, seed=0):
-    tf.keras.utils.set_random_seed(seed)
-    return tf.keras.Sequential(
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
         [
-            tf.keras.layers.Dense(hidden, activation="tanh", input_shape=(features,)),
-            tf.keras.layers.Dense(classes),
+            keras.layers.Dense(hidden, activation="tanh", input_shape=(features,)),
+            keras.layers.Dense(classes),
         ]
     )
 
 
 def _per_example_loss():
-    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=LOSS_NONE)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=LOSS_NONE)
 
 
 def _reference_update(model, x, y, norm, clip, units=None):
@@ -191,8 +192,8 @@ def test_loss_falls_under_moderate_noise():
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    model = tf.keras.Sequential(
-        [tf.keras.layers.Dense(32, activation="relu", input_shape=(64,)), tf.keras.layers.Dense(10)]
+    model = keras.Sequential(
+        [keras.layers.Dense(32, activation="relu", input_shape=(64,)), keras.layers.Dense(10)]
     )
     optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=1.0)
     model.compile(optimizer=optimizer, loss=_per_example_loss(), metrics=["accuracy"])
@@ -209,7 +210,7 @@ def test_a_scalar_loss_is_refused_with_the_reduction_advice():
         optimizer=tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=1.0),
         loss="sparse_categorical_crossentropy",
     )
-    with pytest.raises(ValueError, match="reduction=tf.keras.losses.Reduction.NONE"):
+    with pytest.raises(ValueError, match="reduction=None"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
 
 
@@ -251,7 +252,7 @@ def test_bad_arguments_raise_naming_the_argument(kwargs, name):
 
 def test_a_non_legacy_optimizer_class_is_refused():
     with pytest.raises(ValueError, match="legacy"):
-        tfdp.make_dp_keras_optimizer_class(tf.keras.optimizers.SGD)
+        tfdp.make_dp_keras_optimizer_class(keras.optimizers.SGD)
 
 
 @pytest.mark.parametrize(
@@ -307,7 +308,7 @@ def test_saved_model_reloads_with_the_dp_optimizer_and_its_ledger(tmp_path, file
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     path = str(tmp_path / filename)
     model.save(path)
-    loaded = tf.keras.models.load_model(path)
+    loaded = keras.models.load_model(path)
     assert type(loaded.optimizer).__name__ == "DPKerasAdamOptimizer"
     assert loaded.optimizer.dp_settings == model.optimizer.dp_settings
     loaded.optimizer._create_all_weights(loaded.trainable_variables)

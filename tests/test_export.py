@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 from scipy import special
 
@@ -39,23 +40,23 @@ def trained():
     """A small CNN-free classifier trained with DP-SGD (fast path) on the bundled digits."""
     from sklearn.datasets import load_digits
 
-    tf.keras.utils.set_random_seed(7)
+    keras.utils.set_random_seed(7)
     digits = load_digits()
     x = (digits.images / 16.0).astype("float32")[..., None]
     y = digits.target.astype("int64")
     x_train, y_train, x_test = x[:NUM_TRAIN], y[:NUM_TRAIN], x[NUM_TRAIN:NUM_TRAIN + 40]
-    model = tf.keras.Sequential([
-        tf.keras.Input((8, 8, 1), name="image"),
-        tf.keras.layers.Flatten(),
-        tf.keras.layers.Dense(32, activation="relu"),
-        tf.keras.layers.Dense(10),
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), name="image"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(32, activation="relu"),
+        keras.layers.Dense(10),
     ])
     private = tfdp.make_private(model)
     optimizer = tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=1.1,
                                          learning_rate=0.5)
     private.compile(optimizer=optimizer, metrics=["accuracy"],
-                    loss=tf.keras.losses.SparseCategoricalCrossentropy(
-                        from_logits=True, reduction=tf.keras.losses.Reduction.NONE))
+                    loss=keras.losses.SparseCategoricalCrossentropy(
+                        from_logits=True, reduction=None))
     private.fit(x_train, y_train, batch_size=BATCH, epochs=EPOCHS, verbose=0)
     steps = int(optimizer.iterations.numpy())
     result = tfdp.compute_epsilon(NUM_TRAIN, BATCH, 1.1, steps=steps, delta=1e-5,
@@ -183,12 +184,12 @@ def test_second_export_gets_version_2_and_leaves_version_1_untouched(trained, tm
 
 def test_training_only_noise_layers_are_off_and_binary_outputs(tmp_path):
     # GaussianNoise with a huge std: if it acted in serving, outputs would be far off and random.
-    tf.keras.utils.set_random_seed(3)
-    inputs = tf.keras.Input((6,))
-    hidden = tf.keras.layers.Dense(8, activation="tanh")(inputs)
-    hidden = tf.keras.layers.GaussianNoise(50.0)(hidden)
-    logit = tf.keras.layers.Dense(1)(tf.keras.layers.Dropout(0.9)(hidden))
-    model = tf.keras.Model(inputs, logit)
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    hidden = keras.layers.GaussianNoise(50.0)(hidden)
+    logit = keras.layers.Dense(1)(keras.layers.Dropout(0.9)(hidden))
+    model = keras.Model(inputs, logit)
     x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
     z = model(x, training=False).numpy()[:, 0].astype(np.float64)
     path = export.export_saved_model(model, str(tmp_path), "binary",
@@ -204,9 +205,9 @@ def test_training_only_noise_layers_are_off_and_binary_outputs(tmp_path):
 
 
 def test_probability_outputs_are_served_as_they_are(tmp_path):
-    tf.keras.utils.set_random_seed(4)
-    model = tf.keras.Sequential([tf.keras.Input((5,)), tf.keras.layers.Dense(3),
-                                 tf.keras.layers.Softmax()])
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3),
+                                 keras.layers.Softmax()])
     x = np.random.default_rng(1).normal(size=(7, 5)).astype("float32")
     expected = model(x).numpy()
     path = export.export_saved_model(model, str(tmp_path), "soft",
@@ -303,15 +304,15 @@ def test_refuses_a_missing_or_broken_privacy_record(trained, tmp_path):
 
 def test_refuses_bad_models_names_versions_and_stray_folders(trained, tmp_path):
     privacy = trained["privacy"]
-    unbuilt = tf.keras.Sequential([tf.keras.layers.Dense(3)])
+    unbuilt = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="not built"):
         export.export_saved_model(unbuilt, str(tmp_path), "m", privacy=privacy)
-    relu_out = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3, "relu")])
+    relu_out = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, "relu")])
     with pytest.raises(ValueError, match="logits or probabilities"):
         export.export_saved_model(relu_out, str(tmp_path), "m", privacy=privacy)
-    two_in = tf.keras.Input((2,)), tf.keras.Input((2,))
-    multi = tf.keras.Model(list(two_in), tf.keras.layers.Dense(2)(
-        tf.keras.layers.Concatenate()(list(two_in))))
+    two_in = keras.Input((2,)), keras.Input((2,))
+    multi = keras.Model(list(two_in), keras.layers.Dense(2)(
+        keras.layers.Concatenate()(list(two_in))))
     with pytest.raises(ValueError, match="2 inputs"):
         export.export_saved_model(multi, str(tmp_path), "m", privacy=privacy)
     for name in ("a/b", "", "..", "-x", "tfds:mnist"):

@@ -3,35 +3,36 @@ supported layer type, clip binding or not; refusals; retracing; counters."""
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import tfdp
 
-L = tf.keras.layers
-LOSS_NONE = tf.keras.losses.Reduction.NONE
+L = keras.layers
+LOSS_NONE = None
 
 
 def _loss():
-    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=LOSS_NONE)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=LOSS_NONE)
 
 
 MODELS = {
-    "dense": (lambda: tf.keras.Sequential([L.Dense(8, activation="tanh", input_shape=(6,)),
+    "dense": (lambda: keras.Sequential([L.Dense(8, activation="tanh", input_shape=(6,)),
                                            L.Dense(3)]), (6,), "float"),
-    "conv2d": (lambda: tf.keras.Sequential([
+    "conv2d": (lambda: keras.Sequential([
         L.Conv2D(4, 3, strides=2, padding="same", activation="relu", input_shape=(9, 9, 2)),
         L.Conv2D(5, 2, padding="valid", dilation_rate=2), L.MaxPool2D(2, 1), L.Flatten(),
         L.Dense(3)]), (9, 9, 2), "float"),
-    "conv2d_wide_input": (lambda: tf.keras.Sequential([
+    "conv2d_wide_input": (lambda: keras.Sequential([
         L.Conv2D(6, 3, strides=1, padding="same", input_shape=(6, 6, 5)), L.Flatten(),
         L.Dense(3)]), (6, 6, 5), "float"),
-    "conv1d": (lambda: tf.keras.Sequential([
+    "conv1d": (lambda: keras.Sequential([
         L.Conv1D(4, 3, padding="causal", activation="relu", input_shape=(7, 2)),
         L.Conv1D(3, 2, strides=2), L.Flatten(), L.Dense(3)]), (7, 2), "float"),
-    "embedding_layernorm_sequence_dense": (lambda: tf.keras.Sequential([
+    "embedding_layernorm_sequence_dense": (lambda: keras.Sequential([
         L.Embedding(11, 5, input_length=6), L.LayerNormalization(),
         L.Dense(4, activation="relu"), L.GlobalAveragePooling1D(), L.Dense(3)]), (6,), "int"),
-    "fallback_groupnorm": (lambda: tf.keras.Sequential([
+    "fallback_groupnorm": (lambda: keras.Sequential([
         L.Conv2D(4, 3, input_shape=(6, 6, 1)), L.GroupNormalization(2), L.Flatten(),
         L.Dense(3)]), (6, 6, 1), "float"),
 }
@@ -47,7 +48,7 @@ def _data(shape, kind, n=12, seed=0):
 
 
 def _one_noiseless_step(make, x, y, fast, **dp):
-    tf.keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(1)
     model = make()
     before = [v.numpy() for v in model.trainable_variables]
     trained = tfdp.make_private(model) if fast else model
@@ -72,18 +73,18 @@ def test_fast_clipped_gradient_equals_the_optimizer_path(name, dp):
 
 
 def test_batch_normalization_is_refused_with_advice():
-    model = tf.keras.Sequential([L.Dense(4, input_shape=(3,)), L.BatchNormalization(), L.Dense(2)])
+    model = keras.Sequential([L.Dense(4, input_shape=(3,)), L.BatchNormalization(), L.Dense(2)])
     with pytest.raises(ValueError, match="GroupNormalization"):
         tfdp.make_private(model)
 
 
 def test_an_unbuilt_model_is_refused_with_advice():
     with pytest.raises(ValueError, match="input_shape"):
-        tfdp.make_private(tf.keras.Sequential([L.Dense(2)]))
+        tfdp.make_private(keras.Sequential([L.Dense(2)]))
 
 
 def test_activity_regularizer_is_refused():
-    model = tf.keras.Sequential([L.Dense(4, input_shape=(3,), activity_regularizer="l2")])
+    model = keras.Sequential([L.Dense(4, input_shape=(3,), activity_regularizer="l2")])
     with pytest.raises(ValueError, match="activity_regularizer"):
         tfdp.make_private(model)
 
@@ -130,8 +131,8 @@ def test_dropped_steps_through_the_fast_path_change_no_weight():
 
 
 def test_weight_regularizer_gradient_is_added_after_the_noise():
-    tf.keras.utils.set_random_seed(0)
-    model = tf.keras.Sequential([L.Dense(3, input_shape=(4,), kernel_regularizer=tf.keras.regularizers.l2(0.5))])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([L.Dense(3, input_shape=(4,), kernel_regularizer=keras.regularizers.l2(0.5))])
     private = tfdp.make_private(model)
     private.compile(optimizer=tfdp.DPKerasSGDOptimizer(
         learning_rate=1.0, l2_norm_clip=1e-9, noise_multiplier=0.0), loss=_loss())

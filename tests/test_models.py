@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import models
@@ -20,7 +21,7 @@ CASES = [
 def _all_layers(model):
     for layer in model.layers:
         yield layer
-        if isinstance(layer, tf.keras.Model):
+        if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
 
 
@@ -30,10 +31,10 @@ def test_cases_cover_every_registered_model():
 
 @pytest.mark.parametrize("name,input_shape,num_classes", CASES)
 def test_builder_outputs_logits_of_the_right_shape_without_batchnorm(name, input_shape, num_classes):
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model = build_model(name, input_shape, num_classes)
     assert not any(
-        isinstance(layer, tf.keras.layers.BatchNormalization) for layer in _all_layers(model)
+        isinstance(layer, keras.layers.BatchNormalization) for layer in _all_layers(model)
     )
     x = np.random.default_rng(0).random((5,) + input_shape).astype(np.float32)
     out = model(x, training=False).numpy()
@@ -51,16 +52,16 @@ def test_tutorial_cnn_matches_tf_privacy_tutorial_architecture():
     # dense 4*4*32 x 32 + 32, dense 32x10+10.
     expected = (8 * 8 * 1 * 16 + 16) + (4 * 4 * 16 * 32 + 32) + (4 * 4 * 32 * 32 + 32) + (32 * 10 + 10)
     assert model.count_params() == expected
-    convs = [l for l in model.layers if isinstance(l, tf.keras.layers.Conv2D)]
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
     assert [(c.filters, c.kernel_size, c.strides, c.padding) for c in convs] == [
         (16, (8, 8), (2, 2), "same"), (32, (4, 4), (2, 2), "valid"),
     ]
 
 
 def test_resnet_has_working_residual_connections():
-    tf.keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(1)
     model = build_model("resnet", (16, 16, 1), 4, normalization="none")
-    adds = [l for l in model.layers if isinstance(l, tf.keras.layers.Add)]
+    adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
     assert len(adds) == 3  # one per block: 3 stages x 1 block
     # Zero the last convolution of every residual branch: F(x) = 0. Only the skip
     # connections then carry the input forward, so the output must still depend on it.
@@ -78,12 +79,12 @@ def test_resnet_residual_layer_hook_is_applied_to_every_branch():
 
     def factory(channels, name):
         seen.append(channels)
-        return tf.keras.layers.Lambda(lambda t: 0.0 * t, name=name)
+        return keras.layers.Lambda(lambda t: 0.0 * t, name=name)
 
     model = build_model("resnet", (8, 8, 1), 2, stage_filters=(4, 8), blocks_per_stage=2,
                         residual_layer=factory)
     assert seen == [4, 4, 8, 8]
-    assert any(isinstance(l, tf.keras.layers.GroupNormalization) for l in model.layers)
+    assert any(isinstance(l, keras.layers.GroupNormalization) for l in model.layers)
 
 
 def test_auto_model_and_errors():

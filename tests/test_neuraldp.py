@@ -5,6 +5,7 @@ import math
 import dp_accounting
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import tfdp
@@ -124,12 +125,12 @@ def test_claimed_epsilon_matches_an_independent_rdp_computation_and_is_only_a_cl
 
 
 def test_training_mode_is_noisy_and_the_layers_before_get_unprotected_gradients():
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model = neuraldp_model((30,), 2, clip_norm=1.0, noise_multiplier=0.5, feature_units=(8,),
                            head_units=4)
     x = np.random.default_rng(0).normal(size=(64, 30)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64)
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     # Training-mode forward passes differ (noise); the layer feeding the privatizer gets an
     # ordinary gradient (the unprotected part the privacy statement warns about).
     a, b = model(x, training=True).numpy(), model(x, training=True).numpy()

@@ -3,12 +3,13 @@ per-example skipping that keeps the step's DP guarantee and is counted."""
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import tfdp
 
-LOSS = tf.keras.losses.SparseCategoricalCrossentropy(
-    from_logits=True, reduction=tf.keras.losses.Reduction.NONE)
+LOSS = keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True, reduction=None)
 
 
 def _data(bad_rows=(3,)):
@@ -21,9 +22,9 @@ def _data(bad_rows=(3,)):
 
 
 def _model(fast):
-    tf.keras.utils.set_random_seed(0)
-    model = tf.keras.Sequential([tf.keras.layers.Dense(4, activation="tanh", input_shape=(5,)),
-                                 tf.keras.layers.Dense(3)])
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(4, activation="tanh", input_shape=(5,)),
+                                 keras.layers.Dense(3)])
     return model, (tfdp.make_private(model) if fast else model)
 
 

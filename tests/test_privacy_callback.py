@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 from sklearn.datasets import load_digits
 
@@ -22,17 +23,17 @@ def digits():
 
 
 def tiny_model():
-    tf.keras.utils.set_random_seed(0)
-    return tf.keras.Sequential([tf.keras.layers.Input((64,)), tf.keras.layers.Dense(10)])
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.layers.Input((64,)), keras.layers.Dense(10)])
 
 
 def per_example_loss():
-    return tf.keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=tf.keras.losses.Reduction.NONE
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None
     )
 
 
-class LedgerRecorder(tf.keras.callbacks.Callback):
+class LedgerRecorder(keras.callbacks.Callback):
     """Copies the optimizer's counters at each epoch end (runs after PrivacyCallback)."""
 
     def __init__(self):
@@ -113,7 +114,7 @@ def test_dropped_steps_with_shuffled_batches_and_csv_logger(digits, tmp_path):
     callback, recorder = tfdp.PrivacyCallback(N, DELTA, sampling="shuffle"), LedgerRecorder()
     model.fit(
         x, y, batch_size=BATCH, epochs=2, verbose=0,
-        callbacks=[callback, recorder, tf.keras.callbacks.CSVLogger(str(path))],
+        callbacks=[callback, recorder, keras.callbacks.CSVLogger(str(path))],
     )
     ledger = recorder.ledgers[-1]
     assert ledger["dropped"] > 0 and ledger["largest"] == BATCH
@@ -159,7 +160,7 @@ def test_generous_target_lets_training_finish(digits):
 def test_non_dp_optimizer_is_refused(digits):
     x, y = digits
     model = tiny_model()
-    model.compile(optimizer="sgd", loss=tf.keras.losses.SparseCategoricalCrossentropy(True))
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
     with pytest.raises(ValueError, match="tfdp DP optimizer"):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
                   callbacks=[tfdp.PrivacyCallback(N, DELTA)])

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 import tfdp
@@ -77,7 +78,7 @@ def test_config_round_trip_and_bad_arguments():
 def test_builder_puts_the_noise_on_every_residual_branch_before_the_addition():
     model = residual_perturbation_resnet((8, 8, 1), 3, gamma=0.5, stage_filters=(4, 8),
                                          blocks_per_stage=2)
-    adds = [l for l in model.layers if isinstance(l, tf.keras.layers.Add)]
+    adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
     noises = [l for l in model.layers if isinstance(l, ResidualPerturbation)]
     assert len(adds) == 4 and len(noises) == 4
     for add in adds:
@@ -86,7 +87,7 @@ def test_builder_puts_the_noise_on_every_residual_branch_before_the_addition():
 
 
 def test_model_is_the_plain_resnet_at_inference_and_noisy_in_training():
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     noisy = residual_perturbation_resnet((8, 8, 1), 4, gamma=1.0, stage_filters=(4, 8))
     plain = resnet((8, 8, 1), 4, stage_filters=(4, 8))
     for layer in plain.layers:  # same names; the noise layers have no weights
@@ -106,7 +107,7 @@ def test_model_is_the_plain_resnet_at_inference_and_noisy_in_training():
 
 
 def test_noisy_ensemble_averages_probabilities_and_restores_the_switch():
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model = residual_perturbation_resnet((8, 8, 1), 3, gamma=1.0, stage_filters=(4,))
     x = np.random.default_rng(1).random((10, 8, 8, 1)).astype(np.float32)
     probs = noisy_ensemble_probabilities(model, x, num_samples=4)
@@ -124,7 +125,7 @@ def test_saved_and_loaded_model_keeps_the_layers():
     model = residual_perturbation_resnet((8, 8, 1), 2, gamma=0.3, stage_filters=(4,))
     path = "/tmp/tfdp_rp_test.keras"
     model.save(path)
-    loaded = tf.keras.models.load_model(path)
+    loaded = keras.models.load_model(path)
     layers = [l for l in loaded.layers if isinstance(l, ResidualPerturbation)]
     assert len(layers) == 1 and layers[0].gamma == pytest.approx(0.3)
 

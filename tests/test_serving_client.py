@@ -18,6 +18,7 @@ from concurrent import futures
 import grpc
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 from scipy import special
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -43,10 +44,10 @@ client = _load_client()
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A small exported classifier, its SavedModel signature and reference outputs."""
-    tf.keras.utils.set_random_seed(11)
-    model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
-                                 tf.keras.layers.Dense(16, activation="relu"),
-                                 tf.keras.layers.Dense(10)])
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                 keras.layers.Dense(16, activation="relu"),
+                                 keras.layers.Dense(10)])
     base = str(tmp_path_factory.mktemp("saved_models"))
     path = export.export_saved_model(model, base, "digits",
                                      privacy=tfdp.compute_epsilon(1000, 50, 1.0, epochs=1))

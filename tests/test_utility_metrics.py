@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 from scipy import special
 from sklearn import metrics
@@ -11,8 +12,8 @@ from tfdp import attacks
 
 def _dense_model(weights, bias, activation=None):
     """A one-layer model with the given weights: a fixed, deterministic classifier."""
-    model = tf.keras.Sequential(
-        [tf.keras.layers.Input((weights.shape[0],)), tf.keras.layers.Dense(weights.shape[1], activation=activation)]
+    model = keras.Sequential(
+        [keras.layers.Input((weights.shape[0],)), keras.layers.Dense(weights.shape[1], activation=activation)]
     )
     model.layers[-1].set_weights([weights, bias])
     return model

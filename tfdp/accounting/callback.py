@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, Optional
 
+import keras
 import tensorflow as tf
 
 from tfdp._validation import check_choice, check_positive, check_positive_int
@@ -15,7 +16,7 @@ _LEDGER = ("noisy_steps", "dropped_steps", "largest_batch_size", "dp_settings", 
 TARGET_METRICS = ("epsilon", "epsilon_noisy_steps_only")
 
 
-class PrivacyCallback(tf.keras.callbacks.Callback):
+class PrivacyCallback(keras.callbacks.Callback):
     """Writes `epsilon` (and, for the random schedule, `epsilon_noisy_steps_only`) to epoch logs.
 
     At each epoch end it reads the tfdp DP optimizer's public ledger
@@ -92,12 +93,12 @@ class PrivacyCallback(tf.keras.callbacks.Callback):
 
     @staticmethod
     def _ledger(optimizer) -> Dict[str, int]:
-        iterations = int(tf.keras.backend.get_value(optimizer.iterations))
-        dropped = int(tf.keras.backend.get_value(optimizer.dropped_steps))
+        iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        dropped = int(keras.ops.convert_to_numpy(optimizer.dropped_steps))
         return {
             "steps": iterations + dropped,
-            "noisy_steps": int(tf.keras.backend.get_value(optimizer.noisy_steps)),
-            "largest_batch_size": int(tf.keras.backend.get_value(optimizer.largest_batch_size)),
+            "noisy_steps": int(keras.ops.convert_to_numpy(optimizer.noisy_steps)),
+            "largest_batch_size": int(keras.ops.convert_to_numpy(optimizer.largest_batch_size)),
         }
 
     def _batch_size(self, optimizer, ledger) -> Optional[float]:

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
+import keras
 import tensorflow as tf
 from scipy import special
 
@@ -149,7 +150,7 @@ def declared_output_kind(model: Any) -> Optional[str]:
     if not layers:
         return None
     last = layers[-1]
-    if isinstance(last, tf.keras.layers.Softmax):
+    if isinstance(last, keras.layers.Softmax):
         return "probabilities"
     if getattr(last, "layers", None):  # a nested model as the last layer
         return declared_output_kind(last)

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from typing import Any, Mapping, Optional, Union
 
+import keras
 import tensorflow as tf
 
 from tfdp.export.privacy_record import make_privacy_record, write_privacy_record
@@ -20,7 +21,7 @@ from tfdp.export.serving import (
 from tfdp.export.versions import check_model_name, check_version, list_versions
 
 
-def _save(module: tf.Module, model: tf.keras.Model, signature: Any, path: str) -> None:
+def _save(module: tf.Module, model: keras.Model, signature: Any, path: str) -> None:
     """tf.saved_model.save; if the call uses resources beyond variables, tracks the model too."""
     try:
         tf.saved_model.save(module, path, signatures={SIGNATURE_NAME: signature})
@@ -58,7 +59,7 @@ def check_export_target(
 
 
 def export_saved_model(
-    model: tf.keras.Model,
+    model: keras.Model,
     base_dir: Union[str, os.PathLike],
     name: str,
     *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
+import keras
 import tensorflow as tf
 
 from tfdp.attacks._predictions import declared_output_kind
@@ -64,11 +65,11 @@ def _single(values: Any, what: str) -> Any:
     return values
 
 
-def _input_spec(model: tf.keras.Model, input_name: str) -> tf.TensorSpec:
+def _input_spec(model: keras.Model, input_name: str) -> tf.TensorSpec:
     if not getattr(model, "built", False):
         raise ValueError(
             f"Model {model.name!r} is not built, so its input shape is unknown. Build it first: "
-            "start it with tf.keras.Input(shape=...), give its first layer input_shape=..., or "
+            "start it with keras.Input(shape=...), give its first layer input_shape=..., or "
             "call model.build((None, ...)) or the model on a batch."
         )
     inputs = getattr(model, "inputs", None)
@@ -85,7 +86,7 @@ def _input_spec(model: tf.keras.Model, input_name: str) -> tf.TensorSpec:
             raise ValueError(
                 f"Model {model.name!r} is built but its input shape is unknown (a subclassed "
                 "model never called on data). Call it on a batch once, or wrap it in a "
-                "functional model with tf.keras.Input."
+                "functional model with keras.Input."
             ) from None
         dtype = tf.float32  # a subclassed model declares no input dtype; Keras's default
     if shape.rank is None or shape.rank < 1:
@@ -94,7 +95,7 @@ def _input_spec(model: tf.keras.Model, input_name: str) -> tf.TensorSpec:
     return tf.TensorSpec([None] + shape.as_list()[1:], dtype, name=input_name)
 
 
-def _output_width(model: tf.keras.Model, spec: tf.TensorSpec) -> int:
+def _output_width(model: keras.Model, spec: tf.TensorSpec) -> int:
     outputs = getattr(model, "outputs", None)
     # A subclassed model has no symbolic outputs: run it once to see.
     shape = _single(outputs, "output").shape if outputs else tf.TensorShape(None)
@@ -114,7 +115,7 @@ def _output_width(model: tf.keras.Model, spec: tf.TensorSpec) -> int:
     return int(shape[1])
 
 
-def resolve_from_logits(model: tf.keras.Model, from_logits: Optional[bool]) -> bool:
+def resolve_from_logits(model: keras.Model, from_logits: Optional[bool]) -> bool:
     """Whether the model outputs logits, from its last layer (or as given; checked against it)."""
     if from_logits is not None and not isinstance(from_logits, bool):
         raise ValueError(f"`from_logits` must be True, False or None (detect), got "
@@ -137,12 +138,12 @@ def resolve_from_logits(model: tf.keras.Model, from_logits: Optional[bool]) -> b
 
 
 def describe_serving(
-    model: tf.keras.Model, *, input_name: str = DEFAULT_INPUT_NAME,
+    model: keras.Model, *, input_name: str = DEFAULT_INPUT_NAME,
     from_logits: Optional[bool] = None,
 ) -> ServingInfo:
     """Checks that `model` can be served as a classifier and describes its signature."""
-    if not isinstance(model, tf.keras.Model):
-        raise ValueError(f"`model` must be a tf.keras.Model, got {type(model).__name__}.")
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`model` must be a keras.Model, got {type(model).__name__}.")
     if not isinstance(input_name, str) or not input_name.isidentifier():
         raise ValueError(f"`input_name` must be a Python-identifier-like name such as 'inputs', "
                          f"got {input_name!r}.")
@@ -159,7 +160,7 @@ def describe_serving(
     )
 
 
-def serving_module(model: tf.keras.Model, info: ServingInfo) -> Tuple[tf.Module, Any]:
+def serving_module(model: keras.Model, info: ServingInfo) -> Tuple[tf.Module, Any]:
     """A tf.Module holding the model's variables and its `serve` tf.function; and its signature."""
     spec = tf.TensorSpec([None] + list(info.input_shape[1:]), tf.as_dtype(info.input_dtype),
                          name=info.input_name)

@@ -101,11 +101,11 @@ class ResidualPerturbation(keras.layers.Layer):
         return config
 
 
-def _perturbation_layers(model: tf.keras.Model):
+def _perturbation_layers(model: keras.Model):
     return [m for m in model.submodules if isinstance(m, ResidualPerturbation)]
 
 
-def set_inference_noise(model: tf.keras.Model, active: bool) -> int:
+def set_inference_noise(model: keras.Model, active: bool) -> int:
     """Switches the inference-time noise of every `ResidualPerturbation` layer of `model`.
 
     Keras caches `predict`/`evaluate` graphs, so they are reset to pick up the change.
@@ -123,7 +123,7 @@ def set_inference_noise(model: tf.keras.Model, active: bool) -> int:
 
 
 def noisy_ensemble_probabilities(
-    model: tf.keras.Model, x: Any, *, num_samples: int = 8, batch_size: int = 256
+    model: keras.Model, x: Any, *, num_samples: int = 8, batch_size: int = 256
 ) -> np.ndarray:
     """Class probabilities averaged over `num_samples` noisy forward passes.
 

@@ -26,7 +26,7 @@ _NORMALIZATION_ADVICE = (
     "keras.layers.GroupNormalization or keras.layers.LayerNormalization."
 )
 _OTHER_KERAS_ADVICE = (
-    "make_private needs a Keras 3 model (`import keras`; on TensorFlow >= 2.16 `tf.keras` is "
+    "make_private needs a Keras 3 model (`import keras`; on TensorFlow >= 2.16 `keras` is "
     "the same), got {kind}. A model built with tf-keras (Keras 2, TF_USE_LEGACY_KERAS=1) "
     "cannot be trained by tfdp: build it with `keras.layers` / `keras.Sequential` / "
     "`keras.Model` instead."
