@@ -16,8 +16,6 @@ STAMP := $(VENV)/.tfdp-installed
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 export TF_CPP_MIN_LOG_LEVEL ?= 2
-# Transitional: the Keras 2 API (tf-keras) until the Keras 3 port lands.
-export TF_USE_LEGACY_KERAS ?= 1
 
 .PHONY: demo test test-all install benchmark clean uv
 
