@@ -24,10 +24,15 @@ def _model(features=6, classes=3, hidden=8, seed=0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
         [
-            keras.layers.Dense(hidden, activation="tanh", input_shape=(features,)),
+            keras.Input((features,)),
+            keras.layers.Dense(hidden, activation="tanh"),
             keras.layers.Dense(classes),
         ]
     )
+
+
+def _int(variable):
+    return int(np.asarray(variable))
 
 
 def _per_example_loss():
@@ -74,8 +79,9 @@ def test_noiseless_update_equals_the_mean_of_clipped_per_unit_gradients(kwargs, 
     clip = kwargs.get("l2_norm_clip", kwargs.get("l1_norm_clip"))
     expected = _reference_update(model, x, y, norm, clip, units)
     optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=1.0, noise_multiplier=0.0, **kwargs)
-    model.compile(optimizer=optimizer, loss=_per_example_loss())
-    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    private = tfdp.make_private(model)
+    private.compile(optimizer=optimizer, loss=_per_example_loss())
+    private.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
     for b, v, e in zip(before, model.trainable_variables, expected):
         np.testing.assert_allclose(b - v.numpy(), e, rtol=2e-4, atol=1e-6)
 
@@ -85,8 +91,9 @@ def test_update_of_a_batch_with_huge_gradients_is_bounded_by_the_clip():
     model = _model()
     before = [v.numpy() for v in model.trainable_variables]
     optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=1.0, l2_norm_clip=0.1, noise_multiplier=0.0)
-    model.compile(optimizer=optimizer, loss=_per_example_loss())
-    model.fit(x * 1000, y, batch_size=16, epochs=1, verbose=0)
+    private = tfdp.make_private(model)
+    private.compile(optimizer=optimizer, loss=_per_example_loss())
+    private.fit(x * 1000, y, batch_size=16, epochs=1, verbose=0)
     step = np.sqrt(sum(((b - v.numpy()) ** 2).sum() for b, v in zip(before, model.trainable_variables)))
     assert step <= 0.1 * (1 + 1e-5)
 
@@ -131,14 +138,15 @@ def test_counters_follow_the_schedule_and_any_batch_size_works():
         optimizer = tfdp.DPKerasSGDOptimizer(
             learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0, **kwargs
         )
-        model.compile(optimizer=optimizer, loss=_per_example_loss())
-        model.fit(x, y, batch_size=10, epochs=4, verbose=0)
+        private = tfdp.make_private(model)
+        private.compile(optimizer=optimizer, loss=_per_example_loss())
+        private.fit(x, y, batch_size=10, epochs=4, verbose=0)
         total_steps = 4 * 6
         applied, noisy, dropped = (
-            int(optimizer.iterations), int(optimizer.noisy_steps), int(optimizer.dropped_steps)
+            _int(optimizer.iterations), _int(optimizer.noisy_steps), _int(optimizer.dropped_steps)
         )
         assert applied + dropped == total_steps
-        assert int(optimizer.largest_batch_size) == 10
+        assert _int(optimizer.largest_batch_size) == 10
         if not kwargs:
             assert noisy == applied == total_steps and dropped == 0
         elif kwargs["on_skip"] == "release":
@@ -154,7 +162,7 @@ def test_counters_follow_the_schedule_and_any_batch_size_works():
 
 def _all_variables(model, optimizer):
     return [v.numpy().copy() for v in model.variables] + [
-        v.numpy().copy() for v in optimizer.variables() if "dp_" not in v.name
+        v.numpy().copy() for v in optimizer.variables if "dp_" not in v.name
     ]
 
 
@@ -177,10 +185,10 @@ def test_a_dropped_step_leaves_every_variable_bit_identical():
     outcomes = []
     for _ in range(12):
         before = _all_variables(model, optimizer)
-        dropped_before = int(optimizer.dropped_steps)
+        dropped_before = _int(optimizer.dropped_steps)
         step(x, y)
         after = _all_variables(model, optimizer)
-        dropped = int(optimizer.dropped_steps) > dropped_before
+        dropped = _int(optimizer.dropped_steps) > dropped_before
         identical = all(np.array_equal(b, a) for b, a in zip(before, after))
         outcomes.append(dropped)
         assert identical == dropped
@@ -192,9 +200,9 @@ def test_loss_falls_under_moderate_noise():
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
-    model = keras.Sequential(
-        [keras.layers.Dense(32, activation="relu", input_shape=(64,)), keras.layers.Dense(10)]
-    )
+    model = tfdp.make_private(keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10)]
+    ))
     optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=1.0)
     model.compile(optimizer=optimizer, loss=_per_example_loss(), metrics=["accuracy"])
     history = model.fit(x, y, batch_size=64, epochs=4, verbose=0)
@@ -205,10 +213,10 @@ def test_loss_falls_under_moderate_noise():
 
 def test_a_scalar_loss_is_refused_with_the_reduction_advice():
     x, y = _data()
-    model = _model()
+    model = tfdp.make_private(_model())
     model.compile(
         optimizer=tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=1.0),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.SparseCategoricalCrossentropy(),  # batch mean: one loss per batch
     )
     with pytest.raises(ValueError, match="reduction=None"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0)
@@ -250,9 +258,33 @@ def test_bad_arguments_raise_naming_the_argument(kwargs, name):
         tfdp.DPKerasSGDOptimizer(**kwargs)
 
 
-def test_a_non_legacy_optimizer_class_is_refused():
-    with pytest.raises(ValueError, match="legacy"):
-        tfdp.make_dp_keras_optimizer_class(keras.optimizers.SGD)
+def test_a_plain_model_compiled_with_a_dp_optimizer_is_refused_at_the_first_step():
+    x, y = _data()
+    model = _model()
+    before = [v.numpy() for v in model.trainable_variables]
+    model.compile(optimizer=tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=1.0),
+                  loss=_per_example_loss())
+    with pytest.raises(ValueError, match="make_private"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    for b, v in zip(before, model.trainable_variables):  # nothing trained without clipping
+        np.testing.assert_array_equal(b, v.numpy())
+
+
+def test_a_class_that_is_not_a_keras_3_optimizer_is_refused():
+    with pytest.raises(ValueError, match="Keras 3 optimizer"):
+        tfdp.make_dp_keras_optimizer_class(tf.Module)
+
+
+def test_any_keras_3_optimizer_class_becomes_a_dp_optimizer():
+    cls = tfdp.make_dp_keras_optimizer_class(keras.optimizers.RMSprop)
+    assert cls.__name__ == "DPKerasRMSpropOptimizer"
+    optimizer = cls(learning_rate=1.0, l2_norm_clip=0.3, noise_multiplier=0.0)
+    assert isinstance(optimizer, keras.optimizers.RMSprop)
+    x, y = _data()
+    private = tfdp.make_private(_model())
+    private.compile(optimizer=optimizer, loss=_per_example_loss())
+    private.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert _int(optimizer.noisy_steps) == _int(optimizer.iterations) == 3
 
 
 @pytest.mark.parametrize(
@@ -292,12 +324,10 @@ def test_dp_settings_describe_the_mechanism_for_the_accountant():
     assert custom.dp_settings["noise_multiplier"] == pytest.approx(1.5)
 
 
-# Keras 2.15 keeps a legacy optimizer's state in .h5 files and checkpoints only (not in .keras
-# files nor SavedModel directories), for every legacy optimizer; the README says so.
-@pytest.mark.parametrize("filename", ["model.h5"])
+@pytest.mark.parametrize("filename", ["model.keras"])
 def test_saved_model_reloads_with_the_dp_optimizer_and_its_ledger(tmp_path, filename):
     x, y = _data(n=32)
-    model = _model()
+    model = tfdp.make_private(_model())
     model.compile(
         optimizer=tfdp.DPKerasAdamOptimizer(
             learning_rate=0.01, noise_schedule="random", noise_probability=0.5,
@@ -311,9 +341,8 @@ def test_saved_model_reloads_with_the_dp_optimizer_and_its_ledger(tmp_path, file
     loaded = keras.models.load_model(path)
     assert type(loaded.optimizer).__name__ == "DPKerasAdamOptimizer"
     assert loaded.optimizer.dp_settings == model.optimizer.dp_settings
-    loaded.optimizer._create_all_weights(loaded.trainable_variables)
     for name in ["iterations", "noisy_steps", "dropped_steps"]:
-        assert int(getattr(loaded.optimizer, name)) == int(getattr(model.optimizer, name)), name
+        assert _int(getattr(loaded.optimizer, name)) == _int(getattr(model.optimizer, name)), name
     np.testing.assert_array_equal(
         loaded.optimizer.query_global_state().seed.numpy(),
         model.optimizer.query_global_state().seed.numpy(),
@@ -342,11 +371,10 @@ def test_checkpoint_restores_counters_and_the_coin_sequence(tmp_path):
     run(first, 8)
     path = tf.train.Checkpoint(optimizer=first).save(str(tmp_path / "ckpt"))
     resumed = make()
-    resumed._create_dp_weights()
     tf.train.Checkpoint(optimizer=resumed).restore(path).assert_existing_objects_matched()
-    assert int(resumed.noisy_steps) == int(first.noisy_steps)
+    assert _int(resumed.noisy_steps) == _int(first.noisy_steps)
     run(resumed, 12)
-    assert int(resumed.noisy_steps) == int(uninterrupted.noisy_steps)
+    assert _int(resumed.noisy_steps) == _int(uninterrupted.noisy_steps)
     np.testing.assert_array_equal(
         resumed.query_global_state().seed.numpy(), uninterrupted.query_global_state().seed.numpy()
     )

@@ -33,7 +33,7 @@ _JACOBIAN_HINT = (
 )
 _hinted = []
 _NOT_PRIVATE_MESSAGE = (
-    "{name} received gradients that did not go through its DP query: a Keras 3 optimizer only "
+    "{name} received gradients that did not go through the DP query: a Keras 3 optimizer only "
     "sees the batch-averaged gradient, so per-example clipping must happen in the model's "
     "train_step. Wrap the model before compiling: `model = tfdp.make_private(model)`, then "
     "`model.compile(optimizer=<this optimizer>, loss=<a loss with reduction=None>)`. In a custom "
@@ -285,9 +285,16 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             comes from the replicated query state, so every replica sees the same
             coin and applies the same update.
             """
+            clipped_sum = tf.nest.flatten(clipped_sum)
+            # Every ledger update depends on the data: under tf.function, ops that do not are
+            # free to run even when the step fails to get a batch (the end of an iterator of
+            # unknown length), which would count a step that never happened.
+            with tf.control_dependencies(clipped_sum):
+                return self._privatize(clipped_sum, num_units, batch_size, nonfinite_units)
+
+        def _privatize(self, clipped_sum, num_units, batch_size, nonfinite_units):
             query = self._dp_sum_query
             state = self.query_global_state()
-            clipped_sum = tf.nest.flatten(clipped_sum)
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
                 # Noise alone (the query adds it to zeros), kept on the first replica only;
@@ -352,7 +359,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             Advances the ledger like any private step.
             """
             var_list = list(tf.nest.flatten(var_list() if callable(var_list) else var_list))
-            watched = [getattr(v, "value", v) for v in var_list]
+            watched = [v.value if isinstance(v, keras.Variable) else v for v in var_list]
             if callable(loss):
                 tape = tape if tape is not None else tf.GradientTape()
                 with tape:
@@ -395,6 +402,11 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             if not getattr(self._private_gradients_ready, "flag", False):
                 raise ValueError(_NOT_PRIVATE_MESSAGE.format(name=type(self).__name__))
             self._private_gradients_ready.flag = False
+            # As for the ledger: Keras's own `iterations` update must wait for the data.
+            with tf.control_dependencies([g for g in grads if g is not None]):
+                self._apply_private(grads, trainable_variables)
+
+        def _apply_private(self, grads, trainable_variables):
             query = self._dp_sum_query
             parent_apply = super().apply
             if not (isinstance(query, RandomizedNoiseQuery) and query.on_skip == "drop"):
@@ -411,9 +423,37 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
 
             # A dropped step touches no model or optimizer variable (not even `iterations`).
             # The outcome is read from the replicated query state, the same on every replica.
-            outcome = query.last_outcome(self._query_state_variables)
-            applied = tf.not_equal(tf.convert_to_tensor(outcome), OUTCOME_DROPPED)
+            applied = self._step_applied()
+            if tf.distribute.has_strategy():
+                # Keras updates variables in a merge_call, which cannot run inside a tf.cond:
+                # update_step skips each variable's update instead, `iterations` is put back.
+                if self.weight_decay or self.use_ema or self.gradient_accumulation_steps:
+                    raise ValueError(
+                        "on_skip='drop' under a tf.distribute strategy cannot skip weight_decay, "
+                        "use_ema or gradient_accumulation_steps updates; leave them unset.")
+                parent_apply(grads, trainable_variables)
+                self._iterations.assign_sub(tf.cast(tf.logical_not(applied), tf.int64))
+                return
             tf.cond(applied, apply_update, lambda: tf.constant(False))
+
+        def _step_applied(self):
+            outcome = self._dp_sum_query.last_outcome(self._query_state_variables)
+            return tf.not_equal(tf.convert_to_tensor(outcome), OUTCOME_DROPPED)
+
+        def update_step(self, gradient, variable, learning_rate):
+            """The base update, skipped on a dropped step under a tf.distribute strategy."""
+            parent_update = super().update_step
+            query = self._dp_sum_query
+            if not (tf.distribute.has_strategy() and isinstance(query, RandomizedNoiseQuery)
+                    and query.on_skip == "drop"):
+                return parent_update(gradient, variable, learning_rate)
+
+            def update():
+                parent_update(gradient, variable, learning_rate)
+                return tf.constant(True)
+
+            # Runs per device in Keras' distributed update, where a tf.cond is allowed.
+            tf.cond(self._step_applied(), update, lambda: tf.constant(False))
 
         def _all_reduce_sum_gradients(self, grads_and_vars):
             # privatize_clipped_sum already summed the clipped gradients over replicas (with one

@@ -314,11 +314,13 @@ def make_private(model: keras.Model) -> keras.Model:
         except (AttributeError, ValueError, IndexError, TypeError):
             raise ValueError(
                 "make_private needs a built Sequential model with known inputs: start it with "
-                "keras.Input(shape=...), or call model.build(input_shape) first."
+                "keras.Input(shape=...) (or give its first layer input_shape=...), or call "
+                "model.build(input_shape) first."
             ) from None
     elif isinstance(model, Functional):
         inputs = model._inputs_struct  # pylint: disable=protected-access
         outputs = model._outputs_struct  # pylint: disable=protected-access
     else:
-        return PrivateWrapper(model, name=f"{model.name}_private")
+        # Keras scope names may not start with "_" (a class named _Net gives "_net").
+        return PrivateWrapper(model, name=f"{model.name.lstrip('_') or 'model'}_private")
     return PrivateModel(inputs=inputs, outputs=outputs, name=f"{model.name}_private")
