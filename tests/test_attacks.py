@@ -39,7 +39,7 @@ def _train_non_private(x, y, seed):
 
 def _train_dp(x, y, seed):
     keras.utils.set_random_seed(seed)
-    model = _mlp()
+    model = tfdp.make_private(_mlp())
     model.compile(
         tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=20.0, learning_rate=0.1, seed=seed),
         keras.losses.SparseCategoricalCrossentropy(

@@ -82,7 +82,7 @@ def test_builder_puts_the_noise_on_every_residual_branch_before_the_addition():
     noises = [l for l in model.layers if isinstance(l, ResidualPerturbation)]
     assert len(adds) == 4 and len(noises) == 4
     for add in adds:
-        inbound = [t._keras_history.layer for t in add.input]  # pylint: disable=protected-access
+        inbound = [t._keras_history.operation for t in add.input]  # pylint: disable=protected-access
         assert sum(isinstance(l, ResidualPerturbation) for l in inbound) == 1
 
 

@@ -11,6 +11,7 @@ Layers of the package, one job each:
     tfdp.layers      residual perturbation and NeuralDP layers (no formal guarantee)
 """
 
+from tfdp import data
 from tfdp import queries
 from tfdp import attacks
 from tfdp import layers
@@ -32,6 +33,7 @@ from tfdp.training import make_private
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
     "queries",
     "attacks",
     "layers",

@@ -102,7 +102,8 @@ class ResidualPerturbation(keras.layers.Layer):
 
 
 def _perturbation_layers(model: keras.Model):
-    return [m for m in model.submodules if isinstance(m, ResidualPerturbation)]
+    return [m for m in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+            if isinstance(m, ResidualPerturbation)]
 
 
 def set_inference_noise(model: keras.Model, active: bool) -> int:

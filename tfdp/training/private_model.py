@@ -321,6 +321,12 @@ def make_private(model: keras.Model) -> keras.Model:
         inputs = model._inputs_struct  # pylint: disable=protected-access
         outputs = model._outputs_struct  # pylint: disable=protected-access
     else:
+        if not model.built or not model.weights:
+            raise ValueError(
+                "make_private needs a built model: call the subclassed model once on a batch "
+                "(model(x[:1])) or model.build(input_shape) before wrapping it, so that its "
+                "layers and weights exist."
+            )
         # Keras scope names may not start with "_" (a class named _Net gives "_net").
         return PrivateWrapper(model, name=f"{model.name.lstrip('_') or 'model'}_private")
     return PrivateModel(inputs=inputs, outputs=outputs, name=f"{model.name}_private")
