@@ -25,7 +25,8 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The script's flags (`--help` / `--helpfull` list them)."""
-    flags.DEFINE_string("model_path", None, "Saved Keras model (.keras, .h5 or SavedModel folder).")
+    flags.DEFINE_string("model_path", None, "Saved Keras model (.keras, or a legacy .h5), or a "
+                        "SavedModel folder with a serving_default signature (e.g. an export).")
     flags.DEFINE_string("dataset", "digits", "Data set: digits or breast_cancer (bundled with "
                         "scikit-learn), or any name tfdp.data.load_dataset knows.")
     flags.DEFINE_string("data_dir", None, "Folder of the data set (not for the bundled ones).")
@@ -57,7 +58,7 @@ def define_flags() -> None:
 
 
 def load_model(path: str) -> Any:
-    """A Keras model from `path`; a plain TF SavedModel falls back to its serving signature."""
+    """The Keras model in file `path`, or the serving signature of SavedModel folder `path`."""
     import keras
     import tensorflow as tf
 
@@ -69,23 +70,27 @@ def load_model(path: str) -> Any:
         pass
     if not os.path.exists(path):
         raise ValueError(f"--model_path {path!r} does not exist.")
-    try:
-        model = keras.models.load_model(path, compile=False)
-        if isinstance(model, keras.Model):
-            return model
-        # A SavedModel written by tfdp.export is no Keras model: Keras returns a bare object.
-        keras_error: Any = "not a Keras model"
-    except Exception as error:  # pylint: disable=broad-except
-        keras_error = error
     if not os.path.isdir(path):
-        raise ValueError(f"Could not load a Keras model from {path!r}: {keras_error}") from None
-    loaded = tf.saved_model.load(path)
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as error:  # pylint: disable=broad-except  (Keras raises many kinds)
+            raise ValueError(f"Could not load a Keras model from {path!r}: {error}") from None
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"{path!r} holds a {type(model).__name__}, not a Keras model.")
+        return model
+    # Keras 3 loads only model files; a folder is a SavedModel (e.g. a tfdp.export version
+    # folder), called through its serving signature.
+    try:
+        loaded = tf.saved_model.load(path)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path!r} is a folder but not a SavedModel ({error}); pass a .keras "
+                         "file or an exported version folder.") from None
     signature = getattr(loaded, "signatures", {}).get("serving_default")
     if signature is None:
         raise ValueError(
-            f"{path!r} is neither a Keras model nor a SavedModel with a serving_default "
-            f"signature ({keras_error})."
-        ) from None
+            f"{path!r} is a SavedModel without a serving_default signature; pass a .keras file "
+            "or a tfdp.export version folder."
+        )
     return _SignatureModel(signature)
 
 

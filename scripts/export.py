@@ -5,7 +5,7 @@ checkpoint plus the metrics JSON the run wrote at its end):
 
     .venv/bin/python scripts/export.py --model_dir=runs/digits_gaussian
 
-From a saved Keras model (.keras, .h5 or a Keras SavedModel folder) and the privacy
+From a saved Keras model (a `.keras` file, or a legacy `.h5` one) and the privacy
 record it was trained under (train.py's metrics JSON, or a JSON of
 `tfdp.PrivacyResult.to_dict()`):
 
@@ -35,7 +35,7 @@ for _path in (_REPO_ROOT, _SCRIPTS):  # tfdp and models; train.py (the run's mod
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import keras
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
@@ -43,11 +43,13 @@ import tfdp  # noqa: E402
 import tfdp.export  # noqa: E402
 
 FLAGS = flags.FLAGS
-# Checkpoint keys of the optimizer's counters (scripts/train.py saves the optimizer as "optimizer").
+# Checkpoint keys of the optimizer's counters (scripts/train.py saves the optimizer as
+# "optimizer"). A Keras 3 optimizer is checkpointed by its attributes: `_iterations`, and the
+# DP optimizers' ledger `_noisy_steps` and `_dropped_steps`.
 _COUNTER_KEYS = {
-    "applied_steps": "optimizer/iter/.ATTRIBUTES/VARIABLE_VALUE",
-    "noisy_steps": "optimizer/dp_noisy_steps/.ATTRIBUTES/VARIABLE_VALUE",
-    "dropped_steps": "optimizer/dp_dropped_steps/.ATTRIBUTES/VARIABLE_VALUE",
+    "applied_steps": "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE",
+    "noisy_steps": "optimizer/_noisy_steps/.ATTRIBUTES/VARIABLE_VALUE",
+    "dropped_steps": "optimizer/_dropped_steps/.ATTRIBUTES/VARIABLE_VALUE",
 }
 # Local paths in train.py's settings say nothing about the model; keep them out of the record.
 _PATH_SETTINGS = ("model_dir", "export_dir", "metrics_path")
@@ -59,8 +61,8 @@ def define_flags() -> None:
                         "is exported, with the privacy record of the run's metrics JSON.")
     flags.DEFINE_string("metrics_path", None, "The run's metrics JSON when train.py wrote it "
                         "elsewhere than <model_dir>/metrics.json (its --metrics_path).")
-    flags.DEFINE_string("model_path", None, "Or: a saved Keras model (.keras, .h5, or a Keras "
-                        "SavedModel folder). Needs --privacy_json.")
+    flags.DEFINE_string("model_path", None, "Or: a saved Keras model (a .keras file, or a "
+                        "legacy .h5 one). Needs --privacy_json.")
     flags.DEFINE_string("privacy_json", None, "With --model_path: train.py's metrics JSON, a "
                         "JSON of tfdp.PrivacyResult.to_dict(), or another export's privacy.json.")
     flags.DEFINE_string("export_dir", "saved_models", "TF Serving base folder; the model goes "
@@ -112,11 +114,49 @@ def privacy_from_json(path: str) -> Tuple[Dict[str, Any], Optional[Dict[str, Any
 
 
 def checkpoint_counters(checkpoint: str) -> Dict[str, int]:
-    """The optimizer's step counters saved in a train.py checkpoint (absent ones are 0)."""
+    """The optimizer's step counters saved in a train.py checkpoint.
+
+    A run without a DP optimizer has no noisy or dropped steps (0). A checkpoint
+    without the optimizer's step counter (not train.py's, or from the Keras 2
+    version of tfdp) is refused: its ledger cannot be checked.
+    """
     reader = tf.train.load_checkpoint(checkpoint)
     names = reader.get_variable_to_shape_map()
+    if _COUNTER_KEYS["applied_steps"] not in names:
+        raise ValueError(
+            f"Checkpoint {checkpoint} holds no Keras 3 optimizer step counter "
+            f"({_COUNTER_KEYS['applied_steps']}), so its privacy ledger cannot be checked. Is it "
+            "a checkpoint of scripts/train.py (a Keras 2 run's checkpoints do not load in Keras "
+            "3: train again)?"
+        )
     return {k: int(reader.get_tensor(key)) if key in names else 0
             for k, key in _COUNTER_KEYS.items()}
+
+
+def restore_model(model: keras.Model, checkpoint: str) -> keras.Model:
+    """The model as train.py checkpointed it (itself or its make_private wrap), weights restored.
+
+    train.py checkpoints the model it trained: `tfdp.make_private(model)` for DP runs on
+    the fast path, the plain model otherwise. In Keras 3 the two are tracked under
+    different checkpoint paths (a Sequential keeps its layers in an inner functional
+    model), so the weights are restored through whichever matches every weight.
+    """
+    candidates = [model]
+    try:
+        candidates.insert(0, tfdp.make_private(model))  # what DP runs train: tried first
+    except ValueError:
+        pass  # a model make_private refuses was trained as it is
+    errors = []
+    for candidate in candidates:
+        status = tf.train.Checkpoint(model=candidate).restore(checkpoint).expect_partial()
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as error:
+            errors.append(f"as {type(candidate).__name__}: {error}")
+            continue
+        return candidate
+    raise ValueError(f"Checkpoint {checkpoint} does not hold every weight of the rebuilt "
+                     f"model {model.name!r} ({'; '.join(errors)})")
 
 
 def check_ledger(metrics: Dict[str, Any], counters: Dict[str, int], checkpoint: str) -> None:
@@ -170,13 +210,7 @@ def load_from_model_dir(model_dir: str, metrics_path: Optional[str]) -> Tuple[
     config = train.TrainConfig(**{k: v for k, v in metrics["config"].items() if k in fields})
     shape = types.SimpleNamespace(input_shape=tuple(metrics["dataset"]["input_shape"]),
                                   num_classes=int(metrics["dataset"]["num_classes"]))
-    model = train.build_model(config, shape)
-    status = tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ValueError(f"Checkpoint {checkpoint} does not hold every weight of the rebuilt "
-                         f"model {model.name!r}: {error}") from None
+    model = restore_model(train.build_model(config, shape), checkpoint)
     training = training_settings(metrics)
     training["checkpoint"] = os.path.basename(checkpoint)
     return model, metrics["privacy"], training, config
@@ -188,6 +222,13 @@ def load_keras_model(path: str) -> keras.Model:
 
     if not os.path.exists(path):
         raise ValueError(f"--model_path {path!r} does not exist.")
+    if os.path.isdir(path):
+        # Keras 3 loads only .keras (and legacy .h5) files; model.save(dir) is gone.
+        raise ValueError(
+            f"--model_path {path!r} is a folder. Keras 3 cannot load a SavedModel folder (a "
+            "Keras 2 model.save(dir), model.export() or an earlier export) as a Keras model: "
+            "save the trained model with model.save('model.keras') and pass that file."
+        )
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # pylint: disable=broad-except  (Keras raises many kinds)

@@ -92,8 +92,10 @@ def _tree_digest(folder):
 
 _FRESH_LOAD = r"""
 import sys
-sys.modules["tfdp"] = None    # importing tfdp (or the model builders) now fails:
+sys.modules["tfdp"] = None    # importing tfdp, the model builders or Keras now fails:
 sys.modules["models"] = None  # the SavedModel must load without them
+sys.modules["keras"] = None
+sys.modules["tf_keras"] = None
 import numpy as np, tensorflow as tf
 path, x_path, out = sys.argv[1:4]
 loaded = tf.saved_model.load(path)
@@ -183,11 +185,14 @@ def test_second_export_gets_version_2_and_leaves_version_1_untouched(trained, tm
 
 
 def test_training_only_noise_layers_are_off_and_binary_outputs(tmp_path):
-    # GaussianNoise with a huge std: if it acted in serving, outputs would be far off and random.
+    # Noise with a huge std: if it acted in serving, outputs would be far off and random.
+    # Keras 3 caps GaussianNoise's std at 1 (as large as the tanh activations it perturbs);
+    # tfdp's training-only ResidualPerturbation adds the huge one.
     keras.utils.set_random_seed(3)
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(8, activation="tanh")(inputs)
-    hidden = keras.layers.GaussianNoise(50.0)(hidden)
+    hidden = keras.layers.GaussianNoise(1.0)(hidden)
+    hidden = tfdp.layers.ResidualPerturbation(50.0)(hidden)
     logit = keras.layers.Dense(1)(keras.layers.Dropout(0.9)(hidden))
     model = keras.Model(inputs, logit)
     x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
@@ -218,6 +223,57 @@ def test_probability_outputs_are_served_as_they_are(tmp_path):
     with pytest.raises(ValueError, match="contradicts"):
         export.export_saved_model(model, str(tmp_path), "soft2", from_logits=True,
                                   privacy=tfdp.compute_epsilon(100, 10, 1.0, epochs=1))
+
+
+class SubclassedNet(keras.Model):
+    """A subclassed classifier: no symbolic inputs, its shape known from the first call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(5, activation="tanh")
+        self.logits = keras.layers.Dense(3)
+
+    def call(self, inputs, training=None):
+        return self.logits(self.hidden(keras.ops.reshape(inputs, (-1, 12))))
+
+
+def test_subclassed_model_and_its_private_wrapper_export_from_the_built_shape(tmp_path):
+    keras.utils.set_random_seed(5)
+    model = SubclassedNet()
+    x = np.random.default_rng(2).normal(size=(4, 3, 4)).astype("float32")
+    logits = model(x, training=False).numpy().astype(np.float64)
+    privacy = tfdp.compute_epsilon(100, 10, 1.0, epochs=1)
+    for name, exported_model, kind in (("sub", model, "SubclassedNet"),
+                                       ("wrapped", tfdp.make_private(model), "PrivateWrapper")):
+        path = export.export_saved_model(exported_model, str(tmp_path), name, privacy=privacy)
+        out = tf.saved_model.load(path).signatures["serving_default"](inputs=x)
+        np.testing.assert_allclose(out["probabilities"].numpy(), special.softmax(logits, axis=1),
+                                   atol=1e-6)
+        np.testing.assert_array_equal(out["classes"].numpy(), logits.argmax(1))
+        record = export.read_privacy(path)["export"]
+        assert record["input"] == {"name": "inputs", "dtype": "float32", "shape": [None, 3, 4]}
+        assert record["keras_class"] == kind and record["model_outputs"] == "logits"
+    with pytest.raises(ValueError, match="not built"):
+        export.export_saved_model(SubclassedNet(), str(tmp_path), "unbuilt", privacy=privacy)
+
+
+def test_inference_noise_layers_are_recorded_and_stay_random_when_served(tmp_path):
+    # The noisy layer sits in a nested model: Keras 3's `layers` lists only the top level.
+    keras.utils.set_random_seed(6)
+    inner_in = keras.Input((6,))
+    inner = keras.Model(inner_in, tfdp.layers.ResidualPerturbation(
+        1.0, active_at_inference=True, name="noisy")(keras.layers.Dense(6)(inner_in)))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inner(keras.layers.Dense(6)(inputs))))
+    path = export.export_saved_model(model, str(tmp_path), "noisy",
+                                     privacy=tfdp.compute_epsilon(100, 10, 1.0, epochs=1))
+    assert export.read_privacy(path)["export"]["inference_noise_layers"] == ["noisy"]
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    x = np.ones((8, 4), "float32")
+    first, again = (serve(inputs=x)["probabilities"].numpy() for _ in range(2))
+    # The noise's seed state is a saved variable the signature advances: every call draws anew.
+    assert np.abs(first - again).max() > 1e-3
+    assert np.abs(first[0] - first[1]).max() > 1e-3
 
 
 # ----- the privacy record -----
@@ -440,6 +496,37 @@ def test_script_helpers_refuse_a_ledger_from_another_run(train_run, tmp_path):
     with pytest.raises(ValueError, match="no checkpoint"):
         script.load_from_model_dir(str(tmp_path), None)
     assert script.default_name("/x/my model.v1.keras") == "my_model.v1"
+
+
+def test_script_restores_plain_and_private_checkpoints_and_refuses_others(tmp_path):
+    """train.py checkpoints the model it trained: plain, or (DP runs) its make_private wrap."""
+    script = _load_script("export")
+
+    def build(extra=False):
+        layers = [keras.Input((4,)), keras.layers.Dense(5), keras.layers.Dense(3)]
+        return keras.Sequential(layers + ([keras.layers.Dense(2)] if extra else []))
+
+    keras.utils.set_random_seed(8)
+    trained_plain, trained_private = build(), tfdp.make_private(build())
+    for name, saved, kind in (("plain", trained_plain, "Sequential"),
+                              ("private", trained_private, "PrivateModel")):
+        checkpoint = tf.train.Checkpoint(model=saved, optimizer=keras.optimizers.SGD()).save(
+            str(tmp_path / name / "ckpt"))
+        restored = script.restore_model(build(), checkpoint)
+        assert type(restored).__name__ == kind
+        for a, b in zip(restored.get_weights(), saved.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        assert script.checkpoint_counters(checkpoint) == {
+            "applied_steps": 0, "noisy_steps": 0, "dropped_steps": 0}
+        with pytest.raises(ValueError, match="does not hold every weight"):
+            script.restore_model(build(extra=True), checkpoint)
+    model_only = tf.train.Checkpoint(model=trained_plain).save(str(tmp_path / "bare" / "ckpt"))
+    with pytest.raises(ValueError, match="no Keras 3 optimizer step counter"):
+        script.checkpoint_counters(model_only)
+    folder = tmp_path / "saved_model_folder"
+    tf.saved_model.save(tf.Module(), str(folder))
+    with pytest.raises(ValueError, match="is a folder.*model.keras"):
+        script.load_keras_model(str(folder))
 
 
 @pytest.mark.parametrize("script_name, flag", [("export.py", "--model_dir"),

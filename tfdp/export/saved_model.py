@@ -6,7 +6,7 @@ import datetime
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping, Optional, Union
+from typing import Any, List, Mapping, Optional, Union
 
 import keras
 import tensorflow as tf
@@ -32,6 +32,13 @@ def _save(module: tf.Module, model: keras.Model, signature: Any, path: str) -> N
         shutil.rmtree(path, ignore_errors=True)
         module.keras_model = model
         tf.saved_model.save(module, path, signatures={SIGNATURE_NAME: signature})
+
+
+def inference_noise_layers(model: keras.Model) -> List[str]:
+    """Names of the layers (nested ones too) told to stay noisy at inference."""
+    # Keras 3 models have no `submodules`; _flatten_layers walks nested models and layers.
+    layers = model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+    return [layer.name for layer in layers if getattr(layer, "active_at_inference", False) is True]
 
 
 def check_export_target(
@@ -130,9 +137,7 @@ def export_saved_model(
             "keras_class": type(model).__name__,
             # Layers told to stay noisy at inference (e.g. ResidualPerturbation for noisy
             # ensembles): the served predictions are then random.
-            "inference_noise_layers": [
-                layer.name for layer in model.submodules
-                if getattr(layer, "active_at_inference", False) is True],
+            "inference_noise_layers": inference_noise_layers(model),
             **info.to_dict(),
         }
         write_privacy_record(staging, record)

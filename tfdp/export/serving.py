@@ -1,7 +1,7 @@
 """The `serving_default` signature: one named input, class probabilities and the predicted class.
 
 The SavedModel is written from a bare `tf.Module` that holds the model's variables
-and a `tf.function` calling the Keras model with `training=False` (so noise layers
+(the tf.Variables inside Keras 3's variables, seed states included) and a `tf.function` calling the Keras model with `training=False` (so noise layers
 that act only in training, dropout and the like are off). No Keras or tfdp object
 is serialized, so TF Serving and `tf.saved_model.load` need neither Keras nor tfdp.
 """
@@ -65,30 +65,66 @@ def _single(values: Any, what: str) -> Any:
     return values
 
 
+def _symbolic(tensors: Any, what: str) -> Optional[Tuple[tf.TensorShape, tf.DType]]:
+    """(shape, dtype) of a functional model's single symbolic input or output, or None."""
+    if not tensors:
+        return None
+    tensor = _single(list(tf.nest.flatten(tensors)), what)
+    # Keras 3 KerasTensors give the shape as a tuple and the dtype as a string.
+    return tf.TensorShape(tensor.shape), tf.as_dtype(tensor.dtype)
+
+
+def _built_input_shape(model: keras.Model) -> Optional[tf.TensorShape]:
+    """The input shape a subclassed model was built with (its build config), or None."""
+    config = model.get_build_config() or {}
+    if "input_shape" not in config:
+        # Never called, or called with several arguments; a PrivateWrapper's inner model
+        # may know its shape.
+        wrapped = getattr(model, "wrapped", None)
+        if isinstance(wrapped, keras.Model) and getattr(wrapped, "built", False):
+            return _input_spec_parts(wrapped)[0]
+        return None
+    shape = config["input_shape"]
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        shape = _single(list(shape), "input")
+    if isinstance(shape, dict):
+        shape = _single(list(shape.values()), "input")
+    return tf.TensorShape(shape)
+
+
+def _input_spec_parts(model: keras.Model) -> Tuple[Optional[tf.TensorShape], tf.DType]:
+    symbolic = _symbolic(getattr(model, "inputs", None), "input")
+    if symbolic is not None:
+        return symbolic
+    # A subclassed model declares no input dtype; Keras's default float type.
+    return _built_input_shape(model), tf.as_dtype(keras.config.floatx())
+
+
+def _is_built(model: keras.Model) -> bool:
+    # make_private's wrapper of a built subclassed model is built once it is first called;
+    # until then the model it wraps (same layers, same call) tells its shape.
+    wrapped = getattr(model, "wrapped", None)
+    return bool(getattr(model, "built", False)
+                or isinstance(wrapped, keras.Model) and getattr(wrapped, "built", False))
+
+
 def _input_spec(model: keras.Model, input_name: str) -> tf.TensorSpec:
-    if not getattr(model, "built", False):
+    if not _is_built(model):
         raise ValueError(
             f"Model {model.name!r} is not built, so its input shape is unknown. Build it first: "
-            "start it with keras.Input(shape=...), give its first layer input_shape=..., or "
-            "call model.build((None, ...)) or the model on a batch."
+            "start it with keras.Input(shape=...), call model.build((None, ...)) or call the "
+            "model on a batch."
         )
-    inputs = getattr(model, "inputs", None)
-    if inputs:
-        tensor = _single(inputs, "input")
-        shape, dtype = tensor.shape, tensor.dtype
-    else:
-        try:
-            shape = model.input_shape
-            if isinstance(shape, list) or shape and isinstance(shape[0], (tuple, list)):
-                shape = _single(list(shape), "input")
-            shape = tf.TensorShape(shape)
-        except (AttributeError, ValueError, TypeError, RuntimeError):
-            raise ValueError(
-                f"Model {model.name!r} is built but its input shape is unknown (a subclassed "
-                "model never called on data). Call it on a batch once, or wrap it in a "
-                "functional model with keras.Input."
-            ) from None
-        dtype = tf.float32  # a subclassed model declares no input dtype; Keras's default
+    try:
+        shape, dtype = _input_spec_parts(model)
+    except (AttributeError, TypeError):
+        shape, dtype = None, None
+    if shape is None:
+        raise ValueError(
+            f"Model {model.name!r} is built but its input shape is unknown (a subclassed "
+            "model never called on data). Call it on a batch once, or wrap it in a "
+            "functional model with keras.Input."
+        )
     if shape.rank is None or shape.rank < 1:
         raise ValueError(f"Model {model.name!r} has input shape {shape}; the export needs a batch "
                          "axis and known rank.")
@@ -96,15 +132,15 @@ def _input_spec(model: keras.Model, input_name: str) -> tf.TensorSpec:
 
 
 def _output_width(model: keras.Model, spec: tf.TensorSpec) -> int:
-    outputs = getattr(model, "outputs", None)
+    symbolic = _symbolic(getattr(model, "outputs", None), "output")
     # A subclassed model has no symbolic outputs: run it once to see.
-    shape = _single(outputs, "output").shape if outputs else tf.TensorShape(None)
+    shape = symbolic[0] if symbolic is not None else tf.TensorShape(None)
     if shape.rank is None or shape.rank == 2 and shape[1] is None:
         if not spec.shape[1:].is_fully_defined():
             raise ValueError(f"Model {model.name!r} has no known output width; the export needs "
                              "(batch, num_classes) outputs.")
         probe = model(tf.zeros([1] + spec.shape.as_list()[1:], spec.dtype), training=False)
-        shape = _single(probe, "output").shape
+        shape = tf.TensorShape(_single(probe, "output").shape)
     if shape.rank == 1:
         return 1
     if shape.rank != 2 or shape[1] is None or shape[1] < 1:
@@ -160,6 +196,17 @@ def describe_serving(
     )
 
 
+def _tf_variable(variable: Any) -> Any:
+    """The tf.Variable inside a Keras 3 variable (the TF backend keeps one in `.value`).
+
+    The traced function reads that tf.Variable. Saving the Keras wrapper instead would
+    write a copy under another name, which TF1-style loaders (saved_model_cli run,
+    TF Serving's session bundle) then never restore for the function's reads.
+    """
+    inner = getattr(variable, "value", None)
+    return inner if isinstance(inner, tf.Variable) else variable
+
+
 def serving_module(model: keras.Model, info: ServingInfo) -> Tuple[tf.Module, Any]:
     """A tf.Module holding the model's variables and its `serve` tf.function; and its signature."""
     spec = tf.TensorSpec([None] + list(info.input_shape[1:]), tf.as_dtype(info.input_dtype),
@@ -183,6 +230,6 @@ def serving_module(model: keras.Model, info: ServingInfo) -> Tuple[tf.Module, An
 
     module = tf.Module(name="tfdp_serving")
     # Tracking the variables (not the Keras model) keeps Keras and tfdp out of the SavedModel.
-    module.model_variables: List[tf.Variable] = list(model.variables)
+    module.model_variables: List[tf.Variable] = [_tf_variable(v) for v in model.variables]
     module.serve = serve
     return module, serve.get_concrete_function()
