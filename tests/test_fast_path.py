@@ -223,3 +223,10 @@ def test_a_functional_model_with_two_inputs_matches_the_jacobian_path():
 def test_an_object_that_is_not_a_keras_3_model_is_refused():
     with pytest.raises(ValueError, match="keras.Model"):
         tfdp.make_private(tf.Module())
+
+
+def test_a_tf_keras_model_is_refused_with_advice_to_use_keras_3():
+    legacy_class = type("Sequential", (), {"fit": lambda self: None,
+                                           "__module__": "tf_keras.src.engine.sequential"})
+    with pytest.raises(ValueError, match=r"tf-keras \(Keras 2"):
+        tfdp.make_private(legacy_class())
