@@ -2,8 +2,12 @@
 
 Each configuration trains in its own subprocess on the same synthetic data, so its
 peak memory (max RSS) is its own; non-private Keras training is measured before and
-after the others and its faster run is the baseline. Slow options (TF Privacy's
-microbatch optimizers) are timed over a few steps and scaled to an epoch.
+after the others and its faster run is the baseline. Slow options (the DP optimizer's
+own Jacobian path) are timed over a few steps and scaled to an epoch.
+
+TF Privacy's Keras DP optimizers (generic, vectorized) and its DPSequential model are
+built on Keras 2 (`keras.optimizers.legacy`, tf-keras's train-step internals), which
+Keras 3 does not have: they are listed as unavailable on Keras 3, not run.
 
     .venv/bin/python scripts/benchmark.py            # tutorial CNN and MLP
     .venv/bin/python scripts/benchmark.py --models=cnn --output=results/benchmark.json
@@ -27,27 +31,36 @@ flags.DEFINE_list("models", ["cnn", "mlp"], "Models to benchmark: cnn (TF Privac
 flags.DEFINE_list(
     "configs",
     ["nodp", "tfdp_fast", "tfp_vectorized", "tfp_generic", "tfp_dpsequential", "tfdp_optimizer"],
-    "Training options to compare.",
+    "Training options to compare (tfp_* are TF Privacy's, unavailable on Keras 3).",
 )
 flags.DEFINE_integer("num_examples", 2048, "Training examples (synthetic).")
-flags.DEFINE_integer("batch_size", 256, "Batch size (and microbatches for TF Privacy options).")
+flags.DEFINE_integer("batch_size", 256, "Batch size.")
 flags.DEFINE_integer("epochs", 2, "Timed epochs for the fast options.")
 flags.DEFINE_integer("slow_steps", 2, "Timed steps for the slow options (scaled to an epoch).")
 flags.DEFINE_string("output", "results/benchmark.json", "Where the JSON report goes.")
 flags.DEFINE_string("worker", None, "Internal: run one configuration as MODEL:CONFIG.")
 
-SLOW = {"tfp_vectorized", "tfp_generic", "tfdp_optimizer"}
+SLOW = {"tfdp_optimizer"}
+RUNNABLE = ("nodp", "tfdp_fast", "tfdp_optimizer")
+# TF Privacy 0.8.12's Keras classes subclass Keras 2 ones that Keras 3 (TF >= 2.16) removed.
+UNAVAILABLE = {
+    "tfp_vectorized": "TF Privacy's VectorizedDPKerasSGDOptimizer subclasses "
+                      "keras.optimizers.legacy.SGD (Keras 2), which Keras 3 does not have",
+    "tfp_generic": "TF Privacy's DPKerasSGDOptimizer subclasses keras.optimizers.legacy.SGD "
+                   "(Keras 2), which Keras 3 does not have",
+    "tfp_dpsequential": "TF Privacy's DPSequential train_step reads Keras 2 internals (the "
+                        "compiled loss container) and fails on Keras 3",
+}
 
 
 def _build(model_name):
     import keras
-    import tensorflow as tf
 
     layers = keras.layers
     if model_name == "cnn":
         return keras.Sequential([
-            layers.Conv2D(16, 8, strides=2, padding="same", activation="relu",
-                          input_shape=(28, 28, 1)),
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(16, 8, strides=2, padding="same", activation="relu"),
             layers.MaxPool2D(2, 1),
             layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
             layers.MaxPool2D(2, 1),
@@ -56,7 +69,8 @@ def _build(model_name):
             layers.Dense(10),
         ]), (28, 28, 1)
     return keras.Sequential([
-        layers.Dense(512, activation="relu", input_shape=(784,)),
+        keras.Input((784,)),
+        layers.Dense(512, activation="relu"),
         layers.Dense(256, activation="relu"),
         layers.Dense(10),
     ]), (784,)
@@ -69,6 +83,7 @@ def _run_worker(spec: str) -> dict:
     import tensorflow as tf
 
     import tfdp
+    from train import OptimizerPathModel  # scripts/train.py (scripts/ is on sys.path)
 
     model_name, config = spec.split(":")
     keras.utils.set_random_seed(0)
@@ -81,25 +96,16 @@ def _run_worker(spec: str) -> dict:
         from_logits=True, reduction=None)
     dp = dict(l2_norm_clip=1.0, noise_multiplier=1.1)
     if config == "nodp":
-        model.compile(optimizer=keras.optimizers.legacy.SGD(0.1),
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     elif config == "tfdp_fast":
         model = tfdp.make_private(model)
         model.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=0.1, **dp), loss=per_example)
     elif config == "tfdp_optimizer":
+        # make_private's train step with the optimizer's own Jacobian (train.py --nofast_path).
+        private = tfdp.make_private(model)
+        model = OptimizerPathModel(private.input, private.output)
         model.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=0.1, **dp), loss=per_example)
-    elif config in ("tfp_vectorized", "tfp_generic"):
-        from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras, dp_optimizer_keras_vectorized
-
-        cls = (dp_optimizer_keras_vectorized.VectorizedDPKerasSGDOptimizer if config == "tfp_vectorized"
-               else dp_optimizer_keras.DPKerasSGDOptimizer)
-        model.compile(optimizer=cls(learning_rate=0.1, num_microbatches=batch, **dp), loss=per_example)
-    elif config == "tfp_dpsequential":
-        from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential
-
-        model = DPSequential(layers=model.layers, **dp)
-        model.compile(optimizer=keras.optimizers.legacy.SGD(0.1),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     else:
         raise ValueError(f"unknown config {config!r}")
     steps_per_epoch = -(-n // batch)
@@ -136,6 +142,10 @@ def main(argv):
     if FLAGS.worker:
         print("RESULT " + json.dumps(_run_worker(FLAGS.worker)), flush=True)
         return
+    unknown = [c for c in FLAGS.configs if c not in RUNNABLE and c not in UNAVAILABLE]
+    if unknown or "nodp" not in FLAGS.configs:
+        raise app.UsageError(f"--configs: unknown {unknown}; choose from "
+                             f"{', '.join(RUNNABLE + tuple(UNAVAILABLE))}, with nodp (the baseline).")
     report = {"settings": {k: FLAGS[k].value for k in
                            ("num_examples", "batch_size", "epochs", "slow_steps")}, "models": {}}
     for model_name in FLAGS.models:
@@ -145,6 +155,9 @@ def main(argv):
         repeated = ["nodp"] + (["tfdp_fast"] if "tfdp_fast" in FLAGS.configs else [])
         others = [c for c in FLAGS.configs if c not in repeated]
         for config in repeated + others + repeated:
+            if config in UNAVAILABLE:
+                rows[config] = {"unavailable": f"not run on Keras 3: {UNAVAILABLE[config]}"}
+                continue
             result = _measure(model_name, config)
             previous = rows.get(config, {})
             if "seconds_per_epoch" in previous and "seconds_per_epoch" in result:
@@ -159,6 +172,8 @@ def main(argv):
                 result["ratio_vs_nodp"] = result["seconds_per_epoch"] / base
                 print(f"{config:<18}{result['seconds_per_epoch']:>10.3f}"
                       f"{result['ratio_vs_nodp']:>10.2f}{result['peak_rss_mb']:>10.0f}")
+            elif "unavailable" in result:
+                print(f"{config:<18}  unavailable ({result['unavailable']})")
             else:
                 print(f"{config:<18}  failed: {result['error']}")
         report["models"][model_name] = rows

@@ -35,7 +35,7 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 import numpy as np  # noqa: E402
-import keras
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -46,6 +46,7 @@ import tfdp  # noqa: E402
 import tfdp.attacks  # noqa: E402
 import tfdp.data  # noqa: E402
 import tfdp.export  # noqa: E402
+import tfdp.training  # noqa: E402
 from tfdp._validation import (  # noqa: E402
     check_choice,
     check_positive,
@@ -301,11 +302,11 @@ def calibrate(config: TrainConfig, num_train: int) -> float:
     ))
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.legacy.Optimizer:
-    """The matching tfdp DP optimizer for DP-SGD, else a plain Keras (legacy) optimizer."""
+def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """The matching tfdp DP optimizer for DP-SGD, else a plain Keras optimizer."""
     if not config.uses_dp_optimizer:
-        plain = {"sgd": keras.optimizers.legacy.SGD, "adam": keras.optimizers.legacy.Adam,
-                 "adagrad": keras.optimizers.legacy.Adagrad}[config.optimizer]
+        plain = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
+                 "adagrad": keras.optimizers.Adagrad}[config.optimizer]
         return plain(learning_rate=config.learning_rate)
     private = {"sgd": tfdp.DPKerasSGDOptimizer, "adam": tfdp.DPKerasAdamOptimizer,
                "adagrad": tfdp.DPKerasAdagradOptimizer}[config.optimizer]
@@ -391,6 +392,29 @@ def build_model(config: TrainConfig, data) -> keras.Model:
     return models.build_model(config.model, data.input_shape, data.num_classes)
 
 
+class OptimizerPathModel(tfdp.training.PrivateModel):
+    """--nofast_path: make_private's train step with the optimizer's own per-example gradients.
+
+    A Keras 3 optimizer only sees averaged gradients, so even this path needs the private
+    train step (the per-example losses); the clipped sum then comes from the DP optimizer's
+    Jacobian path (`private_gradients`) instead of the layers' fast rules.
+    """
+
+    def _fast_private_gradients(self, optimizer, kind, tape, variables, records, example_losses,
+                                total_loss, batch_size):
+        return optimizer.private_gradients(example_losses, variables, tape=tape)
+
+
+def make_trainable(config: TrainConfig, model: keras.Model) -> keras.Model:
+    """The model `fit` trains: DP-SGD needs tfdp.make_private's train step, on either path."""
+    if not config.uses_dp_optimizer:
+        return model
+    private = tfdp.make_private(model)
+    if config.fast_path:
+        return private
+    return OptimizerPathModel(private.input, private.output, name=private.name)
+
+
 # ----- evaluation -----
 
 def evaluate_utility(model: keras.Model, data) -> Dict[str, float]:
@@ -443,8 +467,8 @@ def _open_model_dir(config: TrainConfig, model, optimizer, log) -> tuple:
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(config.model_dir, "checkpoints"),
                                          max_to_keep=2)
     if manager.latest_checkpoint:
-        # Create the optimizer's weights first so every saved value lands immediately.
-        optimizer._create_all_weights(model.trainable_variables)  # pylint: disable=protected-access
+        # Create the optimizer's slots first so every saved value lands immediately.
+        optimizer.build(model.trainable_variables)
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"Resumed from {manager.latest_checkpoint} after epoch {int(epoch.numpy())}.")
     return manager, epoch
@@ -554,10 +578,8 @@ def train_and_evaluate(
         log(f"Calibrated noise multiplier {config.noise_multiplier:.4f} for target epsilon "
             f"{config.target_epsilon} (delta {config.delta}).")
 
-    model = build_model(config, data)
+    model = make_trainable(config, build_model(config, data))
     optimizer = make_optimizer(config)
-    if config.uses_dp_optimizer and config.fast_path:
-        model = tfdp.make_private(model)
     model.compile(optimizer=optimizer, loss=make_loss(config), metrics=["accuracy"])
 
     callbacks: List[keras.callbacks.Callback] = []
@@ -587,8 +609,10 @@ def train_and_evaluate(
         + (f", noise multiplier {config.noise_multiplier:.4g}" if config.noise_multiplier
            else "") + (f", gamma {config.gamma:g}" if config.gamma else ""))
     if initial_epoch < config.epochs:
+        # shuffle=False: the batches come shuffled or Poisson-sampled from tfdp.data already.
         model.fit(train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                  validation_data=data.test_batches(), callbacks=callbacks, verbose=verbose)
+                  validation_data=data.test_batches(), callbacks=callbacks, verbose=verbose,
+                  shuffle=False)
     else:
         log(f"--model_dir already holds {initial_epoch} epochs (>= --epochs={config.epochs}); "
             "evaluating without training.")
@@ -710,8 +734,9 @@ def define_flags() -> None:
     flags.DEFINE_string("model_dir", None, "Checkpoints; rerunning resumes and keeps the ledger.")
     flags.DEFINE_string("export_dir", None, "Export a SavedModel for TF Serving under this base.")
     flags.DEFINE_string("export_name", None, "Model name under --export_dir.")
-    flags.DEFINE_bool("fast_path", True, "Private runs use tfdp.make_private's fast per-example "
-                      "clipping (--nofast_path: the optimizer's own, slower path).")
+    flags.DEFINE_bool("fast_path", True, "DP-SGD runs use tfdp.make_private's fast per-example "
+                      "clipping (--nofast_path: per-example gradients from the optimizer's own, "
+                      "slower Jacobian path, still in make_private's train step).")
     flags.DEFINE_float("gamma", None, "--mechanism=residual_perturbation: scale of the "
                        "Gaussian noise on every residual branch of the ResNet.")
     flags.DEFINE_enum("residual_noise", None, RESIDUAL_NOISE,

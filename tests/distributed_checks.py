@@ -11,7 +11,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import keras
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -20,6 +20,7 @@ tf.config.set_logical_device_configuration(
 )
 
 import tfdp  # noqa: E402
+from resume_checks import OptimizerPath  # noqa: E402  (tests/ is this script's sys.path[0])
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(
     from_logits=True, reduction=None)
@@ -59,9 +60,10 @@ def train(strategy, fast, dp, seed=0, epochs=2):
     with strategy.scope():
         keras.utils.set_random_seed(seed)
         model = keras.Sequential([
-            keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
-            keras.layers.Dense(3)])
-        trained = tfdp.make_private(model) if fast else model
+            keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)])
+        # The optimizer path: per-example losses to the optimizer's own minimize (Keras 3
+        # optimizers see only averaged gradients, so a train_step must hand them over).
+        trained = tfdp.make_private(model) if fast else OptimizerPath(model)
         optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=0.5, **dp)
         trained.compile(optimizer=optimizer, loss=LOSS)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)

@@ -11,10 +11,35 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import keras
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdp  # noqa: E402
+
+
+def train(strategy, model, data, epochs, callback):
+    """model.train_step under strategy.run, epoch by epoch, with the callback's epoch hooks.
+
+    Keras 3's `fit` cannot start under MultiWorkerMirroredStrategy: before the first step it
+    reduces a batch of the (x, y) structure across workers, which the collective ops refuse
+    (keras-team/keras#20585). This loop is the custom-training form of the same steps.
+    """
+    with strategy.scope():
+        # Slots exist before the step function: variables cannot be created in a replica step.
+        model.optimizer.build(model.trainable_variables)
+    batches = strategy.experimental_distribute_dataset(data)
+
+    @tf.function
+    def step(batch):
+        strategy.run(model.train_step, args=(batch,))
+
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch in range(epochs):
+        callback.on_epoch_begin(epoch)
+        for batch in batches:
+            step(batch)
+        callback.on_epoch_end(epoch, {})
 
 
 def main():
@@ -27,8 +52,7 @@ def main():
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = tfdp.make_private(keras.Sequential([
-            keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
-            keras.layers.Dense(3)]))
+            keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)]))
         model.compile(
             optimizer=tfdp.DPKerasSGDOptimizer(
                 learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=1.2,
@@ -39,7 +63,7 @@ def main():
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)
     callback = tfdp.PrivacyCallback(64, delta=1e-5)
-    model.fit(data, epochs=3, verbose=0, callbacks=[callback])
+    train(strategy, model, data, epochs=3, callback=callback)
     optimizer = model.optimizer
     task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     if single or task.get("index", 0) == 0:

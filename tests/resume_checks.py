@@ -1,6 +1,9 @@
 """Trains with BackupAndRestore; with --kill_at=E,B it SIGKILLs itself at batch B of epoch E.
 
 Run by test_resume.py. Prints one JSON line with the optimizer's ledger and epsilon.
+`OptimizerPath` (also used by distributed_checks.py) is Keras 3's form of the DP
+optimizer's own path: a model whose train_step hands the per-example losses to
+`optimizer.minimize`, which takes per-example gradients with a Jacobian.
 """
 
 import json
@@ -11,10 +14,32 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import keras
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tfdp  # noqa: E402
+
+
+class OptimizerPath(keras.Model):
+    """Trains `model` through the DP optimizer's own `minimize` (no layer rules, no make_private).
+
+    A Keras 3 optimizer only sees averaged gradients, so the per-example losses reach it
+    through this train_step, the custom-loop use the optimizer documents.
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.wrapped = model
+
+    def call(self, inputs, training=None):
+        return self.wrapped(inputs, training=training)
+
+    def train_step(self, data):
+        x, y = data[:2]
+        with tf.GradientTape() as tape:
+            losses = self.loss(y, self(x, training=True))
+        self.optimizer.minimize(losses, self.trainable_variables, tape=tape)
+        return {"loss": tf.reduce_mean(losses)}
 
 
 class KillAt(keras.callbacks.Callback):
@@ -39,10 +64,13 @@ def main():
     x = rng.normal(size=(96, 6)).astype("float32")
     y = rng.integers(0, 3, size=96)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.layers.Dense(8, activation="tanh", input_shape=(6,)),
-                                 keras.layers.Dense(3)])
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(3)])
     if fast:
         model = tfdp.make_private(model)
+    else:
+        model = OptimizerPath(model)
+        model(x[:1])  # built, as BackupAndRestore requires
     model.compile(
         optimizer=tfdp.DPKerasAdamOptimizer(
             learning_rate=0.05, l2_norm_clip=1.0, noise_multiplier=1.0,
@@ -50,7 +78,11 @@ def main():
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None))
     privacy = tfdp.PrivacyCallback(96, delta=1e-5, batch_size=8)
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, save_freq=3), privacy]
+    # Keras 3's BackupAndRestore restores the epoch but not the position inside it: a backup
+    # taken mid-epoch would resume at the epoch's first batch with the later ledger. Backups
+    # at epoch ends are the exact resume point; the kill still comes mid-epoch, and the steps
+    # after the last backup are lost and recomputed.
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch"), privacy]
     if kill:
         epoch, batch = (int(v) for v in kill[0].split("=")[1].split(","))
         callbacks.append(KillAt(epoch, batch))

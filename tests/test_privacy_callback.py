@@ -27,6 +27,11 @@ def tiny_model():
     return keras.Sequential([keras.layers.Input((64,)), keras.layers.Dense(10)])
 
 
+def private_model():
+    """tiny_model wrapped for DP training (Keras 3 optimizers only see averaged gradients)."""
+    return tfdp.make_private(tiny_model())
+
+
 def per_example_loss():
     return keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, reduction=None
@@ -62,7 +67,7 @@ def compile_private(model, **dp_arguments):
 
 def test_logged_epsilon_equals_compute_epsilon_on_the_ledger(digits):
     x, y = digits
-    model = tiny_model()
+    model = private_model()
     compile_private(model, expected_batch_size=BATCH)
     callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
     history = model.fit(
@@ -84,7 +89,7 @@ def test_logged_epsilon_equals_compute_epsilon_on_the_ledger(digits):
 
 def test_random_schedule_logs_both_figures_from_the_ledger(digits):
     x, y = digits
-    model = tiny_model()
+    model = private_model()
     compile_private(
         model, noise_schedule="random", noise_probability=0.5, on_skip="release", seed=3,
         expected_batch_size=BATCH,
@@ -108,7 +113,7 @@ def test_random_schedule_logs_both_figures_from_the_ledger(digits):
 
 def test_dropped_steps_with_shuffled_batches_and_csv_logger(digits, tmp_path):
     x, y = digits
-    model = tiny_model()
+    model = private_model()
     compile_private(model, noise_schedule="random", noise_probability=0.5, on_skip="drop", seed=5)
     path = tmp_path / "log.csv"
     callback, recorder = tfdp.PrivacyCallback(N, DELTA, sampling="shuffle"), LedgerRecorder()
@@ -135,7 +140,7 @@ def test_target_epsilon_stops_before_the_budget_is_exceeded(digits):
     after_one = tfdp.compute_epsilon(N, BATCH, SIGMA, steps=STEPS_PER_EPOCH, delta=DELTA).epsilon
     after_two = tfdp.compute_epsilon(N, BATCH, SIGMA, steps=2 * STEPS_PER_EPOCH, delta=DELTA).epsilon
     target = (after_one + after_two) / 2
-    model = tiny_model()
+    model = private_model()
     compile_private(model, expected_batch_size=BATCH)
     callback = tfdp.PrivacyCallback(N, DELTA, target_epsilon=target, verbose=0)
     history = model.fit(
@@ -148,7 +153,7 @@ def test_target_epsilon_stops_before_the_budget_is_exceeded(digits):
 
 def test_generous_target_lets_training_finish(digits):
     x, y = digits
-    model = tiny_model()
+    model = private_model()
     compile_private(model, expected_batch_size=BATCH)
     callback = tfdp.PrivacyCallback(N, DELTA, target_epsilon=1e3, verbose=0)
     history = model.fit(
@@ -185,7 +190,7 @@ def test_bad_arguments(kwargs, message):
 
 def test_fast_path_model_feeds_the_same_ledger(digits):
     x, y = digits
-    model = tfdp.make_private(tiny_model())
+    model = private_model()
     compile_private(model, expected_batch_size=BATCH)
     callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
     history = model.fit(
@@ -199,7 +204,7 @@ def test_fast_path_model_feeds_the_same_ledger(digits):
 
 def test_poisson_assumption_with_fixed_batches_warns(digits):
     x, y = digits
-    model = tiny_model()
+    model = private_model()
     compile_private(model)  # no expected_batch_size: model.fit's fixed-size batches
     with pytest.warns(UserWarning, match="sampling='shuffle'"):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
@@ -208,7 +213,7 @@ def test_poisson_assumption_with_fixed_batches_warns(digits):
 
 def test_zero_noise_optimizer_logs_infinite_epsilon(digits):
     x, y = digits
-    model = tiny_model()
+    model = private_model()
     optimizer = tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=0.0, learning_rate=0.5)
     model.compile(optimizer=optimizer, loss=per_example_loss())
     callback = tfdp.PrivacyCallback(N, DELTA, sampling="shuffle")
