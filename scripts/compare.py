@@ -41,6 +41,10 @@ for _path in (os.path.dirname(_SCRIPTS), _SCRIPTS):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+import _cli  # noqa: E402 (scripts/ is sys.path[0] when a script runs)
+
+_cli.quiet_tensorflow_startup()
+
 import numpy as np  # noqa: E402
 import keras
 import tensorflow as tf  # noqa: E402

@@ -35,6 +35,10 @@ for _path in (_REPO_ROOT, _SCRIPTS):  # tfdp and models; train.py (the run's mod
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+import _cli  # noqa: E402 (scripts/ is sys.path[0] when a script runs)
+
+_cli.quiet_tensorflow_startup()
+
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402

@@ -34,6 +34,10 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+import _cli  # noqa: E402 (scripts/ is sys.path[0] when a script runs)
+
+_cli.quiet_tensorflow_startup()
+
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
