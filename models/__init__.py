@@ -4,10 +4,10 @@
     pneumonia_cnn, tutorial_cnn, digits_cnn, mlp, resnet
 """
 
-from models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
-from models.mlp import mlp
-from models.registry import available_models, build_model, default_model_name, register_model
-from models.resnet import resnet
+from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
+from tfdp.models.mlp import mlp
+from tfdp.models.registry import available_models, build_model, default_model_name, register_model
+from tfdp.models.resnet import resnet
 
 __all__ = [
     "build_model",

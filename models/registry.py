@@ -7,9 +7,9 @@ from typing import Any, Callable, Dict, Sequence
 import keras
 import tensorflow as tf
 
-from models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
-from models.mlp import mlp
-from models.resnet import resnet
+from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
+from tfdp.models.mlp import mlp
+from tfdp.models.resnet import resnet
 
 _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "pneumonia_cnn": pneumonia_cnn,

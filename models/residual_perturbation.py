@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from models.resnet import resnet
+from tfdp.models.resnet import resnet
 from tfdp.layers import ResidualPerturbation
 
 

@@ -24,22 +24,14 @@ import subprocess
 import sys
 import time
 
+if __package__:  # tfdp.scripts.<name>: an installed console script, or python -m
+    from tfdp.scripts import _cli
+else:  # python scripts/<name>.py: Python puts scripts/ first on sys.path
+    import _cli  # noqa: E402
+
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["cnn", "mlp"], "Models to benchmark: cnn (TF Privacy tutorial), mlp.")
-flags.DEFINE_list(
-    "configs",
-    ["nodp", "tfdp_fast", "tfp_vectorized", "tfp_generic", "tfp_dpsequential", "tfdp_optimizer"],
-    "Training options to compare (tfp_* are TF Privacy's, unavailable on Keras 3).",
-)
-flags.DEFINE_integer("num_examples", 2048, "Training examples (synthetic).")
-flags.DEFINE_integer("batch_size", 256, "Batch size.")
-flags.DEFINE_integer("epochs", 2, "Timed epochs for the fast options.")
-flags.DEFINE_integer("slow_steps", 2, "Timed steps for the slow options (scaled to an epoch).")
-flags.DEFINE_string("output", "results/benchmark.json", "Where the JSON report goes.")
-flags.DEFINE_string("worker", None, "Internal: run one configuration as MODEL:CONFIG.")
-
 SLOW = {"tfdp_optimizer"}
 RUNNABLE = ("nodp", "tfdp_fast", "tfdp_optimizer")
 # TF Privacy 0.8.12's Keras classes subclass Keras 2 ones that Keras 3 (TF >= 2.16) removed.
@@ -83,7 +75,7 @@ def _run_worker(spec: str) -> dict:
     import tensorflow as tf
 
     import tfdp
-    from train import OptimizerPathModel  # scripts/train.py (scripts/ is on sys.path)
+    from tfdp.run import OptimizerPathModel
 
     model_name, config = spec.split(":")
     keras.utils.set_random_seed(0)
@@ -186,7 +178,27 @@ def main(argv):
         print(f"tfdp_vs_nodp_ratio={cnn['ratio_vs_nodp']:.3f}")
 
 
-if __name__ == "__main__":
-    from _cli import argv_with_helpful  # scripts/ is on sys.path when a script runs
+def define_flags() -> None:
+    """Defines this script's absl flags."""
+    flags.DEFINE_list("models", ["cnn", "mlp"], "Models to benchmark: cnn (TF Privacy tutorial), mlp.")
+    flags.DEFINE_list(
+        "configs",
+        ["nodp", "tfdp_fast", "tfp_vectorized", "tfp_generic", "tfp_dpsequential", "tfdp_optimizer"],
+        "Training options to compare (tfp_* are TF Privacy's, unavailable on Keras 3).",
+    )
+    flags.DEFINE_integer("num_examples", 2048, "Training examples (synthetic).")
+    flags.DEFINE_integer("batch_size", 256, "Batch size.")
+    flags.DEFINE_integer("epochs", 2, "Timed epochs for the fast options.")
+    flags.DEFINE_integer("slow_steps", 2, "Timed steps for the slow options (scaled to an epoch).")
+    flags.DEFINE_string("output", "results/benchmark.json", "Where the JSON report goes.")
+    flags.DEFINE_string("worker", None, "Internal: run one configuration as MODEL:CONFIG.")
 
-    app.run(main, argv=argv_with_helpful())
+
+def cli() -> None:
+    """Entry point of `python scripts/<name>.py` and of the `tfdp-benchmark` console script."""
+    define_flags()
+    app.run(main, argv=_cli.argv_with_helpful())
+
+
+if __name__ == "__main__":
+    cli()

@@ -29,9 +29,11 @@ import urllib.request
 from typing import Any, Dict, List, Optional, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+
+if __package__:  # tfdp.scripts.<name>: an installed console script, or python -m
+    from tfdp.scripts import _cli
+else:  # python scripts/<name>.py: Python puts scripts/ first on sys.path
+    import _cli  # noqa: E402
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -336,8 +338,11 @@ def main(argv: List[str]) -> None:
         sys.exit(f"serving_client.py: error: {error}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Entry point of `python scripts/<name>.py` and of the `tfdp-serving-client` console script."""
     define_flags()
-    from _cli import argv_with_helpful  # scripts/ is on sys.path when a script runs
+    app.run(main, argv=_cli.argv_with_helpful())
 
-    app.run(main, argv=argv_with_helpful())
+
+if __name__ == "__main__":
+    cli()

@@ -5,7 +5,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-import models
+from tfdp import models
 from models import build_model
 
 # (name, input_shape, num_classes) covering every builder in the registry.

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 import tfdp
-from models.neuraldp import PRIVATIZER_NAME, neuraldp_model
+from tfdp.models.neuraldp import PRIVATIZER_NAME, neuraldp_model
 from tfdp.accounting import neuraldp_privacy
 from tfdp.layers import ActivationPrivatizer
 

@@ -8,8 +8,8 @@ import keras
 import tensorflow as tf
 
 import tfdp
-from models.residual_perturbation import residual_perturbation_resnet
-from models.resnet import resnet
+from tfdp.models.residual_perturbation import residual_perturbation_resnet
+from tfdp.models.resnet import resnet
 from tfdp.accounting import residual_perturbation_privacy
 from tfdp.layers import ResidualPerturbation, noisy_ensemble_probabilities, set_inference_noise
 

@@ -7,7 +7,7 @@ serving_default signature on the request they receive.
 """
 
 import http.server
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -31,11 +31,7 @@ TIMEOUT = 20.0
 
 
 def _load_client():
-    spec = importlib.util.spec_from_file_location(
-        "_tfdp_serving_client", os.path.join(ROOT, "scripts", "serving_client.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("tfdp.scripts.serving_client")
 
 
 client = _load_client()

@@ -7,20 +7,23 @@ from typing import Callable, Optional
 
 import dp_accounting
 
-from tfdp._validation import check_choice, check_positive
+from tfdp._validation import check_choice, check_positive, check_positive_int, check_probability
 from tfdp.accounting import counting
-from tfdp.accounting.epsilon import (
-    SAMPLINGS,
-    check_accountant,
-    check_delta,
-    check_sizes,
-)
+from tfdp.accounting.epsilon import check_accountant, check_delta, check_sizes
 from tfdp.accounting.events import (
     DEFAULT_PLD_DISCRETIZATION,
-    PRIVATE_MECHANISMS,
     composed_event,
     epsilon_of,
     make_accountant,
+)
+from tfdp.mechanisms import (
+    Accountant,
+    NoiseSchedule,
+    OnSkip,
+    Sampling,
+    get_mechanism,
+    mechanism_names,
+    values,
 )
 
 # Search range for the multiplier; below the floor a target is "no privacy to speak of".
@@ -33,27 +36,40 @@ def calibrate_noise_multiplier(
     delta: float,
     num_examples: int,
     batch_size: float,
-    epochs: float,
+    epochs: Optional[float] = None,
     *,
+    steps: Optional[int] = None,
     mechanism: str = "gaussian",
+    noise_schedule: str = NoiseSchedule.REGULAR,
+    noise_probability: float = 1.0,
+    on_skip: str = OnSkip.RELEASE,
     accountant: Optional[str] = None,
-    sampling: str = "poisson",
+    sampling: str = Sampling.POISSON,
     used_microbatching: bool = False,
     tolerance: float = 1e-4,
     value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION,
 ) -> float:
-    """The smallest noise multiplier whose regular-schedule training meets `target_epsilon`.
+    """The smallest noise multiplier whose planned training meets `target_epsilon`.
 
     Uses `dp_accounting.calibrate_dp_mechanism` (Brent's method) on the same
     events `compute_epsilon` composes, so `compute_epsilon` with the returned
-    multiplier (and the same settings, `epochs=epochs`) gives epsilon <=
-    target_epsilon, within `tolerance` of the smallest such multiplier.
+    multiplier (and the same settings, `epochs=` or `steps=`) gives a figure <=
+    target_epsilon, within `tolerance` of the smallest such multiplier. Which
+    figure: for the regular schedule, the guarantee `epsilon`. For the random
+    schedule, `epsilon_noisy_steps_only` of the plan, composed over the expected
+    noisy count ceil(p x steps): with on_skip="release" that is the dynamic-DP
+    paper's convention and NOT a guarantee (the formal epsilon is inf); with
+    on_skip="drop" the guarantee after training composes over the realized noisy
+    steps, which the optimizer's ledger records (`PrivacyCallback`).
 
     Args:
       target_epsilon: epsilon to reach, > 0.
       delta: in (0, 1).
-      num_examples, batch_size, epochs: the planned training.
-      mechanism: "gaussian" or "laplace".
+      num_examples, batch_size: the data size and (expected) batch size.
+      epochs / steps: exactly one: passes over the data (steps = ceil(epochs * n / b)),
+        or the training steps actually planned (e.g. Keras's epochs * ceil(n / b)).
+      mechanism: a registered noise mechanism ("gaussian" or "laplace").
+      noise_schedule, noise_probability, on_skip: as for `compute_epsilon`.
       accountant: None (RDP for Gaussian, PLD for Laplace), "rdp" or "pld".
       sampling: "poisson", or "shuffle" to calibrate the conservative
         shuffled-batch figure (no amplification by subsampling).
@@ -69,23 +85,45 @@ def calibrate_noise_multiplier(
       ValueError: on bad arguments, or a target outside what multipliers in
         [0.01, 10000] reach.
     """
-    check_choice("mechanism", mechanism, PRIVATE_MECHANISMS)
-    check_choice("sampling", sampling, SAMPLINGS)
+    check_choice("mechanism", mechanism, mechanism_names())
+    check_choice("sampling", sampling, values(Sampling))
+    check_choice("noise_schedule", noise_schedule, values(NoiseSchedule))
+    check_choice("on_skip", on_skip, values(OnSkip))
+    noise_probability = check_probability("noise_probability", noise_probability)
+    if noise_schedule == NoiseSchedule.REGULAR and noise_probability != 1.0:
+        raise ValueError(
+            "`noise_probability` applies to noise_schedule='random'; with 'regular' every "
+            f"step is noisy, so leave it at 1.0 (got {noise_probability})."
+        )
+    if noise_probability == 0.0:
+        raise ValueError("noise_probability=0 never adds noise: no multiplier reaches a target.")
     target_epsilon = check_positive("target_epsilon", target_epsilon)
     delta = check_delta(delta)
     num_examples, batch_size = check_sizes(num_examples, batch_size)
-    epochs = check_positive("epochs", epochs)
+    if (epochs is None) == (steps is None):
+        raise ValueError("Give exactly one of `epochs` (passes over the data) or `steps`.")
+    if epochs is not None:
+        epochs = check_positive("epochs", epochs)
+    else:
+        steps = check_positive_int("steps", steps)
     accountant = check_accountant(accountant, mechanism)
     tolerance = check_positive("tolerance", tolerance)
     if not isinstance(used_microbatching, bool):
         raise ValueError(f"`used_microbatching` must be True or False, got {used_microbatching!r}.")
 
-    if sampling == "poisson":
-        count = counting.steps_from_epochs(epochs, num_examples, batch_size)
+    if sampling == Sampling.POISSON:
+        count = (steps if steps is not None
+                 else counting.steps_from_epochs(epochs, num_examples, batch_size))
         sampling_probability: Optional[float] = batch_size / num_examples
     else:
-        count = max(1, counting.ceil_count(epochs))
+        count = (counting.passes_from_steps(steps, num_examples, batch_size)
+                 if steps is not None else max(1, counting.ceil_count(epochs)))
         sampling_probability = None
+    if noise_schedule == NoiseSchedule.RANDOM:
+        # The noisy-steps-only figure's count, exactly as compute_epsilon plans it.
+        count = counting.noisy_only_count(
+            count, noise_schedule=noise_schedule, noise_probability=noise_probability,
+            noisy_steps=None, delta=delta).count
     divisor = 2.0 if used_microbatching else 1.0
 
     def make_event(multiplier: float) -> dp_accounting.DpEvent:
@@ -96,12 +134,13 @@ def calibrate_noise_multiplier(
             make_event(multiplier), delta, accountant, value_discretization_interval
         ) - target_epsilon
 
-    if mechanism == "gaussian" and accountant == "pld":
+    if accountant == Accountant.PLD and Accountant.RDP in get_mechanism(mechanism).accountants:
         # Bracket with the fast RDP answer: RDP's bound is looser, so PLD needs no more noise.
         start = calibrate_noise_multiplier(
-            target_epsilon, delta, num_examples, batch_size, epochs, mechanism=mechanism,
-            accountant="rdp", sampling=sampling, used_microbatching=used_microbatching,
-            tolerance=tolerance,
+            target_epsilon, delta, num_examples, batch_size, epochs, steps=steps,
+            mechanism=mechanism, noise_schedule=noise_schedule,
+            noise_probability=noise_probability, on_skip=on_skip, accountant=Accountant.RDP,
+            sampling=sampling, used_microbatching=used_microbatching, tolerance=tolerance,
         )
         lower, upper = _bracket(gap, start, shrink=0.85)
     else:

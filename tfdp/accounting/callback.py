@@ -6,13 +6,12 @@ import warnings
 from typing import Any, Dict, Optional
 
 import keras
-import tensorflow as tf
 
 from tfdp._validation import check_choice, check_positive, check_positive_int
-from tfdp.accounting.epsilon import SAMPLINGS, check_delta, compute_epsilon
+from tfdp.accounting.epsilon import check_delta
+from tfdp.accounting.ledger import check_dp_optimizer, epsilon_for_steps, ledger_batch_size, read_ledger
 from tfdp.accounting.privacy_result import PrivacyResult
-
-_LEDGER = ("noisy_steps", "dropped_steps", "largest_batch_size", "dp_settings", "iterations")
+from tfdp.mechanisms import NO_NOISE, NoiseSchedule, OnSkip, Sampling, values
 TARGET_METRICS = ("epsilon", "epsilon_noisy_steps_only")
 
 
@@ -49,7 +48,7 @@ class PrivacyCallback(keras.callbacks.Callback):
         delta: float = 1e-5,
         *,
         target_epsilon: Optional[float] = None,
-        sampling: str = "poisson",
+        sampling: str = Sampling.POISSON,
         batch_size: Optional[float] = None,
         accountant: Optional[str] = None,
         target_metric: str = "epsilon",
@@ -61,7 +60,7 @@ class PrivacyCallback(keras.callbacks.Callback):
         self.target_epsilon = (
             None if target_epsilon is None else check_positive("target_epsilon", target_epsilon)
         )
-        self.sampling = check_choice("sampling", sampling, SAMPLINGS)
+        self.sampling = check_choice("sampling", sampling, values(Sampling))
         self.batch_size = None if batch_size is None else check_positive("batch_size", batch_size)
         self.accountant = accountant
         self.target_metric = check_choice("target_metric", target_metric, TARGET_METRICS)
@@ -73,62 +72,20 @@ class PrivacyCallback(keras.callbacks.Callback):
     # ----- reading the ledger -----
 
     def _optimizer(self):
-        optimizer = getattr(self.model, "optimizer", None)
-        missing = [name for name in _LEDGER if not hasattr(optimizer, name)]
-        if optimizer is None or missing:
-            raise ValueError(
-                "PrivacyCallback needs a model compiled with a tfdp DP optimizer "
-                "(tfdp.DPKerasSGDOptimizer, DPKerasAdamOptimizer, DPKerasAdagradOptimizer), "
-                f"whose ledger it reads; got {type(optimizer).__name__}"
-                + (f" without {missing}." if optimizer is not None else ".")
-            )
-        settings = optimizer.dp_settings
-        if settings.get("mechanism") not in ("gaussian", "laplace", "none"):
-            raise ValueError(
-                "PrivacyCallback cannot account for this optimizer's dp_sum_query (mechanism "
-                f"{settings.get('mechanism')!r}): tfdp accounts for Gaussian, Laplace and "
-                "no-noise queries. Compute epsilon for a custom query with dp_accounting."
-            )
-        return optimizer
+        return check_dp_optimizer(getattr(self.model, "optimizer", None), "PrivacyCallback")
 
     @staticmethod
     def _ledger(optimizer) -> Dict[str, int]:
-        iterations = int(keras.ops.convert_to_numpy(optimizer.iterations))
-        dropped = int(keras.ops.convert_to_numpy(optimizer.dropped_steps))
-        return {
-            "steps": iterations + dropped,
-            "noisy_steps": int(keras.ops.convert_to_numpy(optimizer.noisy_steps)),
-            "largest_batch_size": int(keras.ops.convert_to_numpy(optimizer.largest_batch_size)),
-        }
+        return read_ledger(optimizer)
 
     def _batch_size(self, optimizer, ledger) -> Optional[float]:
-        if self.batch_size is not None:
-            return self.batch_size
-        expected = optimizer.dp_settings.get("expected_batch_size")
-        if expected:
-            return expected
-        return ledger["largest_batch_size"] or None
+        return ledger_batch_size(optimizer, ledger, self.batch_size)
 
     def epsilon_for(self, optimizer, steps: int, noisy_steps: int, batch_size) -> PrivacyResult:
         """compute_epsilon on the given counters and the optimizer's settings."""
-        settings = optimizer.dp_settings
-        mechanism = settings["mechanism"]
-        if mechanism != "none" and not settings.get("noise_multiplier"):
-            mechanism = "none"  # a zero noise multiplier adds no noise: no privacy
-        return compute_epsilon(
-            self.num_examples,
-            batch_size,
-            settings.get("noise_multiplier"),
-            steps=steps,
-            delta=self.delta,
-            mechanism=mechanism,
-            noise_schedule=settings.get("noise_schedule", "regular"),
-            noise_probability=settings.get("noise_probability", 1.0),
-            on_skip=settings.get("on_skip", "release"),
-            sampling=self.sampling,
-            accountant=self.accountant,
-            noisy_steps=noisy_steps,
-            used_microbatching=bool(settings.get("used_microbatching", False)),
+        return epsilon_for_steps(
+            optimizer, self.num_examples, steps, noisy_steps, batch_size=batch_size,
+            delta=self.delta, sampling=self.sampling, accountant=self.accountant,
         )
 
     # ----- Keras hooks -----
@@ -138,10 +95,10 @@ class PrivacyCallback(keras.callbacks.Callback):
         self._steps_at_epoch_start = self._ledger(optimizer)["steps"]
         settings = optimizer.dp_settings
         if (
-            self.sampling == "poisson"
+            self.sampling == Sampling.POISSON
             and self.batch_size is None
             and not settings.get("expected_batch_size")
-            and settings.get("mechanism") != "none"
+            and settings.get("mechanism") != NO_NOISE
         ):
             warnings.warn(
                 "PrivacyCallback assumes Poisson sampling (sampling='poisson'), but the "
@@ -155,8 +112,8 @@ class PrivacyCallback(keras.callbacks.Callback):
         if (
             self.target_epsilon is not None
             and self.target_metric == "epsilon"
-            and settings.get("noise_schedule") == "random"
-            and settings.get("on_skip") == "release"
+            and settings.get("noise_schedule") == NoiseSchedule.RANDOM
+            and settings.get("on_skip") == OnSkip.RELEASE
             and settings.get("noise_probability", 1.0) < 1.0
         ):
             warnings.warn(
@@ -176,7 +133,7 @@ class PrivacyCallback(keras.callbacks.Callback):
         optimizer = self._optimizer()
         ledger = self._ledger(optimizer)
         settings = optimizer.dp_settings
-        random_schedule = settings.get("noise_schedule") == "random"
+        random_schedule = settings.get("noise_schedule") == NoiseSchedule.RANDOM
         if ledger["steps"] == 0:
             logs["epsilon"] = 0.0
             if random_schedule:

@@ -8,6 +8,8 @@ from typing import Optional
 
 from scipy import stats
 
+from tfdp.names import NoiseSchedule, OnSkip
+
 # Share of delta spent on "more noisy steps than planned" in drop-schedule planning.
 PLANNING_DELTA_SHARE = 0.1
 
@@ -78,9 +80,9 @@ def formal_count(
     Poisson sampling, one per pass with shuffled batches. `steps` and
     `noisy_steps` are the whole run's counts (noisy_steps None when planning).
     """
-    if noise_schedule == "regular":
+    if noise_schedule == NoiseSchedule.REGULAR:
         return Count(opportunities, delta, "all")
-    if on_skip == "release":
+    if on_skip == OnSkip.RELEASE:
         if noisy_steps is not None:
             if noisy_steps == steps:  # the coin never came up noiseless
                 return Count(opportunities, delta, "realized")
@@ -110,7 +112,7 @@ def noisy_only_count(
     delta: float,
 ) -> Count:
     """The count of the noisy-steps-only figure (the paper's convention for 'release')."""
-    if noise_schedule == "regular":
+    if noise_schedule == NoiseSchedule.REGULAR:
         return Count(opportunities, delta, "all")
     if noisy_steps is not None:
         return Count(min(opportunities, noisy_steps), delta, "realized")

@@ -13,19 +13,18 @@ from tfdp._validation import (
     check_probability,
 )
 from tfdp.accounting import counting, statement
-from tfdp.accounting.events import (
-    ACCOUNTANTS,
-    DEFAULT_PLD_DISCRETIZATION,
-    composed_event,
-    default_accountant,
-    epsilon_of,
-)
+from tfdp.accounting.events import DEFAULT_PLD_DISCRETIZATION, composed_event, epsilon_of
 from tfdp.accounting.privacy_result import PrivacyResult
-
-MECHANISMS = ("gaussian", "laplace", "none")
-NOISE_SCHEDULES = ("regular", "random")
-ON_SKIP_CHOICES = ("release", "drop")
-SAMPLINGS = ("poisson", "shuffle")
+from tfdp.mechanisms import (
+    NO_NOISE,
+    Accountant,
+    NoiseSchedule,
+    OnSkip,
+    Sampling,
+    get_mechanism,
+    mechanism_names,
+    values,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,20 +78,16 @@ def check_sizes(num_examples, batch_size) -> tuple:
 
 def check_accountant(accountant, mechanism: str) -> str:
     """The accountant to use: the mechanism's default, or a valid explicit choice."""
-    if accountant is None:
-        return default_accountant(mechanism)
-    check_choice("accountant", accountant, ACCOUNTANTS)
-    if mechanism == "laplace" and accountant == "rdp":
-        raise ValueError(
-            "accountant='rdp' cannot account for Poisson-sampled Laplace noise "
-            "(dp_accounting's RDP accountant refuses it); use accountant='pld' or None."
-        )
-    return accountant
+    if accountant is not None:
+        check_choice("accountant", accountant, values(Accountant))
+    if mechanism == NO_NOISE:  # nothing to account; the figure is inf whatever reads it
+        return str(accountant or Accountant.RDP)
+    return str(get_mechanism(mechanism).check_accountant(accountant))
 
 
 def check_noise_multiplier(noise_multiplier, mechanism: str) -> Optional[float]:
     """A noise multiplier > 0 for a private mechanism; ignored (None) for mechanism='none'."""
-    if mechanism == "none":
+    if mechanism == NO_NOISE:
         return None
     if noise_multiplier is None:
         raise ValueError(f"mechanism={mechanism!r} needs `noise_multiplier`, a number > 0.")
@@ -109,14 +104,14 @@ def _validate(
     noise_schedule, noise_probability, on_skip, sampling, accountant, noisy_steps,
     used_microbatching, value_discretization_interval,
 ) -> _Run:
-    check_choice("mechanism", mechanism, MECHANISMS)
-    check_choice("noise_schedule", noise_schedule, NOISE_SCHEDULES)
-    check_choice("on_skip", on_skip, ON_SKIP_CHOICES)
-    check_choice("sampling", sampling, SAMPLINGS)
+    check_choice("mechanism", mechanism, (*mechanism_names(), NO_NOISE))
+    check_choice("noise_schedule", noise_schedule, values(NoiseSchedule))
+    check_choice("on_skip", on_skip, values(OnSkip))
+    check_choice("sampling", sampling, values(Sampling))
     num_examples, batch_size = check_sizes(num_examples, batch_size)
     delta = check_delta(delta)
     noise_probability = check_probability("noise_probability", noise_probability)
-    if noise_schedule == "regular" and noise_probability != 1.0:
+    if noise_schedule == NoiseSchedule.REGULAR and noise_probability != 1.0:
         raise ValueError(
             "`noise_probability` applies to noise_schedule='random'; with 'regular' every "
             f"step is noisy, so leave it at 1.0 (got {noise_probability})."
@@ -150,7 +145,7 @@ def _validate(
             )
 
     accounted = None
-    if noise_multiplier is not None and mechanism != "none":
+    if noise_multiplier is not None and mechanism != NO_NOISE:
         # A unit of several examples moves by up to twice the clip when one example changes.
         accounted = noise_multiplier / 2 if used_microbatching else noise_multiplier
     return _Run(
@@ -166,7 +161,7 @@ def _validate(
 
 def _epsilon(run: _Run, count: counting.Count, sampling_probability: Optional[float]) -> float:
     """Epsilon of `count` noisy releases (inf when a noiseless release happened)."""
-    if run.mechanism == "none" or count.count is None:
+    if run.mechanism == NO_NOISE or count.count is None:
         return math.inf
     event = composed_event(
         run.mechanism, run.accounted_noise_multiplier, sampling_probability, count.count
@@ -188,7 +183,7 @@ def _figures(run: _Run, opportunities: int, sampling_probability: Optional[float
     noisy_only = counting.noisy_only_count(opportunities, **common)
     epsilon = _epsilon(run, formal, sampling_probability)
     same = (noisy_only.count, noisy_only.delta) == (formal.count, formal.delta)
-    if same or run.noise_schedule == "regular" or run.mechanism == "none":
+    if same or run.noise_schedule == NoiseSchedule.REGULAR or run.mechanism == NO_NOISE:
         epsilon_noisy_only = epsilon
     else:
         epsilon_noisy_only = _epsilon(run, noisy_only, sampling_probability)
@@ -260,7 +255,7 @@ def compute_epsilon(
     )
     q = run.sampling_probability
     poisson = _figures(run, run.steps, q)
-    if run.sampling == "poisson":
+    if run.sampling == Sampling.POISSON:
         formal, epsilon, noisy_only, epsilon_noisy_only = poisson
         epsilon_assuming_poisson = None
     else:
@@ -274,11 +269,11 @@ def compute_epsilon(
         ),
         statement.scope_paragraph(
             run.num_examples, run.batch_size, run.steps, run.delta,
-            private=run.mechanism != "none",
+            private=run.mechanism != NO_NOISE,
         ),
     ]
-    if run.mechanism != "none":
-        if run.sampling == "poisson":
+    if run.mechanism != NO_NOISE:
+        if run.sampling == Sampling.POISSON:
             paragraphs.append(statement.poisson_paragraph(q))
         else:
             paragraphs.append(
@@ -292,8 +287,8 @@ def compute_epsilon(
                 noise_probability=run.noise_probability,
                 on_skip=run.on_skip,
                 steps=run.steps,
-                opportunities=run.steps if run.sampling == "poisson" else run.passes,
-                per_pass=run.sampling == "shuffle",
+                opportunities=run.steps if run.sampling == Sampling.POISSON else run.passes,
+                per_pass=run.sampling == Sampling.SHUFFLE,
                 formal=formal,
                 noisy_only=noisy_only,
                 epsilon_noisy_only=epsilon_noisy_only,
@@ -320,6 +315,6 @@ def compute_epsilon(
         sampling_probability=q,
         steps=run.steps,
         noisy_steps=run.noisy_steps,
-        accounted_steps=formal.count if run.mechanism != "none" else None,
+        accounted_steps=formal.count if run.mechanism != NO_NOISE else None,
         epsilon_assuming_poisson=epsilon_assuming_poisson,
     )

@@ -1,4 +1,8 @@
-"""Per-step DpEvents and the dp_accounting accountants that turn their composition into epsilon."""
+"""Per-step DpEvents and the dp_accounting accountants that turn their composition into epsilon.
+
+The events themselves come from the mechanism objects (`tfdp.mechanisms`); this module
+composes them and reads epsilon off a fresh accountant.
+"""
 
 from __future__ import annotations
 
@@ -7,57 +11,34 @@ from typing import Optional
 
 import dp_accounting
 
-ACCOUNTANTS = ("rdp", "pld")
-PRIVATE_MECHANISMS = ("gaussian", "laplace")
+from tfdp.mechanisms import Accountant, get_mechanism, values
+
+ACCOUNTANTS = values(Accountant)
 
 # dp_accounting's default grid. PLD bounds are pessimistic, so a coarser grid only
 # makes epsilon larger (still a valid bound), never smaller.
 DEFAULT_PLD_DISCRETIZATION = 1e-4
 
 
-def default_accountant(mechanism: str) -> str:
-    """RDP for the Gaussian mechanism; PLD for Laplace (RDP refuses sampled Laplace)."""
-    return "pld" if mechanism == "laplace" else "rdp"
-
-
 def make_accountant(
     accountant: str, value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION
 ) -> dp_accounting.PrivacyAccountant:
     """A fresh dp_accounting accountant (add-or-remove-one adjacency)."""
-    if accountant == "rdp":
+    if accountant == Accountant.RDP:
         return dp_accounting.rdp.RdpAccountant()
     return dp_accounting.pld.PLDAccountant(
         value_discretization_interval=value_discretization_interval
     )
 
 
-def step_event(
-    mechanism: str, noise_multiplier: float, sampling_probability: Optional[float]
-) -> dp_accounting.DpEvent:
-    """One noisy step: the noise mechanism, Poisson-subsampled when a probability is given.
-
-    `sampling_probability=None` means no amplification (each example in the step).
-    """
-    if mechanism == "gaussian":
-        event = dp_accounting.GaussianDpEvent(noise_multiplier)
-    elif mechanism == "laplace":
-        event = dp_accounting.LaplaceDpEvent(noise_multiplier)
-    else:
-        raise ValueError(f"No noisy step event for mechanism {mechanism!r}.")
-    if sampling_probability is None:
-        return event
-    return dp_accounting.PoissonSampledDpEvent(sampling_probability, event)
-
-
 def composed_event(
     mechanism: str, noise_multiplier: float, sampling_probability: Optional[float], count: int
 ) -> dp_accounting.DpEvent:
-    """`count` identical steps composed (a no-op event when count is 0)."""
-    if count == 0:
-        return dp_accounting.NoOpDpEvent()
-    return dp_accounting.SelfComposedDpEvent(
-        step_event(mechanism, noise_multiplier, sampling_probability), count
-    )
+    """`count` identical noisy steps of `mechanism` (a no-op event when count is 0).
+
+    `sampling_probability=None` means no amplification (each example in every step).
+    """
+    return get_mechanism(mechanism).dp_event(noise_multiplier, sampling_probability, count)
 
 
 def epsilon_of(

@@ -7,15 +7,26 @@ import textwrap
 from typing import List, Optional
 
 from tfdp.accounting.counting import Count
+from tfdp.mechanisms import NO_NOISE, NoiseSchedule, OnSkip, get_mechanism
 
 _WIDTH = 88
 
 
-def fmt_epsilon(value: Optional[float]) -> str:
-    """An epsilon as text: 3 decimals, or 'inf'."""
+def format_epsilon(value: Optional[float]) -> str:
+    """An epsilon as text: 3 decimals, "inf" (no formal guarantee), or "n/a" for None.
+
+    The one epsilon formatter of tfdp: statements, progress lines, tables and scripts
+    all print epsilons through it.
+    """
     if value is None:
         return "n/a"
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
     return "inf" if math.isinf(value) else f"{value:.3f}"
+
+
+fmt_epsilon = format_epsilon  # the name the statement builders have always used
 
 
 def _fill(text: str) -> str:
@@ -26,8 +37,8 @@ def mechanism_paragraph(
     mechanism: str, noise_multiplier: Optional[float], accounted: Optional[float],
     used_microbatching: bool, accountant: str,
 ) -> str:
-    """What noise was added, and which accountant reads it."""
-    if mechanism == "none":
+    """What noise was added, and which accountant reads it (the mechanism object's words)."""
+    if mechanism == NO_NOISE:
         return _fill(
             "Mechanism: none. Training without noise has NO differential-privacy "
             "guarantee: epsilon = inf."
@@ -36,19 +47,7 @@ def mechanism_paragraph(
         f"; accounted as {accounted:g} because microbatches of several examples double "
         "the sensitivity" if used_microbatching else ""
     )
-    if mechanism == "gaussian":
-        text = (
-            f"Mechanism: Gaussian noise, noise multiplier {noise_multiplier:g} "
-            f"(noise std / L2 clip){halved}. {accountant.upper()} accounting."
-        )
-    else:
-        text = (
-            f"Mechanism: Laplace noise, noise multiplier {noise_multiplier:g} "
-            f"(noise scale / L1 clip){halved}. PLD accounting (privacy loss "
-            "distributions): the RDP accountant cannot account for Poisson-sampled "
-            "Laplace noise."
-        )
-    return _fill(text)
+    return _fill(get_mechanism(mechanism).statement(noise_multiplier, accountant, halved))
 
 
 def scope_paragraph(
@@ -122,10 +121,10 @@ def schedule_paragraph(
 ) -> str:
     """What the noise schedule means for the guarantee; labels every side figure."""
     unit = "noisy releases per example" if per_pass else "noisy steps"
-    if noise_schedule == "regular":
+    if noise_schedule == NoiseSchedule.REGULAR:
         return _fill("Noise schedule: regular (noise on every step).")
     head = f"Noise schedule: random (noise on a step with probability p = {noise_probability:g})"
-    if on_skip == "release":
+    if on_skip == OnSkip.RELEASE:
         if formal.count is not None:
             why = (
                 "the training ledger shows that every step carried noise"

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
 import tensorflow as tf
-from tfdp._tf_privacy import dp_query, gaussian_query
-
-from tfdp.queries import LaplaceSumQuery, RandomizedNoiseQuery
-
-
-def clip_norm_kind(query: dp_query.DPQuery) -> Optional[str]:
-    """"l2" or "l1" when the query clips each record's global norm that way, else None."""
-    if isinstance(query, RandomizedNoiseQuery):
-        return clip_norm_kind(query.inner_query)
-    if isinstance(query, gaussian_query.GaussianSumQuery):
-        return "l2"
-    if isinstance(query, LaplaceSumQuery):
-        return "l1"
-    return None
+from tfdp._tf_privacy import dp_query
+from tfdp.mechanisms import clip_norm_kind  # "l2" / "l1" / None: the query's mechanism says
 
 
 def per_unit_norms(per_unit_grads: List[tf.Tensor], kind: str) -> tf.Tensor:

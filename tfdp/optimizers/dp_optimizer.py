@@ -12,15 +12,15 @@ import tensorflow as tf
 
 from tfdp._tf_privacy import dp_query
 from tfdp._validation import check_choice, check_positive_int
-from tfdp.queries import (
-    OUTCOME_DROPPED,
-    OUTCOME_NOISY,
-    RandomizedNoiseQuery,
+from tfdp.mechanisms import (
+    NoiseSchedule,
+    OnSkip,
     describe_query,
     make_dp_sum_query,
     query_from_config,
     query_to_config,
 )
+from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
 from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
@@ -116,9 +116,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             *,
             dp_sum_query: Optional[dp_query.SumAggregationDPQuery] = None,
             mechanism: str = "gaussian",
-            noise_schedule: str = "regular",
+            noise_schedule: str = NoiseSchedule.REGULAR,
             noise_probability: float = 1.0,
-            on_skip: str = "release",
+            on_skip: str = OnSkip.RELEASE,
             l2_norm_clip: Optional[float] = None,
             l1_norm_clip: Optional[float] = None,
             noise_multiplier: Optional[float] = None,
@@ -140,8 +140,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             )
             if dp_sum_query is not None:
                 defaults = dict(
-                    mechanism="gaussian", noise_schedule="regular", noise_probability=1.0,
-                    on_skip="release", l2_norm_clip=None, l1_norm_clip=None, noise_multiplier=None,
+                    mechanism="gaussian", noise_schedule=NoiseSchedule.REGULAR,
+                    noise_probability=1.0, on_skip=OnSkip.RELEASE, l2_norm_clip=None,
+                    l1_norm_clip=None, noise_multiplier=None,
                 )
                 clashing = [k for k, v in dp_arguments.items() if v != defaults[k]]
                 if clashing:
@@ -244,6 +245,16 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             return self._dp_sum_query
 
         @property
+        def step_dp_event(self):
+            """The `dp_accounting.DpEvent` the query returned for the last step (None before one).
+
+            One step of one unit of sensitivity `clip`, before Poisson sampling. Traced steps
+            give the query's conservative bound over the random schedule's coin; the exact
+            composition over a run is `tfdp.accounting.epsilon_from_ledger`'s job.
+            """
+            return getattr(self, "_step_dp_event", None)
+
+        @property
         def num_microbatches(self) -> Optional[int]:
             """Microbatches per batch, or None for one per example."""
             return self._num_microbatches
@@ -299,7 +310,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             if context is not None and context.num_replicas_in_sync > 1:
                 # Noise alone (the query adds it to zeros), kept on the first replica only;
                 # one all-reduce then gives sum of clipped gradients + a single noise draw.
-                noise, new_state, _ = query.get_noised_result(
+                noise, new_state, event = query.get_noised_result(
                     [tf.zeros_like(g) for g in clipped_sum], state
                 )
                 first = tf.equal(context.replica_id_in_sync_group, 0)
@@ -311,7 +322,10 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                      tf.cast(nonfinite_units, tf.int64)],
                 )
             else:
-                noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
+                noised_sum, new_state, event = query.get_noised_result(clipped_sum, state)
+            # The query's own account of one step, before sampling: exact when run eagerly,
+            # its conservative bound over the coin's outcomes when traced.
+            self._step_dp_event = event
             tf.nest.map_structure(
                 lambda variable, value: variable.assign(value),
                 self._query_state_variables,
@@ -409,7 +423,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
         def _apply_private(self, grads, trainable_variables):
             query = self._dp_sum_query
             parent_apply = super().apply
-            if not (isinstance(query, RandomizedNoiseQuery) and query.on_skip == "drop"):
+            if not (isinstance(query, RandomizedNoiseQuery) and query.on_skip == OnSkip.DROP):
                 return parent_apply(grads, trainable_variables)
             if not self.built:
                 # Slots are created here, not inside the conditional update below.
@@ -445,7 +459,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             parent_update = super().update_step
             query = self._dp_sum_query
             if not (tf.distribute.has_strategy() and isinstance(query, RandomizedNoiseQuery)
-                    and query.on_skip == "drop"):
+                    and query.on_skip == OnSkip.DROP):
                 return parent_update(gradient, variable, learning_rate)
 
             def update():

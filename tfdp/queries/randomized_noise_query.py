@@ -11,12 +11,14 @@ import tensorflow as tf
 from tfdp._tf_privacy import dp_query
 
 from tfdp._validation import check_choice, check_probability
+from tfdp.names import OnSkip, values
+
+ON_SKIP_CHOICES = values(OnSkip)
 
 # What a step did, as stored in the global state's `last_outcome`.
 OUTCOME_NOISY = 0  # coin = 1: the inner query's noised result
 OUTCOME_RELEASED = 1  # coin = 0, on_skip="release": the exact clipped sum, no noise
 OUTCOME_DROPPED = 2  # coin = 0, on_skip="drop": nothing released, no update
-ON_SKIP_CHOICES = ("release", "drop")
 
 
 class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
@@ -79,6 +81,11 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
     def noise_probability(self) -> float:
         """Probability p that a step is noisy."""
         return self._noise_probability
+
+    @property
+    def seed(self) -> Optional[int]:
+        """The coin's seed as given (None: fresh entropy at `initial_global_state`)."""
+        return self._seed
 
     @property
     def on_skip(self) -> str:
@@ -169,11 +176,6 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
 
     def get_config(self) -> Dict[str, Any]:
         """Returns the constructor arguments (the inner query as a serialized config)."""
-        from tfdp.queries.serialization import query_to_config
+        from tfdp.mechanisms import query_to_config  # pylint: disable=import-outside-toplevel
 
-        return {
-            "inner_query": query_to_config(self._inner_query),
-            "noise_probability": self._noise_probability,
-            "on_skip": self._on_skip,
-            "seed": self._seed,
-        }
+        return query_to_config(self)["config"]

@@ -1,0 +1,52 @@
+"""TF Privacy's Gaussian sum query with its settings readable through public properties."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from tfdp._tf_privacy import gaussian_query
+from tfdp._validation import check_non_negative, check_positive
+
+
+class GaussianSumQuery(gaussian_query.GaussianSumQuery):
+    """`tensorflow_privacy`'s GaussianSumQuery (L2 clip, Gaussian noise of std `stddev`).
+
+    The same query, same state and same noise; it also keeps the Python values it
+    was built with, so accounting and configs read exactly what the user set
+    (`l2_norm_clip`, `stddev`, `noise_multiplier`) instead of private attributes
+    or float32 copies in the global state.
+
+    Args:
+      l2_norm_clip: the L2 bound of every record.
+      stddev: the noise std on the sum.
+      noise_multiplier: stddev / l2_norm_clip as the user gave it (default: the ratio).
+    """
+
+    def __init__(self, l2_norm_clip: float, stddev: float,
+                 noise_multiplier: Optional[float] = None):
+        l2_norm_clip = check_positive("l2_norm_clip", l2_norm_clip)
+        stddev = check_non_negative("stddev", stddev)
+        super().__init__(l2_norm_clip=l2_norm_clip, stddev=stddev)
+        self._settings = (l2_norm_clip, stddev,
+                          stddev / l2_norm_clip if noise_multiplier is None
+                          else check_non_negative("noise_multiplier", noise_multiplier))
+
+    @property
+    def l2_norm_clip(self) -> float:
+        """The L2 bound applied to every record."""
+        return self._settings[0]
+
+    @property
+    def stddev(self) -> float:
+        """Standard deviation of the Gaussian noise on the sum."""
+        return self._settings[1]
+
+    @property
+    def noise_multiplier(self) -> float:
+        """stddev over the clip."""
+        return self._settings[2]
+
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments."""
+        return {"l2_norm_clip": self.l2_norm_clip, "stddev": self.stddev,
+                "noise_multiplier": self.noise_multiplier}
