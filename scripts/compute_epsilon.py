@@ -26,7 +26,6 @@ Prints the privacy statement and the figures; `--json` prints one JSON object in
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from typing import Any, Dict, List
@@ -40,8 +39,10 @@ else:  # python scripts/<name>.py: Python puts scripts/ first on sys.path
 
 from absl import app, flags  # noqa: E402
 
+from tfdp import mechanisms  # noqa: E402
 from tfdp.accounting import calibrate_noise_multiplier, compute_epsilon  # noqa: E402
-from tfdp.accounting.statement import fmt_epsilon  # noqa: E402
+from tfdp._json import jsonable  # noqa: E402
+from tfdp.accounting import format_epsilon as fmt_epsilon  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -55,16 +56,16 @@ def define_flags() -> None:
     flags.DEFINE_float("epochs", None, "Passes over the data (give this or --steps).")
     flags.DEFINE_integer("steps", None, "Steps taken: the ledger's iterations + dropped_steps.")
     flags.DEFINE_float("delta", 1e-5, "Delta of (epsilon, delta)-DP, in (0, 1).")
-    flags.DEFINE_enum("mechanism", "gaussian", ("gaussian", "laplace", "none"),
+    flags.DEFINE_enum("mechanism", "gaussian", [*mechanisms.mechanism_names(), mechanisms.NO_NOISE],
                       "Noise mechanism (none: no privacy).")
-    flags.DEFINE_enum("noise_schedule", "regular", ("regular", "random"),
+    flags.DEFINE_enum("noise_schedule", "regular", mechanisms.values(mechanisms.NoiseSchedule),
                       "regular: noise every step; random: noise with probability p.")
     flags.DEFINE_float("noise_probability", 1.0, "p of the random schedule.")
-    flags.DEFINE_enum("on_skip", "release", ("release", "drop"),
+    flags.DEFINE_enum("on_skip", "release", mechanisms.values(mechanisms.OnSkip),
                       "Random schedule: a noiseless step releases its gradient or is dropped.")
-    flags.DEFINE_enum("sampling", "poisson", ("poisson", "shuffle"),
+    flags.DEFINE_enum("sampling", "poisson", mechanisms.values(mechanisms.Sampling),
                       "poisson: tfdp.data.poisson_batches; shuffle: fixed-size shuffled batches.")
-    flags.DEFINE_enum("accountant", None, ("rdp", "pld"),
+    flags.DEFINE_enum("accountant", None, mechanisms.values(mechanisms.Accountant),
                       "Accountant (default: rdp for Gaussian, pld for Laplace).")
     flags.DEFINE_integer("noisy_steps", None, "Noisy steps from the optimizer's ledger.")
     flags.DEFINE_bool("used_microbatching", False,
@@ -72,33 +73,23 @@ def define_flags() -> None:
     flags.DEFINE_float("value_discretization_interval", 1e-4, "PLD grid (coarser is faster).")
     flags.DEFINE_float("target_epsilon", None,
                        "Calibrate: print the smallest noise multiplier reaching this epsilon "
-                       "(regular schedule; needs --epochs).")
+                       "(with --epochs or --steps; random schedule: over its expected noisy steps).")
     flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
-
-
 def _calibrate() -> Dict[str, Any]:
-    if FLAGS.epochs is None:
-        raise app.UsageError("--target_epsilon needs --epochs (the planned training).")
-    if FLAGS.mechanism == "none":
+    if FLAGS.mechanism == mechanisms.NO_NOISE:
         raise app.UsageError("--target_epsilon needs a private --mechanism (gaussian or laplace).")
+    schedule = dict(noise_schedule=FLAGS.noise_schedule, noise_probability=FLAGS.noise_probability,
+                    on_skip=FLAGS.on_skip)
+    common = dict(delta=FLAGS.delta, mechanism=FLAGS.mechanism, sampling=FLAGS.sampling,
+                  accountant=FLAGS.accountant, used_microbatching=FLAGS.used_microbatching,
+                  value_discretization_interval=FLAGS.value_discretization_interval, **schedule)
     multiplier = calibrate_noise_multiplier(
         FLAGS.target_epsilon, FLAGS.delta, FLAGS.num_examples, FLAGS.batch_size, FLAGS.epochs,
-        mechanism=FLAGS.mechanism, accountant=FLAGS.accountant, sampling=FLAGS.sampling,
-        used_microbatching=FLAGS.used_microbatching,
-        value_discretization_interval=FLAGS.value_discretization_interval,
-    )
-    result = compute_epsilon(
-        FLAGS.num_examples, FLAGS.batch_size, multiplier, epochs=FLAGS.epochs,
-        delta=FLAGS.delta, mechanism=FLAGS.mechanism, sampling=FLAGS.sampling,
-        accountant=FLAGS.accountant, used_microbatching=FLAGS.used_microbatching,
-        value_discretization_interval=FLAGS.value_discretization_interval,
-    )
+        steps=FLAGS.steps, **{k: v for k, v in common.items() if k != "delta"})
+    result = compute_epsilon(FLAGS.num_examples, FLAGS.batch_size, multiplier,
+                             epochs=FLAGS.epochs, steps=FLAGS.steps, **common)
     report = {"noise_multiplier": multiplier, "target_epsilon": FLAGS.target_epsilon}
     report.update(result.to_dict())
     return report
@@ -124,13 +115,13 @@ def main(argv: List[str]) -> None:
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     if FLAGS.json:
-        print(json.dumps({k: _jsonable(v) for k, v in report.items()}, indent=2))
+        print(json.dumps(jsonable(report), indent=2))
         return
     print(report["statement"])
     if "target_epsilon" in report:
         print(f"noise_multiplier={report['noise_multiplier']:.6g}")
     print(f"epsilon={fmt_epsilon(report['epsilon'])}")
-    if report["noise_schedule"] == "random":
+    if report["noise_schedule"] == mechanisms.NoiseSchedule.RANDOM:
         print(f"epsilon_noisy_steps_only={fmt_epsilon(report['epsilon_noisy_steps_only'])}")
     if report.get("epsilon_assuming_poisson") is not None:
         print(f"epsilon_assuming_poisson={fmt_epsilon(report['epsilon_assuming_poisson'])}")

@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 from tfdp._validation import check_choice, check_non_negative, check_positive, check_positive_int
 from tfdp.accounting import statement as _text
 from tfdp.accounting.epsilon import check_delta, compute_epsilon
+from tfdp.mechanisms import Sampling, values
 
 RESIDUAL_PERTURBATION_PAPER = (
     "Tao, Ling, Shi, Wang, \"Deep Learning with Data Privacy via Residual Perturbation\", "
@@ -181,7 +182,7 @@ def neuraldp_privacy(
     clip_norm = check_positive("clip_norm", clip_norm)
     num_examples, batch_size, steps = _run_size(num_examples, batch_size, steps)
     delta = check_delta(delta)
-    sampling = check_choice("sampling", sampling, ("poisson", "shuffle"))
+    sampling = check_choice("sampling", sampling, values(Sampling))
     if steps == 0:
         claimed = 0.0
     elif noise_multiplier == 0.0:

@@ -1,7 +1,7 @@
 """Noise mechanisms, one object each, and the names of every privacy setting.
 
     get_mechanism("gaussian")   -> GaussianMechanism: clip kind, query, dp_event, accountant, words
-    mechanism_names()           -> ("gaussian", "laplace"), the registered noise mechanisms
+    mechanism_names()           -> names of the registered noise mechanisms: gaussian, laplace
     register_mechanism(cls)     -> class decorator adding a NoiseMechanism subclass
     RANDOM_SCHEDULE             -> the random noise schedule, a wrapper of any mechanism's query
     make_dp_sum_query / describe_query / query_to_config / query_from_config / clip_norm_kind
@@ -19,6 +19,7 @@ from tfdp.mechanisms.registry import (
     mechanism_names,
     mechanism_of_query,
     register_mechanism,
+    unregister_mechanism,
 )
 from tfdp.mechanisms.gaussian import GaussianMechanism  # registers "gaussian"
 from tfdp.mechanisms.laplace import LaplaceMechanism  # registers "laplace"
@@ -44,6 +45,7 @@ __all__ = [
     "mechanism_names",
     "mechanism_of_query",
     "register_mechanism",
+    "unregister_mechanism",
     "make_dp_sum_query",
     "describe_query",
     "query_to_config",

@@ -18,8 +18,13 @@ def register_mechanism(mechanism_class: _T) -> _T:
     return mechanism_class
 
 
+def unregister_mechanism(name: str) -> None:
+    """Removes a registered mechanism (for tests and for users replacing one); no-op if absent."""
+    _MECHANISMS.pop(name, None)
+
+
 def mechanism_names() -> Tuple[str, ...]:
-    """Names of the registered noise mechanisms, in registration order ("gaussian", "laplace")."""
+    """Names of the registered noise mechanisms, in registration order (gaussian, laplace)."""
     return tuple(_MECHANISMS)
 
 
@@ -34,8 +39,13 @@ def get_mechanism(name: str):
 
 
 def mechanism_of_query(query: Any) -> Optional[Any]:
-    """The mechanism whose query `query` is (unwrapping no schedule), or None for another query."""
-    for mechanism in _MECHANISMS.values():
-        if mechanism.owns_query(query):
-            return mechanism
-    return None
+    """The mechanism whose query `query` is (unwrapping no schedule), or None for another query.
+
+    When several match (a mechanism whose query class subclasses another's), the one with
+    the most specific query class wins.
+    """
+    owners = [m for m in _MECHANISMS.values() if m.owns_query(query)]
+    if not owners:
+        return None
+    mro = type(query).__mro__
+    return min(owners, key=lambda m: mro.index(m.query_class) if m.query_class in mro else len(mro))
