@@ -9,6 +9,17 @@ from typing import Any
 import numpy as np
 
 
+# JSON has no infinity: these strings stand for the non-finite floats, everywhere tfdp writes JSON.
+NON_FINITE_TEXT = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def non_finite_text(value: float) -> str:
+    """"inf", "-inf" or "nan" for a non-finite float."""
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
+
+
 def jsonable(value: Any) -> Any:
     """`value` with only JSON types inside: what `json.dump` can write, strictly.
 
@@ -32,9 +43,7 @@ def jsonable(value: Any) -> Any:
         value = float(value)
         if math.isnan(value):
             return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
+        return value if math.isfinite(value) else non_finite_text(value)
     if hasattr(value, "to_dict") and callable(value.to_dict):
         return jsonable(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -26,7 +26,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from tfdp._json import NON_FINITE_TEXT, non_finite_text
 from tfdp.export.versions import list_versions
+from tfdp.names import NO_NOISE
 
 RECORD_DIR = "assets.extra"
 RECORD_FILE = "privacy.json"
@@ -55,7 +57,6 @@ NO_GUARANTEE_SENTENCE = (
     "Formal guarantee: none. Epsilon is infinite: this model was trained without a formal "
     "differential-privacy guarantee."
 )
-_NON_FINITE_TEXT = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
 def _jsonable(value: Any, path: str) -> Any:
@@ -194,7 +195,7 @@ def make_privacy_record(
         raise ValueError("The privacy record's `training` must be a dict of settings.")
 
     finite = math.isfinite(record["epsilon"])
-    if finite and _mechanism(record) == "none":
+    if finite and _mechanism(record) == NO_NOISE:
         raise ValueError(
             f"The privacy record claims epsilon = {record['epsilon']:g} for mechanism 'none' "
             "(training without noise has no formal guarantee): epsilon must be inf."
@@ -215,7 +216,7 @@ def _encode(value: Any, path: List[Union[str, int]], non_finite: List[List[Union
         return [_encode(v, path + [i], non_finite) for i, v in enumerate(value)]
     if isinstance(value, float) and not math.isfinite(value):
         non_finite.append(list(path))
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return non_finite_text(value)
     return value
 
 
@@ -239,10 +240,10 @@ def _set_float(record: Any, path: Sequence[Union[str, int]], source: str) -> Non
     for key in path[:-1]:
         target = target[key]
     text = target[path[-1]]
-    if text not in _NON_FINITE_TEXT:
+    if text not in NON_FINITE_TEXT:
         raise ValueError(f"{source}: field {list(path)} is listed as non-finite but holds "
                          f"{text!r}.")
-    target[path[-1]] = _NON_FINITE_TEXT[text]
+    target[path[-1]] = NON_FINITE_TEXT[text]
 
 
 def from_json(text: str, source: str = "privacy record") -> Dict[str, Any]:
@@ -262,8 +263,8 @@ def from_json(text: str, source: str = "privacy record") -> Dict[str, Any]:
                 raise ValueError(f"{source}: non-finite field {path} is missing.") from None
     else:  # a hand-written record: accept "inf" in the top-level numbers
         for key in _FLOAT_KEYS:
-            if isinstance(record.get(key), str) and record[key].lower() in _NON_FINITE_TEXT:
-                record[key] = _NON_FINITE_TEXT[record[key].lower()]
+            if isinstance(record.get(key), str) and record[key].lower() in NON_FINITE_TEXT:
+                record[key] = NON_FINITE_TEXT[record[key].lower()]
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ValueError(f"{source} is not a tfdp privacy record: it lacks {missing}.")

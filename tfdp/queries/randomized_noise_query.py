@@ -126,7 +126,7 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
         noised, next_inner_state, inner_event = self._inner_query.get_noised_result(
             sample_state, global_state.inner_state
         )
-        if self._on_skip == "release":
+        if self._on_skip == OnSkip.RELEASE:
             skipped_result = sample_state
             skipped_outcome = OUTCOME_RELEASED
         else:
@@ -158,14 +158,14 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
         """The realized event when the coin is known (eager), else a conservative bound."""
         skipped_event = (
             dp_accounting.NonPrivateDpEvent()
-            if self._on_skip == "release"
+            if self._on_skip == OnSkip.RELEASE
             else dp_accounting.NoOpDpEvent()
         )
         if tf.executing_eagerly():
             return inner_event if bool(noisy) else skipped_event
         if self._noise_probability >= 1.0:
             return inner_event
-        if self._on_skip == "release":
+        if self._on_skip == OnSkip.RELEASE:
             return dp_accounting.NonPrivateDpEvent()
         return inner_event
 
@@ -175,7 +175,19 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
         return global_state.last_outcome
 
     def get_config(self) -> Dict[str, Any]:
-        """Returns the constructor arguments (the inner query as a serialized config)."""
-        from tfdp.mechanisms import query_to_config  # pylint: disable=import-outside-toplevel
+        """Returns the constructor arguments, the inner query as {"class_name", "config"}.
 
-        return query_to_config(self)["config"]
+        The inner query must have a `get_config` (tfdp's Gaussian and Laplace queries
+        do); `tfdp.mechanisms.query_to_config` serializes any query tfdp knows.
+        """
+        inner = self._inner_query
+        if not hasattr(inner, "get_config"):
+            raise ValueError(
+                f"The inner {type(inner).__name__} has no get_config; serialize the query with "
+                "tfdp.mechanisms.query_to_config instead.")
+        return {
+            "inner_query": {"class_name": type(inner).__name__, "config": inner.get_config()},
+            "noise_probability": self._noise_probability,
+            "on_skip": self._on_skip,
+            "seed": self._seed,
+        }
