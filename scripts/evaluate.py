@@ -6,19 +6,29 @@
 Members are the data set's training split (cut to --max_train_examples like
 scripts/train.py does, with the same --split_seed), non-members its test split.
 Writes `evaluation.json` and `membership_inference.png` to --output_dir.
+The evaluation itself is `tfdp.attacks.evaluation.evaluate_privacy`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import sys
-from typing import Any, Dict, Optional
 
-from absl import app, flags, logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__:  # tfdp.scripts.<name>: an installed console script, or python -m
+    from tfdp.scripts import _cli
+else:  # python scripts/<name>.py: Python puts scripts/ first on sys.path
+    import _cli  # noqa: E402
+
+_cli.quiet_tensorflow_startup()
+
+from absl import app, flags, logging  # noqa: E402
+
+from tfdp._json import jsonable  # noqa: E402
+from tfdp.attacks import evaluation  # noqa: E402
+from tfdp.data import load_dataset  # noqa: E402
+
 
 FLAGS = flags.FLAGS
 
@@ -57,154 +67,34 @@ def define_flags() -> None:
                         "threading (default: single-threaded).")
 
 
-def load_model(path: str) -> Any:
-    """The Keras model in file `path`, or the serving signature of SavedModel folder `path`."""
-    import keras
-    import tensorflow as tf
-
-    import tfdp  # noqa: F401  (registers tfdp's serializable layers, if any)
-
-    try:
-        import models  # noqa: F401  (the project's model builders register custom layers)
-    except ImportError:
-        pass
-    if not os.path.exists(path):
-        raise ValueError(f"--model_path {path!r} does not exist.")
-    if not os.path.isdir(path):
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except Exception as error:  # pylint: disable=broad-except  (Keras raises many kinds)
-            raise ValueError(f"Could not load a Keras model from {path!r}: {error}") from None
-        if not isinstance(model, keras.Model):
-            raise ValueError(f"{path!r} holds a {type(model).__name__}, not a Keras model.")
-        return model
-    # Keras 3 loads only model files; a folder is a SavedModel (e.g. a tfdp.export version
-    # folder), called through its serving signature.
-    try:
-        loaded = tf.saved_model.load(path)
-    except (OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{path!r} is a folder but not a SavedModel ({error}); pass a .keras "
-                         "file or an exported version folder.") from None
-    signature = getattr(loaded, "signatures", {}).get("serving_default")
-    if signature is None:
-        raise ValueError(
-            f"{path!r} is a SavedModel without a serving_default signature; pass a .keras file "
-            "or a tfdp.export version folder."
-        )
-    return _SignatureModel(signature)
-
-
-class _SignatureModel:
-    """Calls a SavedModel serving signature like a single-input, single-output Keras model."""
-
-    def __init__(self, signature: Any):
-        self._signature = signature
-        _, kwargs = signature.structured_input_signature
-        if len(kwargs) != 1:
-            raise ValueError(f"The serving signature takes {sorted(kwargs)}; expected one input.")
-        (self._input_name, spec), = kwargs.items()
-        self.input_shape = tuple(spec.shape)
-        self._dtype = spec.dtype
-
-    def __call__(self, x: Any, training: bool = False) -> Any:
-        import tensorflow as tf
-
-        outputs = self._signature(**{self._input_name: tf.cast(x, self._dtype)})
-        if "probabilities" in outputs:  # a tfdp.export signature: probabilities and classes
-            return outputs["probabilities"]
-        if len(outputs) != 1:
-            raise ValueError(f"The serving signature returns {sorted(outputs)}; expected one "
-                             "output or one named 'probabilities'.")
-        return next(iter(outputs.values()))
-
-
-def fit_input_shape(x: Any, model: Any) -> Any:
-    """Reshapes x to the model's input shape when only the layout differs (e.g. 8x8x1 vs 64)."""
-    import numpy as np
-
-    shape = getattr(model, "input_shape", None)
-    if not isinstance(shape, tuple) or not shape or any(d is None for d in shape[1:]):
-        return x
-    per_example = tuple(int(d) for d in shape[1:])
-    if tuple(x.shape[1:]) != per_example and int(np.prod(x.shape[1:])) == int(np.prod(per_example)):
-        return x.reshape((len(x),) + per_example)
-    return x
-
-
-def load_claim(privacy_json: Optional[str], model_path: str) -> Optional[Dict[str, Any]]:
-    """The accountant's claim (a dict with epsilon and delta), or None when there is none."""
-    if privacy_json:
-        with open(privacy_json) as f:
-            record = json.load(f)
-        for candidate in (record, record.get("privacy") if isinstance(record, dict) else None):
-            if isinstance(candidate, dict) and "epsilon" in candidate and "delta" in candidate:
-                return candidate
-        raise ValueError(
-            f"--privacy_json {privacy_json!r} has no 'epsilon' and 'delta' (at the top level or "
-            "under 'privacy')."
-        )
-    try:
-        from tfdp import export
-
-        return dict(export.read_privacy(model_path))
-    except Exception:  # pylint: disable=broad-except  (no export record: no audit)
-        return None
-
-
 def load_members_and_nonmembers():
     """The data set's (train, test) split, cut like scripts/train.py cuts it."""
-    try:
-        from tfdp.data import load_dataset
-    except ImportError:  # pragma: no cover  (tfdp.data ships with tfdp; kept for old checkouts)
-        raise ValueError("tfdp.data is not available to load --dataset.") from None
     data = load_dataset(FLAGS.dataset, data_dir=FLAGS.data_dir, seed=FLAGS.split_seed)
     if FLAGS.max_train_examples or FLAGS.max_test_examples:
         data = data.subset(FLAGS.max_train_examples, FLAGS.max_test_examples, seed=FLAGS.split_seed)
     return data
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return _jsonable(value.item())
-    return value
-
-
 def main(argv) -> None:
+    """Entry point: attack, measure, audit, write evaluation.json and the plot."""
     del argv
     if not FLAGS["verbosity"].present:
         # The attack library logs every attack at INFO; keep the output to our summary.
         logging.set_verbosity(logging.WARNING)
     if not FLAGS.model_path:
         raise app.UsageError("--model_path is required.")
-    from tfdp import attacks
-
-    from_logits = {"auto": None, "true": True, "false": False}[FLAGS.from_logits]
-    slicing = [s for s in FLAGS.slicing if s != "none"] or None
-    model = load_model(FLAGS.model_path)
+    model = evaluation.load_model(FLAGS.model_path)
     data = load_members_and_nonmembers()
-    members = (fit_input_shape(data.x_train, model), data.y_train)
-    nonmembers = (fit_input_shape(data.x_test, model), data.y_test)
-
-    report = attacks.membership_inference(
-        model, members, nonmembers,
-        attack_types=FLAGS.attack_types, slicing=slicing, from_logits=from_logits,
+    found = evaluation.evaluate_privacy(
+        model, (data.x_train, data.y_train), (data.x_test, data.y_test),
+        claim=evaluation.load_claim(FLAGS.privacy_json, FLAGS.model_path),
+        attack_types=FLAGS.attack_types,
+        slicing=[s for s in FLAGS.slicing if s != "none"] or None,
+        from_logits={"auto": None, "true": True, "false": False}[FLAGS.from_logits],
         batch_size=FLAGS.batch_size, seed=FLAGS.seed, backend=FLAGS.backend,
-        trained_attacks_per_slice=FLAGS.trained_attacks_per_slice,
+        trained_attacks_per_slice=FLAGS.trained_attacks_per_slice, confidence=FLAGS.confidence,
     )
-    utility = {
-        "test": attacks.utility_metrics(model, nonmembers, from_logits=from_logits,
-                                        batch_size=FLAGS.batch_size),
-        "train": attacks.utility_metrics(model, members, from_logits=from_logits,
-                                         batch_size=FLAGS.batch_size),
-    }
-    claim = load_claim(FLAGS.privacy_json, FLAGS.model_path)
-    audit = attacks.audit(report, claim, confidence=FLAGS.confidence) if claim else None
+    report, audit = found.report, found.audit
 
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     plot_path = report.plot(os.path.join(FLAGS.output_dir, "membership_inference.png"))
@@ -213,7 +103,7 @@ def main(argv) -> None:
         "dataset": FLAGS.dataset,
         "data_description": getattr(data, "description", ""),
         "members": "training split", "non_members": "test split",
-        "utility": utility,
+        "utility": found.utility,
         "membership_inference": report.to_dict(),
         "audit": audit.to_dict() if audit else None,
         "audit_note": None if audit else "No privacy claim found (--privacy_json): no audit.",
@@ -221,17 +111,21 @@ def main(argv) -> None:
     }
     json_path = os.path.join(FLAGS.output_dir, "evaluation.json")
     with open(json_path, "w") as f:
-        json.dump(_jsonable(result), f, indent=2)
+        json.dump(jsonable(result), f, indent=2)
 
     print(report.summary())
     print("Utility (test): " + ", ".join(
-        f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in utility["test"].items()))
+        f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}"
+        for k, v in found.utility["test"].items()))
     print(audit.message if audit else result["audit_note"])
     print(f"Wrote {json_path} and {plot_path}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Entry point of `python scripts/<name>.py` and of the `tfdp-evaluate` console script."""
     define_flags()
-    from _cli import argv_with_helpful  # scripts/ is on sys.path when a script runs
+    app.run(main, argv=_cli.argv_with_helpful())
 
-    app.run(main, argv=argv_with_helpful())
+
+if __name__ == "__main__":
+    cli()

@@ -6,7 +6,7 @@ Reference predictions are computed here from the Keras model's logits with NumPy
 """
 
 import hashlib
-import importlib.util
+import importlib
 import json
 import math
 import os
@@ -409,11 +409,10 @@ def test_read_privacy_errors(trained, tmp_path):
 # ----- scripts -----
 
 def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"_tfdp_script_{name}",
-                                                  os.path.join(ROOT, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"tfdp.scripts.{name}")
+
+
+from tfdp.run import checkpoint as run_checkpoint, exporting  # noqa: E402  (export.py's library)
 
 
 @pytest.fixture(scope="module")
@@ -482,25 +481,23 @@ def test_script_export_from_keras_file_and_its_errors(trained, tmp_path, capsys)
 
 
 def test_script_helpers_refuse_a_ledger_from_another_run(train_run, tmp_path):
-    script = _load_script("export")
     model_dir, _ = train_run
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    counters = script.checkpoint_counters(checkpoint)
+    counters = run_checkpoint.checkpoint_counters(checkpoint)
     assert counters["applied_steps"] == metrics["ledger"]["applied_steps"] > 0
-    script.check_ledger(metrics, counters, checkpoint)  # the run's own record: accepted
+    exporting.check_ledger(metrics, counters, checkpoint)  # the run's own record: accepted
     stale = dict(metrics, ledger=dict(metrics["ledger"], noisy_steps=1))
     with pytest.raises(ValueError, match="does not describe checkpoint"):
-        script.check_ledger(stale, counters, checkpoint)
+        exporting.check_ledger(stale, counters, checkpoint)
     with pytest.raises(ValueError, match="no checkpoint"):
-        script.load_from_model_dir(str(tmp_path), None)
-    assert script.default_name("/x/my model.v1.keras") == "my_model.v1"
+        exporting.load_from_model_dir(str(tmp_path), None)
+    assert exporting.default_name("/x/my model.v1.keras") == "my_model.v1"
 
 
 def test_script_restores_plain_and_private_checkpoints_and_refuses_others(tmp_path):
     """train.py checkpoints the model it trained: plain, or (DP runs) its make_private wrap."""
-    script = _load_script("export")
 
     def build(extra=False):
         layers = [keras.Input((4,)), keras.layers.Dense(5), keras.layers.Dense(3)]
@@ -512,21 +509,21 @@ def test_script_restores_plain_and_private_checkpoints_and_refuses_others(tmp_pa
                               ("private", trained_private, "PrivateModel")):
         checkpoint = tf.train.Checkpoint(model=saved, optimizer=keras.optimizers.SGD()).save(
             str(tmp_path / name / "ckpt"))
-        restored = script.restore_model(build(), checkpoint)
+        restored = run_checkpoint.restore_model(build(), checkpoint)
         assert type(restored).__name__ == kind
         for a, b in zip(restored.get_weights(), saved.get_weights()):
             np.testing.assert_array_equal(a, b)
-        assert script.checkpoint_counters(checkpoint) == {
+        assert run_checkpoint.checkpoint_counters(checkpoint) == {
             "applied_steps": 0, "noisy_steps": 0, "dropped_steps": 0}
         with pytest.raises(ValueError, match="does not hold every weight"):
-            script.restore_model(build(extra=True), checkpoint)
+            run_checkpoint.restore_model(build(extra=True), checkpoint)
     model_only = tf.train.Checkpoint(model=trained_plain).save(str(tmp_path / "bare" / "ckpt"))
     with pytest.raises(ValueError, match="no Keras 3 optimizer step counter"):
-        script.checkpoint_counters(model_only)
+        run_checkpoint.checkpoint_counters(model_only)
     folder = tmp_path / "saved_model_folder"
     tf.saved_model.save(tf.Module(), str(folder))
     with pytest.raises(ValueError, match="is a folder.*model.keras"):
-        script.load_keras_model(str(folder))
+        exporting.load_keras_model(str(folder))
 
 
 @pytest.mark.parametrize("script_name, flag", [("export.py", "--model_dir"),

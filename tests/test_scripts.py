@@ -9,9 +9,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-import train  # noqa: E402  (scripts/train.py; defines its flags only when run as a script)
+from tfdp import run  # noqa: E402  (the library scripts/train.py runs)
 
 PYTHON = sys.executable
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -68,10 +66,10 @@ def test_train_script_bad_flags_fail_with_a_clear_message(args, message):
 
 def test_train_config_checks():
     with pytest.raises(ValueError, match="mechanism=none"):
-        train.TrainConfig(mechanism="none", noise_multiplier=1.0).resolved()
+        run.TrainConfig(mechanism="none", noise_multiplier=1.0).resolved()
     with pytest.raises(ValueError, match="noise_probability applies to --noise_schedule=random"):
-        train.TrainConfig(noise_multiplier=1.0, noise_probability=0.5).resolved()
-    resolved = train.TrainConfig(mechanism="laplace", noise_multiplier=2.0).resolved()
+        run.TrainConfig(noise_multiplier=1.0, noise_probability=0.5).resolved()
+    resolved = run.TrainConfig(mechanism="laplace", noise_multiplier=2.0).resolved()
     assert resolved.l1_norm_clip == 1.0 and resolved.l2_norm_clip is None
 
 
@@ -81,24 +79,24 @@ def test_resumed_run_continues_the_ledger(tmp_path):
                 max_train_examples=128, max_test_examples=40, learning_rate=0.5,
                 model_dir=str(tmp_path / "run"), sampling="shuffle")
     quiet = lambda *_: None  # noqa: E731
-    first = train.train_and_evaluate(train.TrainConfig(epochs=1, **base), log=quiet)
-    first_noisy = int(first["model"].optimizer.noisy_steps.numpy())
-    first_steps = first["ledger"]["steps"]
+    first = run.train_and_evaluate(run.TrainConfig(epochs=1, **base), log=quiet)
+    first_noisy = int(first.model.optimizer.noisy_steps.numpy())
+    first_steps = first.ledger["steps"]
     assert first_steps == 4
-    second = train.train_and_evaluate(train.TrainConfig(epochs=2, **base), log=quiet)
-    optimizer = second["model"].optimizer
-    assert [h["epoch"] for h in second["history"]] == [2]  # only the missing epoch was trained
+    second = run.train_and_evaluate(run.TrainConfig(epochs=2, **base), log=quiet)
+    optimizer = second.model.optimizer
+    assert [h["epoch"] for h in second.history] == [2]  # only the missing epoch was trained
     # The restored counters continue: totals = first run + the second epoch's own counts.
-    assert int(optimizer.noisy_steps.numpy()) == first_noisy + second["history"][0]["noisy_steps"]
+    assert int(optimizer.noisy_steps.numpy()) == first_noisy + second.history[0]["noisy_steps"]
     assert int(optimizer.iterations.numpy()) + int(optimizer.dropped_steps.numpy()) == 2 * first_steps
-    assert second["ledger"]["steps"] == 2 * first_steps
+    assert second.ledger["steps"] == 2 * first_steps
     # Resuming with other privacy settings would make the ledger wrong: refused.
     with pytest.raises(ValueError, match="other settings.*noise_multiplier"):
-        train.train_and_evaluate(
-            train.TrainConfig(epochs=3, **{**base, "noise_multiplier": 2.0}), log=quiet)
-    if second["ledger"]["noisy_steps"] < second["ledger"]["steps"]:
+        run.train_and_evaluate(
+            run.TrainConfig(epochs=3, **{**base, "noise_multiplier": 2.0}), log=quiet)
+    if second.ledger["noisy_steps"] < second.ledger["steps"]:
         # A released noiseless step: no formal guarantee, whatever the counts.
-        assert math.isinf(second["privacy"]["epsilon"])
+        assert math.isinf(second.privacy.epsilon)
 
 
 def _statement(record):
@@ -147,26 +145,26 @@ def test_train_script_neuraldp_one_epoch(tmp_path):
 
 def test_train_config_checks_of_the_other_methods():
     with pytest.raises(ValueError, match="needs --gamma"):
-        train.TrainConfig(mechanism="residual_perturbation").resolved()
+        run.TrainConfig(mechanism="residual_perturbation").resolved()
     with pytest.raises(ValueError, match="no computed epsilon"):
-        train.TrainConfig(mechanism="residual_perturbation", gamma=0.5,
+        run.TrainConfig(mechanism="residual_perturbation", gamma=0.5,
                           target_epsilon=2.0).resolved()
     with pytest.raises(ValueError, match="--gamma belongs to --mechanism=residual_perturbation"):
-        train.TrainConfig(noise_multiplier=1.0, gamma=0.5).resolved()
+        run.TrainConfig(noise_multiplier=1.0, gamma=0.5).resolved()
     with pytest.raises(ValueError, match="trains its own model"):
-        train.TrainConfig(mechanism="neuraldp", noise_multiplier=1.0, model="mlp").resolved()
+        run.TrainConfig(mechanism="neuraldp", noise_multiplier=1.0, model="mlp").resolved()
     with pytest.raises(ValueError, match="activation clip is --activation_clip_norm"):
-        train.TrainConfig(mechanism="neuraldp", noise_multiplier=1.0, l2_norm_clip=1.0).resolved()
+        run.TrainConfig(mechanism="neuraldp", noise_multiplier=1.0, l2_norm_clip=1.0).resolved()
     with pytest.raises(ValueError, match="exactly one of --noise_multiplier"):
-        train.TrainConfig(mechanism="neuraldp").resolved()
-    resolved = train.TrainConfig(mechanism="neuraldp", noise_multiplier=2.0).resolved()
+        run.TrainConfig(mechanism="neuraldp").resolved()
+    resolved = run.TrainConfig(mechanism="neuraldp", noise_multiplier=2.0).resolved()
     assert resolved.activation_clip_norm == 1.0 and not resolved.has_formal_guarantee
     assert not resolved.uses_dp_optimizer and resolved.is_private
 
 
 # ----- compare.py -----
 
-import compare  # noqa: E402  (scripts/compare.py)
+from tfdp.run import comparison, comparison_plot  # noqa: E402  (scripts/compare.py's library)
 
 
 def test_compare_runs_all_seven_methods_and_writes_outputs(tmp_path):
@@ -244,7 +242,7 @@ def test_plot_puts_infinite_epsilons_in_the_labelled_column_never_at_a_finite_va
     ]
     table = [{"method": "No-DP", "target_epsilon": None, "epsilon": math.inf,
               "epsilon_noisy_steps_only": math.inf, "accuracy": 0.97, "attack_auc": 0.55}]
-    fig = compare.privacy_utility_figure(rows, table, "test")
+    fig = comparison_plot.privacy_utility_figure(rows, table, "test")
     formal_axis = fig.axes[0]
     labels = [t.get_text() for t in formal_axis.get_xticklabels()]
     assert "no formal" in labels[-1]
@@ -274,7 +272,7 @@ def test_aggregate_over_seeds_never_understates_epsilon():
             "accuracy": 0.5, "attack_auc": 0.5}
     rows = [dict(base, epsilon=1.0, epsilon_noisy_steps_only=1.0, accuracy=0.6),
             dict(base, epsilon=math.inf, epsilon_noisy_steps_only=0.9, accuracy=0.8)]
-    out = compare.aggregate(rows)
+    out = comparison.aggregate(rows)
     assert math.isinf(out["epsilon"]) and out["epsilon_noisy_steps_only"] == 1.0
     assert out["accuracy"] == pytest.approx(0.7)
     assert out["accuracy_std"] == pytest.approx(math.sqrt(0.02))  # sample std of (0.6, 0.8)

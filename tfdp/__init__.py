@@ -1,7 +1,9 @@
 """tfdp: differentially private training of TensorFlow/Keras models.
 
 Layers of the package, one job each:
-    tfdp.queries     DPQuery subclasses (Laplace noise, randomized noise schedule)
+    tfdp.mechanisms  one object per noise mechanism (Gaussian, Laplace; the random schedule
+                     wraps either) and the names of every privacy setting
+    tfdp.queries     DPQuery subclasses (Gaussian, Laplace noise, randomized noise schedule)
     tfdp.optimizers  Keras optimizers that run any sum DPQuery
     tfdp.training    the fast per-example-gradient train step
     tfdp.accounting  epsilon from the training ledger, noise calibration, Keras callback
@@ -9,9 +11,13 @@ Layers of the package, one job each:
     tfdp.data        data sets and Poisson-sampled input pipelines
     tfdp.export      SavedModel export with the privacy record
     tfdp.layers      residual perturbation and NeuralDP layers (no formal guarantee)
+    tfdp.models      model builders (the paper's CNN, tutorial CNN, MLP, ResNets)
+    tfdp.run         one training run as a call (train, account, attack, export) and the
+                     comparison of every method; tfdp.scripts are thin absl entry points
 """
 
 from tfdp import data
+from tfdp import mechanisms
 from tfdp import queries
 from tfdp import attacks
 from tfdp import layers
@@ -29,11 +35,16 @@ from tfdp.optimizers import (
     make_dp_keras_optimizer_class,
 )
 from tfdp.training import make_private
+from tfdp import models  # after the layers: the builders use them
+from tfdp import run  # last: a run uses every layer above
 
 __version__ = "0.1.0"
 
 __all__ = [
     "data",
+    "mechanisms",
+    "models",
+    "run",
     "queries",
     "attacks",
     "layers",

@@ -1,0 +1,48 @@
+"""tfdp.run.train_and_evaluate: the RunResult, its JSON record, attacks and the audit."""
+
+import json
+import math
+
+import pytest
+
+from tfdp import run
+from tfdp.accounting import PrivacyRecord
+
+_SMALL = dict(dataset="digits", epochs=1, batch_size=32, max_train_examples=96,
+              max_test_examples=40, learning_rate=0.5, model="mlp")
+
+
+def _quiet(*_):
+    pass
+
+
+def test_dp_run_result_and_record(tmp_path):
+    result = run.train_and_evaluate(
+        run.RunConfig(target_epsilon=4.0, attack_types=("threshold",), **_SMALL), log=_quiet)
+    assert isinstance(result, run.RunResult)
+    assert isinstance(result.privacy, PrivacyRecord)
+    # The calibrated multiplier is in the config that was run; the given one is untouched.
+    assert result.config.noise_multiplier > 0 and result.config.l2_norm_clip == 1.0
+    assert result.method == "Gaussian RegN-DP-SGD"
+    assert result.ledger["steps"] == result.ledger["applied_steps"] == 3
+    assert result.privacy.epsilon <= 4.0 * 1.0001
+    assert result.attack_report is not None and result.audit is not None
+    record = result.to_dict()
+    assert {"method", "config", "dataset", "utility", "privacy", "ledger", "history",
+            "seconds_per_epoch", "attacks", "audit"} <= set(record)
+    assert "export_path" not in record and "model" not in record
+    assert record["config"]["attack_types"] == ["threshold"]
+    path = tmp_path / "m.json"
+    run.write_metrics(result, str(path))
+    assert json.loads(path.read_text())["privacy"]["epsilon"] == pytest.approx(
+        result.privacy.epsilon)
+
+
+def test_no_dp_record_is_infinite_and_strict_json(tmp_path):
+    result = run.train_and_evaluate(run.RunConfig(mechanism="none", **_SMALL), log=_quiet)
+    assert math.isinf(result.privacy.epsilon) and result.privacy.accountant is None
+    assert result.ledger == {"applied_steps": 3, "noisy_steps": 0, "dropped_steps": 0,
+                             "steps": 3}
+    assert result.attack_report is None and result.audit is None
+    text = json.dumps(result.to_dict(), allow_nan=False)
+    assert json.loads(text)["privacy"]["epsilon"] == "inf"

@@ -1,0 +1,267 @@
+"""`RunConfig`: every setting of one training run, checked once, frozen after that.
+
+The run-level method names (No-DP, the DP-SGD noise mechanisms, and the two other
+methods without a formal guarantee) and the base optimizer names are defined here,
+once; the mechanism, schedule, on-skip and sampling names come from tfdp.mechanisms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
+
+from tfdp import mechanisms
+from tfdp._validation import check_choice, check_positive, check_positive_int, check_probability
+from tfdp.layers.residual_perturbation import NOISE_KINDS
+
+NO_DP = mechanisms.NO_NOISE
+# The DP-SGD noise mechanisms (a tfdp DP optimizer, its ledger and accountant).
+DP_SGD_MECHANISMS: Tuple[str, ...] = tuple(mechanisms.mechanism_names())
+RESIDUAL_PERTURBATION = "residual_perturbation"
+NEURALDP = "neuraldp"
+# Trained with an ordinary optimizer; no formal guarantee (tfdp.accounting.other_methods).
+OTHER_METHODS: Tuple[str, ...] = (RESIDUAL_PERTURBATION, NEURALDP)
+# Every value of --mechanism: No-DP, the DP-SGD mechanisms, the other methods.
+METHODS: Tuple[str, ...] = (NO_DP,) + DP_SGD_MECHANISMS + OTHER_METHODS
+MECHANISMS = METHODS  # the flag's historical name
+RESIDUAL_NOISE: Tuple[str, ...] = tuple(NOISE_KINDS)
+SCHEDULES: Tuple[str, ...] = mechanisms.values(mechanisms.NoiseSchedule)
+ON_SKIP: Tuple[str, ...] = mechanisms.values(mechanisms.OnSkip)
+SAMPLINGS: Tuple[str, ...] = mechanisms.values(mechanisms.Sampling)
+OPTIMIZERS: Tuple[str, ...] = ("sgd", "adam", "adagrad")
+
+_REGULAR = mechanisms.NoiseSchedule.REGULAR.value
+_RANDOM = mechanisms.NoiseSchedule.RANDOM.value
+_RELEASE = mechanisms.OnSkip.RELEASE.value
+_DROP = mechanisms.OnSkip.DROP.value
+
+# Each other method's own settings, and the model it builds (its architecture is the method).
+METHOD_FLAGS: Dict[str, Tuple[str, ...]] = {
+    RESIDUAL_PERTURBATION: ("gamma", "residual_noise"),
+    NEURALDP: ("activation_clip_norm",),
+}
+METHOD_MODELS: Dict[str, str] = {
+    RESIDUAL_PERTURBATION: "residual_perturbation_resnet",
+    NEURALDP: "neuraldp",
+}
+# Settings that fix what the privacy ledger in a model_dir means; a resumed run must keep them.
+LEDGER_KEYS: Tuple[str, ...] = (
+    "dataset", "data_dir", "split_seed", "max_train_examples", "model", "mechanism",
+    "noise_schedule", "noise_probability", "on_skip", "noise_multiplier", "l2_norm_clip",
+    "l1_norm_clip", "batch_size", "optimizer", "delta", "sampling", "image_size",
+    "gamma", "residual_noise", "activation_clip_norm",
+)
+# Local paths: they say nothing about the model or its privacy (kept out of export records).
+PATH_SETTINGS: Tuple[str, ...] = ("model_dir", "export_dir", "metrics_path")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs (scripts/train.py's flags, as data).
+
+    Construct it with any settings, then call `validated()` for the checked,
+    defaulted copy the run uses; the object itself is never changed.
+    """
+
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    model: str = "auto"
+    mechanism: str = "gaussian"
+    noise_schedule: str = "regular"
+    noise_probability: float = 1.0
+    on_skip: str = "release"
+    noise_multiplier: Optional[float] = None
+    target_epsilon: Optional[float] = None
+    l2_norm_clip: Optional[float] = None
+    l1_norm_clip: Optional[float] = None
+    batch_size: int = 64
+    epochs: int = 5
+    learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    delta: float = 1e-5
+    seed: int = 0
+    split_seed: int = 0
+    sampling: str = "poisson"
+    image_size: Optional[int] = None
+    download: bool = False
+    max_train_examples: Optional[int] = None
+    max_test_examples: Optional[int] = None
+    model_dir: Optional[str] = None
+    export_dir: Optional[str] = None
+    export_name: Optional[str] = None
+    metrics_path: Optional[str] = None
+    fast_path: bool = True
+    gamma: Optional[float] = None
+    residual_noise: Optional[str] = None
+    activation_clip_norm: Optional[float] = None
+    # Membership-inference attacks run after training (tfdp.attacks names); None: none.
+    attack_types: Optional[Tuple[str, ...]] = None
+
+    def validated(self) -> "RunConfig":
+        """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
+        check_choice("mechanism", self.mechanism, METHODS)
+        check_choice("noise_schedule", self.noise_schedule, SCHEDULES)
+        check_choice("on_skip", self.on_skip, ON_SKIP)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("sampling", self.sampling, SAMPLINGS)
+        common: Dict[str, Any] = dict(
+            noise_probability=check_probability("noise_probability", self.noise_probability),
+            batch_size=check_positive_int("batch_size", self.batch_size),
+            epochs=check_positive_int("epochs", self.epochs),
+            learning_rate=check_positive("learning_rate", self.learning_rate),
+            delta=check_positive("delta", self.delta),
+        )
+        if self.attack_types is not None:
+            common["attack_types"] = tuple(self.attack_types)
+        if common["delta"] >= 1:
+            raise ValueError(f"`delta` must be in (0, 1), got {common['delta']}; 1/num_examples "
+                             "or less is usual.")
+        misplaced = [k for k in ("gamma", "residual_noise", "activation_clip_norm")
+                     if getattr(self, k) is not None
+                     and k not in METHOD_FLAGS.get(self.mechanism, ())]
+        if misplaced:
+            owners = {k: m for m, keys in METHOD_FLAGS.items() for k in keys}
+            raise ValueError(", ".join(f"--{k} belongs to --mechanism={owners[k]}" for k in misplaced)
+                             + f"; drop it with --mechanism={self.mechanism}.")
+        c = dataclasses.replace(self, **common)
+        if c.mechanism in OTHER_METHODS:
+            return dataclasses.replace(c, **_other_method_settings(c))
+        if c.mechanism == NO_DP:
+            _check_no_dp(c)
+            return c
+        return dataclasses.replace(c, **_dp_sgd_settings(c))
+
+    def resolved(self) -> "RunConfig":
+        """Alias of `validated()` (its earlier name)."""
+        return self.validated()
+
+    @property
+    def is_private(self) -> bool:
+        """True when a privacy method is used (DP-SGD noise, residual perturbation, NeuralDP)."""
+        return self.mechanism != NO_DP
+
+    @property
+    def uses_dp_optimizer(self) -> bool:
+        """True for the DP-SGD mechanisms: a tfdp DP optimizer, its ledger and accountant."""
+        return self.mechanism in DP_SGD_MECHANISMS
+
+    @property
+    def has_formal_guarantee(self) -> bool:
+        """False for No-DP, the other methods, and the random schedule releasing noiseless steps."""
+        if not self.uses_dp_optimizer:
+            return False
+        return not (self.noise_schedule == _RANDOM and self.on_skip == _RELEASE
+                    and self.noise_probability < 1.0)
+
+    def method_name(self) -> str:
+        """The paper's name of the method (e.g. "Gaussian RanN-DP-SGD")."""
+        if not self.is_private:
+            return "No-DP"
+        if self.mechanism == RESIDUAL_PERTURBATION:
+            return "Residual perturbation" + (
+                " (multiplicative)" if self.residual_noise == "multiplicative" else "")
+        if self.mechanism == NEURALDP:
+            return "NeuralDP"
+        schedule = "RanN" if self.noise_schedule == _RANDOM else "RegN"
+        drop = " (drop)" if self.noise_schedule == _RANDOM and self.on_skip == _DROP else ""
+        return f"{mechanisms.get_mechanism(self.mechanism).title} {schedule}-DP-SGD{drop}"
+
+
+TrainConfig = RunConfig  # the name scripts/train.py gave it
+
+
+def _check_no_dp(c: RunConfig) -> None:
+    """No-DP: no privacy setting may be given (it would silently do nothing)."""
+    given = [k for k in ("noise_multiplier", "target_epsilon", "l2_norm_clip", "l1_norm_clip")
+             if getattr(c, k) is not None]
+    if given:
+        raise ValueError(
+            f"--mechanism=none trains without privacy, so {', '.join('--' + g for g in given)} "
+            "would have no effect; drop them or choose --mechanism=gaussian|laplace."
+        )
+    if c.noise_schedule != _REGULAR or c.noise_probability != 1.0:
+        raise ValueError(
+            "--noise_schedule/--noise_probability need a noise mechanism; with "
+            "--mechanism=none leave them at their defaults."
+        )
+
+
+def _check_noise_or_target(c: RunConfig) -> Dict[str, Any]:
+    """The checked noise_multiplier / target_epsilon (exactly one of them is set)."""
+    out: Dict[str, Any] = {}
+    if c.noise_multiplier is not None:
+        out["noise_multiplier"] = check_positive("noise_multiplier", c.noise_multiplier)
+    if c.target_epsilon is not None:
+        out["target_epsilon"] = check_positive("target_epsilon", c.target_epsilon)
+    return out
+
+
+def _dp_sgd_settings(c: RunConfig) -> Dict[str, Any]:
+    """Checks of a DP-SGD run; returns the defaulted fields (the mechanism's clip norm)."""
+    if (c.noise_multiplier is None) == (c.target_epsilon is None):
+        raise ValueError(
+            "Give exactly one of --noise_multiplier (noise std over the clip) or "
+            "--target_epsilon (the noise is then calibrated to reach it)"
+            + (", not both." if c.noise_multiplier is not None else ".")
+        )
+    out = _check_noise_or_target(c)
+    if c.noise_schedule == _REGULAR and c.noise_probability != 1.0:
+        raise ValueError(
+            "--noise_probability applies to --noise_schedule=random; the regular schedule "
+            "adds noise at every step."
+        )
+    if c.noise_schedule == _RANDOM and c.noise_probability == 0.0:
+        raise ValueError(
+            "--noise_probability=0 never adds noise; use a probability in (0, 1] or "
+            "--mechanism=none."
+        )
+    clip = mechanisms.get_mechanism(c.mechanism).clip_argument
+    # The other mechanism's clip norm is refused: its noise would not be DP with it.
+    wrong = "l1_norm_clip" if clip == "l2_norm_clip" else "l2_norm_clip"
+    if getattr(c, wrong) is not None:
+        if clip == "l2_norm_clip":
+            raise ValueError("Gaussian noise needs --l2_norm_clip; --l1_norm_clip is for "
+                             "--mechanism=laplace.")
+        raise ValueError("Laplace noise is only DP with L1 clipping: use --l1_norm_clip "
+                         "instead of --l2_norm_clip.")
+    value = getattr(c, clip)
+    out[clip] = check_positive(clip, 1.0 if value is None else value)
+    return out
+
+
+def _other_method_settings(c: RunConfig) -> Dict[str, Any]:
+    """Checks and defaults of residual perturbation / NeuralDP settings."""
+    name = c.mechanism
+    if c.noise_schedule != _REGULAR or c.noise_probability != 1.0 or c.on_skip != _RELEASE:
+        raise ValueError(f"--noise_schedule, --noise_probability and --on_skip are DP-SGD settings; "
+                         f"with --mechanism={name} leave them at their defaults.")
+    if c.l2_norm_clip is not None or c.l1_norm_clip is not None:
+        raise ValueError(f"--mechanism={name} clips no gradients: drop --l2_norm_clip/--l1_norm_clip"
+                         + (" (the activation clip is --activation_clip_norm)."
+                            if name == NEURALDP else "."))
+    if c.model not in ("auto", METHOD_MODELS[name]):
+        raise ValueError(f"--mechanism={name} trains its own model ({METHOD_MODELS[name]}); "
+                         f"leave --model=auto, got --model={c.model}.")
+    out: Dict[str, Any] = {"model": METHOD_MODELS[name]}
+    if name == RESIDUAL_PERTURBATION:
+        if c.noise_multiplier is not None or c.target_epsilon is not None:
+            raise ValueError(
+                "--mechanism=residual_perturbation has no computed epsilon, so nothing can be "
+                "calibrated to --target_epsilon, and --noise_multiplier does not apply: set the "
+                "noise with --gamma.")
+        if c.gamma is None:
+            raise ValueError("--mechanism=residual_perturbation needs --gamma, the scale of the "
+                             "Gaussian noise added to every residual branch (e.g. 0.5).")
+        out["gamma"] = check_positive("gamma", c.gamma)
+        out["residual_noise"] = check_choice("residual_noise", c.residual_noise or "additive",
+                                             RESIDUAL_NOISE)
+        return out
+    if (c.noise_multiplier is None) == (c.target_epsilon is None):
+        raise ValueError(
+            "--mechanism=neuraldp needs exactly one of --noise_multiplier (activation noise std "
+            "over --activation_clip_norm) or --target_epsilon (the noise is calibrated so that "
+            "the withdrawn preprint's CLAIMED epsilon reaches it; not a guarantee).")
+    out.update(_check_noise_or_target(c))
+    out["activation_clip_norm"] = check_positive(
+        "activation_clip_norm", 1.0 if c.activation_clip_norm is None else c.activation_clip_norm)
+    return out

@@ -1,0 +1,155 @@
+"""What each method of a run needs: its model, optimizer, loss, calibration and privacy record.
+
+The DP-SGD mechanisms (tfdp.mechanisms) train a tfdp DP optimizer through
+tfdp.make_private's train step and are accounted from the optimizer's ledger.
+Residual perturbation and NeuralDP build their own architecture (the method is in
+the model), train with an ordinary optimizer and report epsilon = inf with the
+reasons (NeuralDP's claimed figure labelled beside it). No-DP trains the plain model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict
+
+import keras
+
+import tfdp
+import tfdp.accounting
+import tfdp.training
+from tfdp import mechanisms
+from tfdp import models
+from tfdp.models.neuraldp import PLACEMENT as NEURALDP_PLACEMENT, neuraldp_model
+from tfdp.models.residual_perturbation import residual_perturbation_resnet
+from tfdp.run.config import NEURALDP, RESIDUAL_PERTURBATION, RunConfig
+
+# Base optimizer name -> (plain Keras class, tfdp DP class).
+_OPTIMIZER_CLASSES = {
+    "sgd": (keras.optimizers.SGD, tfdp.DPKerasSGDOptimizer),
+    "adam": (keras.optimizers.Adam, tfdp.DPKerasAdamOptimizer),
+    "adagrad": (keras.optimizers.Adagrad, tfdp.DPKerasAdagradOptimizer),
+}
+
+
+def build_model(config: RunConfig, data: Any) -> keras.Model:
+    """The configured model for `data` (anything with input_shape and num_classes).
+
+    Residual perturbation and NeuralDP build their own architecture.
+    """
+    if config.mechanism == RESIDUAL_PERTURBATION:
+        return residual_perturbation_resnet(data.input_shape, data.num_classes, gamma=config.gamma,
+                                            noise=config.residual_noise)
+    if config.mechanism == NEURALDP:
+        return neuraldp_model(data.input_shape, data.num_classes,
+                              clip_norm=config.activation_clip_norm,
+                              noise_multiplier=config.noise_multiplier)
+    return models.build_model(config.model, data.input_shape, data.num_classes)
+
+
+class OptimizerPathModel(tfdp.training.PrivateModel):
+    """--nofast_path: make_private's train step with the optimizer's own per-example gradients.
+
+    A Keras 3 optimizer only sees averaged gradients, so even this path needs the private
+    train step (the per-example losses); the clipped sum then comes from the DP optimizer's
+    Jacobian path (`private_gradients`) instead of the layers' fast rules.
+    """
+
+    def _fast_private_gradients(self, optimizer, kind, tape, variables, records, example_losses,
+                                total_loss, batch_size):
+        return optimizer.private_gradients(example_losses, variables, tape=tape)
+
+
+def make_trainable(config: RunConfig, model: keras.Model) -> keras.Model:
+    """The model `fit` trains: DP-SGD needs tfdp.make_private's train step, on either path."""
+    if not config.uses_dp_optimizer:
+        return model
+    private = tfdp.make_private(model)
+    if config.fast_path:
+        return private
+    return OptimizerPathModel(private.input, private.output, name=private.name)
+
+
+def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
+    """The matching tfdp DP optimizer for DP-SGD, else a plain Keras optimizer."""
+    plain, private = _OPTIMIZER_CLASSES[config.optimizer]
+    if not config.uses_dp_optimizer:
+        return plain(learning_rate=config.learning_rate)
+    clip = mechanisms.get_mechanism(config.mechanism).clip_argument
+    kwargs: Dict[str, Any] = dict(
+        mechanism=config.mechanism,
+        noise_schedule=config.noise_schedule,
+        noise_probability=config.noise_probability,
+        on_skip=config.on_skip,
+        noise_multiplier=config.noise_multiplier,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+    )
+    kwargs[clip] = getattr(config, clip)
+    if config.sampling == mechanisms.Sampling.POISSON:
+        # Poisson batches vary in size: dividing by the expected size keeps the update unbiased.
+        kwargs["expected_batch_size"] = config.batch_size
+    return private(**kwargs)
+
+
+def make_loss(config: RunConfig) -> keras.losses.Loss:
+    """Cross-entropy on logits: per example for DP-SGD (clipping needs it), averaged otherwise."""
+    if config.uses_dp_optimizer:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def planned_steps(config: RunConfig, num_train: int) -> int:
+    """Steps the run will take: ceil(n / batch) per epoch, for shuffled and Poisson batches alike."""
+    return config.epochs * math.ceil(num_train / config.batch_size)
+
+
+def calibrate(config: RunConfig, num_train: int) -> float:
+    """The noise multiplier that reaches `target_epsilon` after the planned training.
+
+    For NeuralDP the target is the preprint's claimed figure (a Gaussian mechanism on
+    the activations, accounted like DP-SGD), which is not a guarantee. Calibrated on
+    the steps the run really takes (`planned_steps`). For the random schedule the
+    target applies to the expected number of noisy steps: a formal guarantee with
+    on_skip="drop" (up to the realized count), the paper's convention (not a
+    guarantee) with on_skip="release".
+    """
+    if config.mechanism == NEURALDP:
+        mechanism, schedule, probability = "gaussian", mechanisms.NoiseSchedule.REGULAR, 1.0
+    else:
+        mechanism, schedule, probability = (config.mechanism, config.noise_schedule,
+                                            config.noise_probability)
+    return float(tfdp.calibrate_noise_multiplier(
+        config.target_epsilon, config.delta, num_train, config.batch_size,
+        steps=planned_steps(config, num_train), mechanism=mechanism,
+        noise_schedule=schedule, noise_probability=probability, sampling=config.sampling,
+    ))
+
+
+def privacy_record(config: RunConfig, optimizer: keras.optimizers.Optimizer,
+                   num_train: int) -> "tfdp.accounting.PrivacyRecord":
+    """The privacy record of the steps the optimizer took (its ledger, for DP-SGD)."""
+    if not config.is_private:
+        return tfdp.accounting.no_privacy(config.delta)
+    if config.uses_dp_optimizer:
+        return tfdp.accounting.epsilon_from_ledger(
+            optimizer, num_train, delta=config.delta, sampling=config.sampling,
+            batch_size=config.batch_size)
+    steps = int(optimizer.iterations.numpy())
+    if config.mechanism == RESIDUAL_PERTURBATION:
+        return tfdp.accounting.residual_perturbation_privacy(
+            config.gamma, num_examples=num_train, batch_size=config.batch_size, steps=steps,
+            delta=config.delta, noise=config.residual_noise)
+    return tfdp.accounting.neuraldp_privacy(
+        config.noise_multiplier, config.activation_clip_norm, num_examples=num_train,
+        batch_size=config.batch_size, steps=steps, delta=config.delta,
+        sampling=config.sampling, layer_description=NEURALDP_PLACEMENT)
+
+
+def step_counts(config: RunConfig, optimizer: keras.optimizers.Optimizer) -> Dict[str, int]:
+    """The ledger: applied, noisy and dropped steps, and all steps (applied + dropped)."""
+    applied = int(optimizer.iterations.numpy())
+    if not config.uses_dp_optimizer:
+        return {"applied_steps": applied, "noisy_steps": 0, "dropped_steps": 0, "steps": applied}
+    dropped = int(optimizer.dropped_steps.numpy())
+    return {"applied_steps": applied, "noisy_steps": int(optimizer.noisy_steps.numpy()),
+            "dropped_steps": dropped, "steps": applied + dropped}
