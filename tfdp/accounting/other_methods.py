@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 from tfdp._validation import check_choice, check_non_negative, check_positive, check_positive_int
 from tfdp.accounting import statement as _text
 from tfdp.accounting.epsilon import check_delta, compute_epsilon
+from tfdp.accounting.record import RecordMethods
 from tfdp.mechanisms import Sampling, values
 
 RESIDUAL_PERTURBATION_PAPER = (
@@ -32,7 +33,7 @@ NEURALDP_CLAIM_LABEL = "claimed by the (withdrawn) NeuralDP preprint; not a guar
 
 
 @dataclasses.dataclass(frozen=True)
-class OtherMethodPrivacy:
+class OtherMethodPrivacy(RecordMethods):
     """The privacy record of a residual-perturbation or NeuralDP run.
 
     It carries the keys of `PrivacyResult.to_dict()` that reports and exports read
@@ -66,13 +67,6 @@ class OtherMethodPrivacy:
     def is_guarantee(self) -> bool:
         """Always False: these runs have no formal DP guarantee."""
         return False
-
-    def to_dict(self) -> Dict[str, Any]:
-        """All fields as plain Python values (epsilon is math.inf)."""
-        return dataclasses.asdict(self)
-
-    def __str__(self) -> str:
-        return self.statement
 
 
 def _run_size(num_examples, batch_size, steps):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Optional
+from typing import Optional
+
+from tfdp.accounting.record import RecordMethods
 
 
 @dataclasses.dataclass(frozen=True)
-class PrivacyResult:
+class PrivacyResult(RecordMethods):
     """What a training run's privacy accounting says, in numbers and in words.
 
     Attributes:
@@ -65,9 +67,3 @@ class PrivacyResult:
         """True when `epsilon` is finite, i.e. a formal DP guarantee holds."""
         return math.isfinite(self.epsilon)
 
-    def to_dict(self) -> Dict[str, Any]:
-        """All fields as plain Python values (epsilon may be `math.inf`)."""
-        return dataclasses.asdict(self)
-
-    def __str__(self) -> str:
-        return self.statement

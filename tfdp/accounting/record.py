@@ -36,8 +36,19 @@ class PrivacyRecord(Protocol):
         """The record as plain values (epsilon may be math.inf)."""
 
 
+class RecordMethods:
+    """`to_dict` and `str` for a dataclass record that has a `statement` field."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """All fields as plain Python values (epsilon may be math.inf)."""
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return self.statement
+
+
 @dataclasses.dataclass(frozen=True)
-class NoPrivacy:
+class NoPrivacy(RecordMethods):
     """The privacy record of a run trained without differential privacy: epsilon = inf."""
 
     delta: float
@@ -50,13 +61,6 @@ class NoPrivacy:
     def is_guarantee(self) -> bool:
         """Always False: no noise, no guarantee."""
         return False
-
-    def to_dict(self) -> Dict[str, Any]:
-        """All fields as plain Python values (epsilon is math.inf)."""
-        return dataclasses.asdict(self)
-
-    def __str__(self) -> str:
-        return self.statement
 
 
 def no_privacy(delta: float, *, reason: Optional[str] = None) -> NoPrivacy:

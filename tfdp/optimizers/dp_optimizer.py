@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import Any, Dict, Optional, Type
 
+import dp_accounting
 import keras
 import numpy as np
 import tensorflow as tf
@@ -13,9 +14,12 @@ import tensorflow as tf
 from tfdp._tf_privacy import dp_query
 from tfdp._validation import check_choice, check_positive_int
 from tfdp.mechanisms import (
+    NO_NOISE,
     NoiseSchedule,
     OnSkip,
     describe_query,
+    get_mechanism,
+    mechanism_names,
     make_dp_sum_query,
     query_from_config,
     query_to_config,
@@ -245,14 +249,27 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             return self._dp_sum_query
 
         @property
-        def step_dp_event(self):
-            """The `dp_accounting.DpEvent` the query returned for the last step (None before one).
+        def step_dp_event(self) -> Optional[dp_accounting.DpEvent]:
+            """The `dp_accounting.DpEvent` of one step of this optimizer, before sampling.
 
-            One step of one unit of sensitivity `clip`, before Poisson sampling. Traced steps
-            give the query's conservative bound over the random schedule's coin; the exact
-            composition over a run is `tfdp.accounting.epsilon_from_ledger`'s job.
+            Built by the query's mechanism (`tfdp.mechanisms`) from `dp_settings`, with the
+            multiplier the accountant composes (halved under microbatching). A random
+            schedule that releases noiseless steps (p < 1) gives `NonPrivateDpEvent`: such a
+            step may not be private. None for a query tfdp cannot account for.
             """
-            return getattr(self, "_step_dp_event", None)
+            settings = self.dp_settings
+            mechanism = settings["mechanism"]
+            if mechanism == NO_NOISE or (mechanism in mechanism_names()
+                                         and not settings["noise_multiplier"]):
+                return dp_accounting.NonPrivateDpEvent()
+            if mechanism not in mechanism_names():
+                return None
+            if (settings["noise_schedule"] == NoiseSchedule.RANDOM
+                    and settings["on_skip"] == OnSkip.RELEASE
+                    and settings["noise_probability"] < 1.0):
+                return dp_accounting.NonPrivateDpEvent()
+            divisor = 2.0 if settings["used_microbatching"] else 1.0
+            return get_mechanism(mechanism).step_event(settings["noise_multiplier"] / divisor)
 
         @property
         def num_microbatches(self) -> Optional[int]:
@@ -310,7 +327,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             if context is not None and context.num_replicas_in_sync > 1:
                 # Noise alone (the query adds it to zeros), kept on the first replica only;
                 # one all-reduce then gives sum of clipped gradients + a single noise draw.
-                noise, new_state, event = query.get_noised_result(
+                noise, new_state, _ = query.get_noised_result(
                     [tf.zeros_like(g) for g in clipped_sum], state
                 )
                 first = tf.equal(context.replica_id_in_sync_group, 0)
@@ -322,10 +339,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                      tf.cast(nonfinite_units, tf.int64)],
                 )
             else:
-                noised_sum, new_state, event = query.get_noised_result(clipped_sum, state)
-            # The query's own account of one step, before sampling: exact when run eagerly,
-            # its conservative bound over the coin's outcomes when traced.
-            self._step_dp_event = event
+                # The returned event holds graph tensors when traced; `step_dp_event` gives the
+                # step's event from the mechanism object instead.
+                noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
             tf.nest.map_structure(
                 lambda variable, value: variable.assign(value),
                 self._query_state_variables,

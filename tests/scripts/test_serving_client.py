@@ -1,4 +1,4 @@
-"""scripts/serving_client.py: REST and gRPC predict requests for TF Serving.
+"""tfdp.export.client and scripts/serving_client.py: REST and gRPC predict requests for TF Serving.
 
 There is no TF Serving binary here, so the end-to-end tests run small stand-ins on
 the loopback interface (bounded by timeouts) that answer the way TF Serving's
@@ -7,7 +7,6 @@ serving_default signature on the request they receive.
 """
 
 import http.server
-import importlib
 import json
 import os
 import subprocess
@@ -26,15 +25,11 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 import tfdp
 from tfdp import export
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 20.0
 
 
-def _load_client():
-    return importlib.import_module("tfdp.scripts.serving_client")
-
-
-client = _load_client()
+from tfdp.export import client  # noqa: E402  (the library under scripts/serving_client.py)
 
 
 @pytest.fixture(scope="module")

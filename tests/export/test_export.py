@@ -23,7 +23,7 @@ import tfdp
 from tfdp import export
 from tfdp.export import privacy_record
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = sys.executable
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(PYTHON), "saved_model_cli")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -540,7 +540,7 @@ def test_evaluate_script_reads_an_export_through_its_signature(trained, exported
     from tfdp.data import load_dataset
 
     _, version_dir = exported
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "evaluation"
     done = subprocess.run(
         [sys.executable, os.path.join(repo, "scripts", "evaluate.py"),

@@ -353,7 +353,7 @@ def test_compute_epsilon_script_prints_json_and_refuses_bad_flags():
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = os.path.join(root, "scripts", "compute_epsilon.py")
     base = [sys.executable, script, f"--num_examples={N}", f"--batch_size={B}", "--epochs=60"]
     run = subprocess.run(

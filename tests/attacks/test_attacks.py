@@ -340,7 +340,7 @@ def test_evaluate_script_writes_json_and_plot(tmp_path):
     model.save(model_path)
     claim_path = tmp_path / "claim.json"
     claim_path.write_text(json.dumps({"privacy": {"epsilon": 3.0, "delta": 1e-5}}))
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "out"
     completed = subprocess.run(
         [sys.executable, os.path.join(repo, "scripts", "evaluate.py"), f"--model_path={model_path}",
