@@ -6,7 +6,7 @@
 Members are the data set's training split (cut to --max_train_examples like
 scripts/train.py does, with the same --split_seed), non-members its test split.
 Writes `evaluation.json` and `membership_inference.png` to --output_dir.
-The evaluation itself is `tfdp.attacks.evaluation.evaluate_privacy`.
+The evaluation itself is `tfdp.run.evaluation.evaluate_privacy`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ _cli.quiet_tensorflow_startup()
 from absl import app, flags, logging  # noqa: E402
 
 from tfdp._json import jsonable  # noqa: E402
-from tfdp.attacks import evaluation  # noqa: E402
+from tfdp.run import evaluation  # noqa: E402
 from tfdp.data import load_dataset  # noqa: E402
 
 

@@ -5,8 +5,6 @@
     report.plot("mia.png"); report.to_dict()
     tfdp.attacks.utility_metrics(model, (x_test, y_test))   # accuracy, precision, recall, f1, auc
     tfdp.attacks.audit(report, privacy_result)              # .consistent, .message
-    tfdp.attacks.evaluate_privacy(model, members, non_members, claim=...)  # all three at once
-    tfdp.attacks.load_model(path)        # a .keras / .h5 file or a SavedModel's signature
 
 The attacks are TF Privacy's membership-inference attack library (0.8.12).
 """
@@ -21,7 +19,6 @@ from tfdp.attacks.membership import (
     membership_inference_from_outputs,
 )
 from tfdp.attacks.utility import utility_metrics
-from tfdp.attacks.evaluation import Evaluation, evaluate_privacy, load_model
 
 __all__ = [
     "AttackReport",
@@ -35,7 +32,4 @@ __all__ = [
     "membership_inference",
     "membership_inference_from_outputs",
     "utility_metrics",
-    "Evaluation",
-    "evaluate_privacy",
-    "load_model",
 ]

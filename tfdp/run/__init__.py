@@ -4,6 +4,8 @@
     train_and_evaluate(config) -> RunResult  train, evaluate, account, attack, export
     load_data(config), write_metrics(result, path), export_name(config)
     compare(CompareConfig(...)) -> ComparisonResult   every method side by side (make demo)
+    evaluate_privacy(model, members, non_members, claim=...)  attacks + utility + audit of a
+        saved model (load_model reads a .keras file or an export's signature)
 
 Modules, one job each: config (settings and the method names), methods (model,
 optimizer, loss, calibration and privacy record of each method), checkpoint (the
@@ -27,9 +29,13 @@ from tfdp.run.result import RunResult, write_metrics
 from tfdp.run.methods import OptimizerPathModel, build_model, planned_steps
 from tfdp.run.training import evaluate_utility, load_data, train_and_evaluate
 from tfdp.run.exporting import export_model, export_name, load_from_model_dir
+from tfdp.run.evaluation import Evaluation, evaluate_privacy, load_model
 from tfdp.run.comparison import METHOD_SETTINGS, CompareConfig, ComparisonResult, compare
 
 __all__ = [
+    "Evaluation",
+    "evaluate_privacy",
+    "load_model",
     "CompareConfig",
     "ComparisonResult",
     "compare",

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
-import tfdp
+import tfdp.training
 from tfdp.run.config import LEDGER_KEYS, RunConfig
 
 SETTINGS_FILE = "train_config.json"
@@ -120,14 +120,14 @@ def checkpoint_counters(checkpoint: str) -> Dict[str, int]:
 def restore_model(model: keras.Model, checkpoint: str) -> keras.Model:
     """The model as the run checkpointed it (itself or its make_private wrap), weights restored.
 
-    A run checkpoints the model it trained: `tfdp.make_private(model)` for DP runs on
+    A run checkpoints the model it trained: `tfdp.training.make_private(model)` for DP runs on
     the fast path, the plain model otherwise. In Keras 3 the two are tracked under
     different checkpoint paths (a Sequential keeps its layers in an inner functional
     model), so the weights are restored through whichever matches every weight.
     """
     candidates = [model]
     try:
-        candidates.insert(0, tfdp.make_private(model))  # what DP runs train: tried first
+        candidates.insert(0, tfdp.training.make_private(model))  # what DP runs train: tried first
     except ValueError:
         pass  # a model make_private refuses was trained as it is
     errors = []

@@ -14,10 +14,10 @@ from typing import Any, Dict
 
 import keras
 
-import tfdp
 import tfdp.accounting
 import tfdp.training
 from tfdp import mechanisms
+from tfdp.optimizers import DPKerasAdagradOptimizer, DPKerasAdamOptimizer, DPKerasSGDOptimizer
 from tfdp import models
 from tfdp.models.neuraldp import PLACEMENT as NEURALDP_PLACEMENT, neuraldp_model
 from tfdp.models.residual_perturbation import residual_perturbation_resnet
@@ -25,9 +25,9 @@ from tfdp.run.config import NEURALDP, RESIDUAL_PERTURBATION, RunConfig
 
 # Base optimizer name -> (plain Keras class, tfdp DP class).
 _OPTIMIZER_CLASSES = {
-    "sgd": (keras.optimizers.SGD, tfdp.DPKerasSGDOptimizer),
-    "adam": (keras.optimizers.Adam, tfdp.DPKerasAdamOptimizer),
-    "adagrad": (keras.optimizers.Adagrad, tfdp.DPKerasAdagradOptimizer),
+    "sgd": (keras.optimizers.SGD, DPKerasSGDOptimizer),
+    "adam": (keras.optimizers.Adam, DPKerasAdamOptimizer),
+    "adagrad": (keras.optimizers.Adagrad, DPKerasAdagradOptimizer),
 }
 
 
@@ -63,7 +63,7 @@ def make_trainable(config: RunConfig, model: keras.Model) -> keras.Model:
     """The model `fit` trains: DP-SGD needs tfdp.make_private's train step, on either path."""
     if not config.uses_dp_optimizer:
         return model
-    private = tfdp.make_private(model)
+    private = tfdp.training.make_private(model)
     if config.fast_path:
         return private
     return OptimizerPathModel(private.input, private.output, name=private.name)
@@ -118,7 +118,7 @@ def calibrate(config: RunConfig, num_train: int) -> float:
     else:
         mechanism, schedule, probability = (config.mechanism, config.noise_schedule,
                                             config.noise_probability)
-    return float(tfdp.calibrate_noise_multiplier(
+    return float(tfdp.accounting.calibrate_noise_multiplier(
         config.target_epsilon, config.delta, num_train, config.batch_size,
         steps=planned_steps(config, num_train), mechanism=mechanism,
         noise_schedule=schedule, noise_probability=probability, sampling=config.sampling,

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import keras
 
-import tfdp
+import tfdp.accounting
 import tfdp.attacks
 import tfdp.data
 import tfdp.export
@@ -89,7 +89,7 @@ def train_and_evaluate(
     if config.uses_dp_optimizer:
         # With a target, stop before an epoch would exceed it. Only for the regular schedule:
         # the callback projects the next epoch as all-noisy, which the random one is not.
-        callbacks.append(tfdp.PrivacyCallback(
+        callbacks.append(tfdp.accounting.PrivacyCallback(
             data.num_train, delta=config.delta, sampling=config.sampling, verbose=0,
             target_epsilon=(config.target_epsilon
                             if config.noise_schedule == NoiseSchedule.REGULAR else None),
