@@ -347,6 +347,7 @@ def test_calibration_bad_input(args, kwargs, message):
 # ----- the script -----
 
 
+@pytest.mark.slow
 def test_compute_epsilon_script_prints_json_and_refuses_bad_flags():
     import json
     import os

@@ -321,6 +321,7 @@ def test_bad_inputs_raise(breast_cancer):
         attacks.membership_inference_from_outputs(np.full(5, np.nan), np.ones(5, int), np.zeros(5), np.ones(5, int))
 
 
+@pytest.mark.slow
 def test_evaluate_script_writes_json_and_plot(tmp_path):
     """scripts/evaluate.py on a saved binary model of the bundled breast-cancer data."""
     import os

@@ -428,6 +428,7 @@ def train_run(tmp_path_factory):
     return model_dir, base
 
 
+@pytest.mark.slow
 def test_train_export_and_script_export_from_checkpoint_agree(train_run, tmp_path):
     model_dir, base = train_run
     with open(os.path.join(model_dir, "metrics.json")) as f:
@@ -480,6 +481,7 @@ def test_script_export_from_keras_file_and_its_errors(trained, tmp_path, capsys)
     assert export.list_versions(os.path.join(base, "my_model")) == [1]
 
 
+@pytest.mark.slow
 def test_script_helpers_refuse_a_ledger_from_another_run(train_run, tmp_path):
     model_dir, _ = train_run
     with open(os.path.join(model_dir, "metrics.json")) as f:
@@ -528,12 +530,14 @@ def test_script_restores_plain_and_private_checkpoints_and_refuses_others(tmp_pa
 
 @pytest.mark.parametrize("script_name, flag", [("export.py", "--model_dir"),
                                                ("serving_client.py", "--address")])
+@pytest.mark.slow
 def test_helpful_lists_flags(script_name, flag):
     done = _run([PYTHON, os.path.join(ROOT, "scripts", script_name), "--helpful"])
     assert done.returncode in (0, 1), done.stderr[-2000:]
     assert flag in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_script_reads_an_export_through_its_signature(trained, exported, tmp_path):
     """scripts/evaluate.py on the exported version folder: same accuracy as the Keras model."""
     from tfdp import attacks

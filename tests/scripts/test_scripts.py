@@ -11,6 +11,10 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tfdp import run  # noqa: E402  (the library scripts/train.py runs)
 
+# Runs scripts or whole trainings in subprocesses: part of CI (TFDP_RUN_SLOW=1), not of the
+# default `make test`.
+pytestmark = pytest.mark.slow
+
 PYTHON = sys.executable
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 

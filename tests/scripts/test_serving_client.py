@@ -236,6 +236,7 @@ def test_grpc_round_trip_on_loopback(served):
     assert service.requests[0].model_spec.signature_name == "serving_default"
 
 
+@pytest.mark.slow
 def test_script_dry_run_prints_the_request(tmp_path):
     x = np.random.default_rng(3).uniform(size=(2, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)

@@ -12,6 +12,10 @@ import sys
 import numpy as np
 import pytest
 
+# Runs scripts or whole trainings in subprocesses: part of CI (TFDP_RUN_SLOW=1), not of the
+# default `make test`.
+pytestmark = pytest.mark.slow
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

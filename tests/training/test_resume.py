@@ -9,6 +9,10 @@ import sys
 
 import pytest
 
+# Runs scripts or whole trainings in subprocesses: part of CI (TFDP_RUN_SLOW=1), not of the
+# default `make test`.
+pytestmark = pytest.mark.slow
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
