@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 from tfdp import mechanisms
+from tfdp.accounting.epsilon import check_delta
 from tfdp._validation import check_choice, check_positive, check_positive_int, check_probability
 from tfdp.layers.residual_perturbation import NOISE_KINDS
 
@@ -109,13 +110,10 @@ class RunConfig:
             batch_size=check_positive_int("batch_size", self.batch_size),
             epochs=check_positive_int("epochs", self.epochs),
             learning_rate=check_positive("learning_rate", self.learning_rate),
-            delta=check_positive("delta", self.delta),
+            delta=check_delta(self.delta),
         )
         if self.attack_types is not None:
             common["attack_types"] = tuple(self.attack_types)
-        if common["delta"] >= 1:
-            raise ValueError(f"`delta` must be in (0, 1), got {common['delta']}; 1/num_examples "
-                             "or less is usual.")
         misplaced = [k for k in ("gamma", "residual_noise", "activation_clip_norm")
                      if getattr(self, k) is not None
                      and k not in METHOD_FLAGS.get(self.mechanism, ())]
@@ -215,15 +213,18 @@ def _dp_sgd_settings(c: RunConfig) -> Dict[str, Any]:
             "--noise_probability=0 never adds noise; use a probability in (0, 1] or "
             "--mechanism=none."
         )
-    clip = mechanisms.get_mechanism(c.mechanism).clip_argument
-    # The other mechanism's clip norm is refused: its noise would not be DP with it.
-    wrong = "l1_norm_clip" if clip == "l2_norm_clip" else "l2_norm_clip"
-    if getattr(c, wrong) is not None:
-        if clip == "l2_norm_clip":
-            raise ValueError("Gaussian noise needs --l2_norm_clip; --l1_norm_clip is for "
-                             "--mechanism=laplace.")
-        raise ValueError("Laplace noise is only DP with L1 clipping: use --l1_norm_clip "
-                         "instead of --l2_norm_clip.")
+    mechanism = mechanisms.get_mechanism(c.mechanism)
+    clip = mechanism.clip_argument
+    # Another mechanism's clip norm is refused: this mechanism's noise would not be DP with it.
+    for owner in (mechanisms.get_mechanism(n) for n in mechanisms.mechanism_names()):
+        wrong = owner.clip_argument
+        if wrong == clip or not hasattr(c, wrong) or getattr(c, wrong) is None:
+            continue
+        if mechanism.clip_kind == "l1":
+            raise ValueError(f"{mechanism.title} noise is only DP with L1 clipping: use --{clip} "
+                             f"instead of --{wrong}.")
+        raise ValueError(f"{mechanism.title} noise needs --{clip}; --{wrong} is for "
+                         f"--mechanism={owner.name}.")
     value = getattr(c, clip)
     out[clip] = check_positive(clip, 1.0 if value is None else value)
     return out

@@ -147,9 +147,8 @@ def privacy_record(config: RunConfig, optimizer: keras.optimizers.Optimizer,
 
 def step_counts(config: RunConfig, optimizer: keras.optimizers.Optimizer) -> Dict[str, int]:
     """The ledger: applied, noisy and dropped steps, and all steps (applied + dropped)."""
-    applied = int(optimizer.iterations.numpy())
     if not config.uses_dp_optimizer:
+        applied = int(optimizer.iterations.numpy())
         return {"applied_steps": applied, "noisy_steps": 0, "dropped_steps": 0, "steps": applied}
-    dropped = int(optimizer.dropped_steps.numpy())
-    return {"applied_steps": applied, "noisy_steps": int(optimizer.noisy_steps.numpy()),
-            "dropped_steps": dropped, "steps": applied + dropped}
+    ledger = tfdp.accounting.read_ledger(optimizer)  # the counters the accountant reads
+    return {k: ledger[k] for k in ("applied_steps", "noisy_steps", "dropped_steps", "steps")}

@@ -10,6 +10,7 @@ import keras
 from tfdp.accounting import format_epsilon
 from tfdp.mechanisms import NoiseSchedule
 from tfdp.run.config import OTHER_METHODS, RunConfig
+from tfdp.run.methods import step_counts
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -31,10 +32,8 @@ class EpochLog(keras.callbacks.Callback):
 
     def _counts(self) -> Tuple[int, int, int]:
         """(applied, noisy, dropped) steps so far."""
-        if not self._config.uses_dp_optimizer:
-            return int(self._optimizer.iterations.numpy()), 0, 0
-        return (int(self._optimizer.iterations.numpy()), int(self._optimizer.noisy_steps.numpy()),
-                int(self._optimizer.dropped_steps.numpy()))
+        ledger = step_counts(self._config, self._optimizer)
+        return ledger["applied_steps"], ledger["noisy_steps"], ledger["dropped_steps"]
 
     def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._last_counts = self._counts()
