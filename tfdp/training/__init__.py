@@ -1,6 +1,19 @@
-"""The fast per-example-gradient training path: `make_private(model)`."""
+"""The fast per-example-gradient training path: `make_private(model)`.
 
-from tfdp.training.layer_rules import RULES, LayerRule, rule_for
+Each trainable variable's per-example gradient takes an exact path chosen when the
+step is traced (`gradient_plan`): a layer rule (`rules/`, one module per layer type,
+open to users through `register_layer_rule`), the layer's own vectorized per-example
+VJP (`local_gradients`), or the model's per-example Jacobian.
+"""
+
+from tfdp.training.per_example import ClippedGradientSum, clipped_gradient_sum, gradient_plan
+from tfdp.training.plan import GradientPlan, make_plan
 from tfdp.training.private_model import PrivateModel, check_dp_compatible, make_private
+from tfdp.training.rules import (LayerRule, PerExampleGradientRule, layer_rule,
+                                 register_layer_rule, registered_rules, rule_for, rule_names,
+                                 unregister_layer_rule)
 
-__all__ = ["make_private", "PrivateModel", "check_dp_compatible", "LayerRule", "RULES", "rule_for"]
+__all__ = ["make_private", "PrivateModel", "check_dp_compatible", "LayerRule",
+           "PerExampleGradientRule", "layer_rule", "register_layer_rule", "unregister_layer_rule",
+           "registered_rules", "rule_for", "rule_names", "gradient_plan", "GradientPlan",
+           "make_plan", "clipped_gradient_sum", "ClippedGradientSum"]

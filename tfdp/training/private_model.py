@@ -9,16 +9,16 @@ the ledger.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
-from tfdp.optimizers.clipping import clip_norm_kind, finite_units, per_unit_norms, zero_units
+from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
-from tfdp.training.layer_rules import rule_for, var_key as _var_key
+from tfdp.training.per_example import capture, clipped_sum, static_batch_size
+from tfdp.training.plan import GradientPlan, make_plan, model_layers
 
 _NORMALIZATION_ADVICE = (
     "BatchNormalization mixes the examples of a batch, so one example's gradient depends on "
@@ -33,14 +33,9 @@ _OTHER_KERAS_ADVICE = (
 )
 
 
-def _layers(model: keras.Model) -> List[keras.layers.Layer]:
-    return [m for m in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
-            if isinstance(m, keras.layers.Layer)]
-
-
 def check_dp_compatible(model: keras.Model) -> None:
     """Raises ValueError for layers that break per-example sensitivity."""
-    for layer in _layers(model):
+    for layer in model_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             raise ValueError(f"Layer {layer.name!r}: {_NORMALIZATION_ADVICE}")
         if getattr(layer, "activity_regularizer", None) is not None:
@@ -50,39 +45,13 @@ def check_dp_compatible(model: keras.Model) -> None:
             )
 
 
-@contextlib.contextmanager
-def capturing_layer_calls(model: keras.Model, records: Dict[int, list]):
-    """While active, supported layers record (input, pre-activation output) of every call."""
-    patched = []
-    for layer in _layers(model):
-        rule = rule_for(layer)
-        if rule is None or not layer.trainable or not rule.variables(layer):
-            continue
-        original = layer.call
-
-        def call(inputs, *args, _layer=layer, _rule=rule, _original=original, **kwargs):
-            captured = _rule.forward(_layer, inputs)
-            if captured is None:
-                return _original(inputs, *args, **kwargs)
-            output, a, z = captured
-            records.setdefault(id(_layer), (_layer, _rule, []))[2].append((a, z))
-            return output
-
-        layer.call = call
-        patched.append(layer)
-    try:
-        yield
-    finally:
-        for layer in patched:
-            del layer.call
-
-
 class PrivateTrainStep:
     """The DP `train_step` shared by both kinds of private model (a mixin of keras.Model).
 
-    Each step: per-example losses, every example's gradient norm from the layers'
-    captured inputs and output gradients (layers without a rule take a vectorized
-    per-example Jacobian), clipping weights clip / max(norm, clip), the weighted
+    Each step: per-example losses, every example's gradient norm along the model's
+    `GradientPlan` (a layer rule from the captured inputs and output gradients, else
+    the layer's own vectorized per-example VJP, else the model's per-example
+    Jacobian), clipping weights clip / max(norm, clip), the weighted
     (clipped) sum of gradients, and the optimizer's `privatize_clipped_sum` for the
     noise, the ledger and the update. With `num_microbatches` (or a query that
     clips its own way) the whole model takes the Jacobian path.
@@ -152,22 +121,21 @@ class PrivateTrainStep:
         optimizer = self._dp_optimizer()
         kind = clip_norm_kind(optimizer.dp_sum_query)
         variables = list(self.trainable_variables)
-        records: Dict[int, tuple] = {}
         fast = optimizer.num_microbatches is None and kind is not None
+        plan = self._gradient_plan(x) if fast else None
         with tf.GradientTape(persistent=True) as tape:
             if fast:
-                with capturing_layer_calls(self, records):
+                with capture(plan, static_batch_size(x)) as captured:
                     y_pred = self(x, training=True)
             else:
                 tape.watch([v.value for v in variables])
                 y_pred = self(x, training=True)
             values = self.per_example_loss(y, y_pred, sample_weight)
             example_losses, _, batch_size = per_unit_losses(values, None)
-            total_loss = tf.reduce_sum(example_losses)
             regularization = self._weight_penalty()
         if fast:
             gradients = self._fast_private_gradients(
-                optimizer, kind, tape, variables, records, example_losses, total_loss, batch_size)
+                optimizer, kind, tape, captured, plan, variables, example_losses, batch_size)
         else:
             with tape:
                 unit_losses, num_units, batch_size = per_unit_losses(
@@ -190,58 +158,22 @@ class PrivateTrainStep:
         self._loss_tracker.update_state(mean_loss, sample_weight=batch_size)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def _fast_private_gradients(self, optimizer, kind, tape, variables, records, example_losses,
-                                total_loss, batch_size):
-        covered = {_var_key(v) for layer, rule, _ in records.values()
-                   for v in rule.variables(layer)}
-        fallback = [v for v in variables if _var_key(v) not in covered]
-        # Gradients of the per-example losses w.r.t. every captured pre-activation z.
-        zs = [z for _, _, calls in records.values() for _, z in calls]
-        z_grads = iter(tape.gradient(total_loss, zs,
-                                     unconnected_gradients=tf.UnconnectedGradients.ZERO))
-        layer_calls = [
-            (layer, rule, [(a, next(z_grads)) for a, _ in calls])
-            for layer, rule, calls in records.values()
-        ]
-        fallback_grads = []
-        if fallback:
-            fallback_grads = tape.jacobian(
-                example_losses, [v.value for v in fallback],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    def _gradient_plan(self, x) -> GradientPlan:
+        """The plan for this input signature (made once, when the step is first traced)."""
+        key = str(tf.nest.map_structure(lambda t: (tuple(t.shape[1:]), t.dtype.name), x))
+        plans = self.__dict__.setdefault("_tfdp_plans", {})
+        if key not in plans:
+            plans[key] = make_plan(self, x)
+        return plans[key]
 
-        norms = self._per_example_norms(layer_calls, fallback_grads, kind)
-        finite = finite_units([norms], example_losses)
-        nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
-        if optimizer.on_nonfinite == "skip":
-            # A skipped example contributes exactly zero (inside the clip ball: DP is kept).
-            norms = tf.where(finite, norms, tf.zeros_like(norms))
-            layer_calls = [
-                (layer, rule, [(zero_units(a, finite), zero_units(g, finite)) for a, g in calls])
-                for layer, rule, calls in layer_calls
-            ]
-            fallback_grads = [zero_units(j, finite) for j in fallback_grads]
+    def _fast_private_gradients(self, optimizer, kind, tape, captured, plan, variables,
+                                example_losses, batch_size):
         query = optimizer.dp_sum_query
-        clip = tf.cast(query.derive_sample_params(optimizer.query_global_state()), norms.dtype)
-        # clip / max(norm, clip): the factor of the query's own preprocess_record.
-        weights = clip / tf.maximum(norms, clip)
-
-        sums = {}
-        for layer, rule, calls in layer_calls:
-            sums.update(rule.weighted_sums(layer, calls, weights))
-        for variable, per_example in zip(fallback, fallback_grads):
-            sums[_var_key(variable)] = tf.tensordot(
-                tf.cast(weights, per_example.dtype), per_example, 1)
-        clipped_sum = [sums[_var_key(v)] for v in variables]
-        return optimizer.privatize_clipped_sum(clipped_sum, batch_size, batch_size, nonfinite)
-
-    @staticmethod
-    def _per_example_norms(layer_calls, fallback_grads, kind):
-        parts = [rule.norms(layer, calls, kind) for layer, rule, calls in layer_calls]
-        if fallback_grads:
-            norms = per_unit_norms(list(fallback_grads), kind)
-            parts.append(tf.square(norms) if kind == "l2" else norms)
-        total = tf.add_n(parts)
-        return tf.sqrt(total) if kind == "l2" else total
+        clip = query.derive_sample_params(optimizer.query_global_state())
+        _, clipped, nonfinite = clipped_sum(
+            tape, captured, plan, variables, example_losses, kind, clip,
+            skip_nonfinite=optimizer.on_nonfinite == "skip")
+        return optimizer.privatize_clipped_sum(clipped, batch_size, batch_size, nonfinite)
 
 
 @keras.saving.register_keras_serializable(package="tfdp")
@@ -252,10 +184,9 @@ class PrivateModel(PrivateTrainStep, keras.Model):
     shares the original model's layers and weights. Compile it with a tfdp DP
     optimizer (e.g. `tfdp.DPKerasSGDOptimizer`) and a per-example loss
     (`reduction=None`); `fit` then computes every example's gradient norm from the
-    layers' inputs and output gradients (Dense, Conv1D, Conv2D, Embedding,
-    LayerNormalization), clips, sums, and hands the sum to the optimizer's DP query
-    for noise, counters and the update. Layers it does not know take a vectorized
-    per-example Jacobian. `evaluate`, `predict` and saving behave as for the
+    layers' inputs and output gradients (the rules of `tfdp.training.rules`; a layer
+    without one takes its own per-example VJP), clips, sums, and hands the sum to the
+    optimizer's DP query for noise, counters and the update. `evaluate`, `predict` and saving behave as for the
     original model.
     """
 

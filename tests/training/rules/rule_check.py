@@ -1,0 +1,93 @@
+"""The brute-force reference every layer rule is tested against.
+
+`check_against_brute_force` trains nothing: it computes, for one batch, each example's
+gradient norm and the sum of clipped per-example gradients twice, through the fast
+path (`tfdp.training.clipped_gradient_sum`: rules, local fallback, Jacobian) and by a
+Python loop over examples with one GradientTape each, and asserts they agree. It also
+returns the fast path's plan so a test can assert that its layer took a rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfdp
+
+
+def loss_fn():
+    """A per-example loss (reduction=None) for integer class labels and logits."""
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+
+def _example(x: Any, b: int) -> Any:
+    return tf.nest.map_structure(lambda t: t[b:b + 1], x)
+
+
+def brute_force(model: keras.Model, loss, x, y, clip: float, kind: str,
+                sample_weight: Optional[np.ndarray] = None):
+    """(norms [B], clipped sums in model.trainable_variables order) by a loop over examples."""
+    batch = len(y)
+    variables = model.trainable_variables
+    norms, sums = [], [np.zeros(v.shape, np.float64) for v in variables]
+    for b in range(batch):
+        with tf.GradientTape() as tape:
+            out = model(_example(x, b), training=True)
+            value = loss(y[b:b + 1], out)
+            value = tf.reduce_sum(value)
+            if sample_weight is not None:
+                value = value * float(sample_weight[b])
+        grads = tape.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = [np.asarray(g, np.float64) for g in grads]
+        if kind == "l2":
+            norm = np.sqrt(sum(np.sum(g ** 2) for g in grads))
+        else:
+            norm = sum(np.sum(np.abs(g)) for g in grads)
+        norms.append(norm)
+        factor = clip / max(norm, clip)
+        for s, g in zip(sums, grads):
+            s += factor * g
+    return np.array(norms), sums
+
+
+def check_against_brute_force(
+    make_model,
+    x,
+    y,
+    *,
+    kinds: Sequence[str] = ("l2", "l1"),
+    clip: Optional[float] = None,
+    sample_weight: Optional[np.ndarray] = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int = 1,
+) -> Dict[str, str]:
+    """Asserts fast-path norms and clipped sums equal the brute-force loop; returns the plan.
+
+    `clip` defaults to the median brute-force norm, so that some examples are clipped
+    and some are not. The plan maps each layer's name to "rule:<Rule>", "local" or
+    "jacobian" (layers without trainable weights are absent).
+    """
+    keras.utils.set_random_seed(seed)
+    model = make_model()
+    loss = loss_fn()
+    plan = None
+    for kind in kinds:
+        ref_norms, ref_sums = brute_force(model, loss, x, y, clip or 1.0, kind, sample_weight)
+        c = clip if clip is not None else float(np.median(ref_norms))
+        if clip is None:
+            ref_norms, ref_sums = brute_force(model, loss, x, y, c, kind, sample_weight)
+        assert np.all(ref_norms > 0), "the test batch must give every example a gradient"
+        result = tfdp.training.clipped_gradient_sum(model, loss, x, y, clip=c, kind=kind,
+                                                    sample_weight=sample_weight)
+        np.testing.assert_allclose(result.norms, ref_norms, rtol=rtol, atol=atol,
+                                   err_msg=f"{kind} per-example norms")
+        for v, got, want in zip(model.trainable_variables, result.clipped_sum, ref_sums):
+            scale = max(np.abs(want).max(), 1e-12)
+            np.testing.assert_allclose(np.asarray(got) / scale, want / scale, rtol=rtol, atol=atol,
+                                       err_msg=f"{kind} clipped sum of {v.path}")
+        plan = result.plan
+    return plan

@@ -1,0 +1,310 @@
+"""Conv1D/Conv2D/Conv3D: per-example kernel gradients from input patches.
+
+The kernel gradient of a convolution is a "filter-gradient problem": for an input x
+[B, *spatial, c_x] convolved with a kernel [*k, c_x, c_y] (strides, dilations, padding)
+and the gradient y [B, *out_spatial, c_y] of its output, example b's kernel gradient is
+sum_p patch_p(x[b]) y[b, p]^T over the output positions p. The module-level helpers solve
+that problem for any rank (1-3) and several calls at once; the transposed convolutions
+(conv_transpose.py) are the same problem with the roles of their input and output
+gradient swapped.
+
+Only kernels every CPU build has are used: Conv2DBackpropFilter / Conv3DBackpropFilterV2
+without dilation, extract_patches, extract_volume_patches, depthwise filter gradients, and
+for dilated kernels the gradient of tf.nn.convolution (space-to-batch around a plain
+convolution), never the oneDNN-only dilated filter-gradient kernels.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+
+from tfdp.training.rules.base import (LayerRule, flatten_positions, per_example_norm, var_key)
+from tfdp.training.rules.registry import layer_rule
+
+# Few input channels: a convolution with one-hot filters extracts the patches several times
+# faster than extract_patches on CPU, and the batch folded into the channels gives every
+# example's kernel gradient in one depthwise filter-gradient op.
+NARROW_CHANNELS = 3
+
+
+class ConvGeometry(NamedTuple):
+    """A convolution's window: per-spatial-axis kernel size, strides, dilations; VALID/SAME."""
+
+    kernel_size: Tuple[int, ...]
+    strides: Tuple[int, ...]
+    dilations: Tuple[int, ...]
+    padding: str
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel_size)
+
+    @property
+    def dilated(self) -> bool:
+        return any(d != 1 for d in self.dilations)
+
+    def with_leading_unit_axis(self) -> "ConvGeometry":
+        """The rank-1 window as a rank-2 one over [B, 1, T, c] (the extra axis has size 1).
+
+        The unit axis takes the same stride as the real one (its output has size 1 either
+        way), so that ops requiring equal strides accept it.
+        """
+        return ConvGeometry((1,) + self.kernel_size, self.strides * 2, (1,) + self.dilations,
+                            self.padding)
+
+
+def _static_positions(y: tf.Tensor) -> Optional[int]:
+    spatial = y.shape[1:-1]
+    return None if None in spatial else math.prod(spatial)
+
+
+def _one_hot_patches(geometry: ConvGeometry, x: tf.Tensor) -> tf.Tensor:
+    """Patches as a convolution with one-hot filters: [B, *out, prod(k) * c_x]."""
+    channels = x.shape[-1]
+    width = math.prod(geometry.kernel_size) * channels
+    one_hot = tf.reshape(tf.eye(width, dtype=x.dtype),
+                         list(geometry.kernel_size) + [channels, width])
+    return tf.nn.convolution(x, one_hot, strides=list(geometry.strides), padding=geometry.padding,
+                             dilations=list(geometry.dilations))
+
+
+def _sliced_patches(geometry: ConvGeometry, x: tf.Tensor) -> Optional[tf.Tensor]:
+    """Patches from one strided slice per kernel offset (any rank; static spatial shape)."""
+    spatial = x.shape[1:-1]
+    if None in spatial:
+        return None
+    paddings, sizes = [[0, 0]], []
+    for n, k, s, d in zip(spatial, geometry.kernel_size, geometry.strides, geometry.dilations):
+        effective = (k - 1) * d + 1
+        if geometry.padding == "SAME":
+            out = -(-n // s)
+            total = max((out - 1) * s + effective - n, 0)
+            paddings.append([total // 2, total - total // 2])
+        else:
+            out = (n - effective) // s + 1
+            paddings.append([0, 0])
+        sizes.append(out)
+    x = tf.pad(x, paddings + [[0, 0]])
+    pieces = []
+    for offset in itertools.product(*(range(k) for k in geometry.kernel_size)):
+        window = tuple(slice(o * d, o * d + (out - 1) * s + 1, s) for o, d, s, out in
+                       zip(offset, geometry.dilations, geometry.strides, sizes))
+        pieces.append(x[(slice(None),) + window])
+    return tf.concat(pieces, axis=-1) if len(pieces) > 1 else pieces[0]
+
+
+def patches(geometry: ConvGeometry, x: tf.Tensor) -> tf.Tensor:
+    """[B, positions, prod(k) * c_x]: x's patches in the kernel's row-major (*k, c_x) order."""
+    if geometry.rank == 1:
+        geometry, x = geometry.with_leading_unit_axis(), x[:, None]
+    channels = x.shape[-1]
+    narrow = channels is not None and channels <= NARROW_CHANNELS
+    if geometry.rank == 2:
+        if narrow:
+            result = _one_hot_patches(geometry, x)
+        else:
+            result = tf.image.extract_patches(
+                x,
+                sizes=[1, *geometry.kernel_size, 1],
+                strides=[1, *geometry.strides, 1],
+                rates=[1, *geometry.dilations, 1],
+                padding=geometry.padding,
+            )
+    elif not geometry.dilated:
+        result = tf.extract_volume_patches(x, [1, *geometry.kernel_size, 1],
+                                           [1, *geometry.strides, 1], geometry.padding)
+    else:
+        # extract_volume_patches has no dilation; slicing copies exactly what it would.
+        result = _sliced_patches(geometry, x)
+        if result is None:
+            result = _one_hot_patches(geometry, x)
+    return flatten_positions(result)
+
+
+def _batch_as_channels_applies(geometry: ConvGeometry, x: tf.Tensor) -> bool:
+    channels = x.shape[-1]
+    if channels is None or channels > NARROW_CHANNELS or geometry.dilated:
+        # The CPU depthwise filter gradient ignores dilations.
+        return False
+    if geometry.rank == 1:
+        return True
+    return geometry.rank == 2 and geometry.strides[0] == geometry.strides[1]
+
+
+def _batch_as_channels_gradients(geometry: ConvGeometry, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """[prod(k), B, c_x * c_y]: every example's kernel gradient from one depthwise op.
+
+    The batch is folded into the channels ([1, *spatial, B*c_x]) and each example's output
+    gradient is repeated for its input channels, so the depthwise filter gradient
+    [*k, B*c_x, c_y] holds every example's kernel gradient.
+    """
+    if geometry.rank == 1:
+        geometry, x, y = geometry.with_leading_unit_axis(), x[:, None], y[:, None]
+    shape, out_shape = tf.shape(x), tf.shape(y)
+    batch, c_x, c_y = shape[0], x.shape[-1], y.shape[-1]
+    folded = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, shape[1], shape[2], batch * c_x])
+    repeated = tf.tile(y[:, :, :, None, :], [1, 1, 1, c_x, 1])
+    repeated = tf.reshape(tf.transpose(repeated, [1, 2, 0, 3, 4]),
+                          [1, out_shape[1], out_shape[2], batch * c_x * c_y])
+    kernel_h, kernel_w = geometry.kernel_size
+    grads = tf.nn.depthwise_conv2d_backprop_filter(
+        folded, tf.stack([kernel_h, kernel_w, batch * c_x, c_y]), repeated,
+        strides=[1, *geometry.strides, 1], padding=geometry.padding,
+    )
+    return tf.reshape(grads, [kernel_h * kernel_w, batch, c_x * c_y])
+
+
+def _stacked_patches(geometry: ConvGeometry, pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]]):
+    """Every call's patches and output gradients, positions of all calls on one axis."""
+    xs = [patches(geometry, x) for x, _ in pairs]
+    ys = [flatten_positions(y) for _, y in pairs]
+    if len(pairs) == 1:
+        return xs[0], ys[0]
+    return tf.concat(xs, axis=1), tf.concat(ys, axis=1)
+
+
+def per_example_kernel_gradients(geometry: ConvGeometry,
+                                 pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+    """[B, ...]: each example's kernel gradient summed over the pairs (x, y), in some layout.
+
+    The layout is only fit for norms: [prod(k), B, c_x*c_y] transposed to batch first, or
+    [B, prod(k)*c_x, c_y].
+    """
+    if all(_batch_as_channels_applies(geometry, x) for x, _ in pairs):
+        grads = tf.add_n([_batch_as_channels_gradients(geometry, x, y) for x, y in pairs])
+        return tf.transpose(grads, [1, 0, 2])
+    xs, ys = _stacked_patches(geometry, pairs)
+    return tf.matmul(xs, ys, transpose_a=True)
+
+
+def kernel_norms(geometry: ConvGeometry, pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]],
+                 kind: str) -> tf.Tensor:
+    """[B]: squared L2 ("l2") or L1 norm of each example's kernel gradient (summed over pairs).
+
+    For L2 the ghost norm sum_{p,q} (x_p . x_q)(y_p . y_q) over all positions costs
+    B*P^2*(k_in + k_out); materializing costs B*P*k_in*k_out: the cheaper one is taken from
+    the static shapes.
+    """
+    if kind == "l2":
+        positions = [_static_positions(y) for _, y in pairs]
+        k_in = math.prod(geometry.kernel_size) * (pairs[0][0].shape[-1] or 0)
+        k_out = pairs[0][1].shape[-1]
+        if None not in positions and k_in and k_out is not None:
+            total = sum(positions)
+            if total * (k_in + k_out) < k_in * k_out:
+                xs, ys = _stacked_patches(geometry, pairs)
+                gram = tf.matmul(xs, xs, transpose_b=True) * tf.matmul(ys, ys, transpose_b=True)
+                return tf.reduce_sum(gram, axis=[1, 2])
+    return per_example_norm(per_example_kernel_gradients(geometry, pairs), kind)
+
+
+def filter_gradient(geometry: ConvGeometry, x: tf.Tensor, y: tf.Tensor,
+                    kernel_shape: Sequence[int]) -> tf.Tensor:
+    """The batch's kernel gradient sum_b grad_b, shape `kernel_shape` = (*k, c_x, c_y)."""
+    kernel_shape = tuple(kernel_shape)
+    if geometry.rank == 1:
+        geometry, x, y = geometry.with_leading_unit_axis(), x[:, None], y[:, None]
+        shape = (1,) + kernel_shape
+    else:
+        shape = kernel_shape
+    if geometry.dilated:
+        # The dilated filter-gradient kernels exist only in oneDNN and GPU builds; the
+        # gradient of tf.nn.convolution (space-to-batch around a plain convolution) is the
+        # same filter gradient on every backend.
+        zero_kernel = tf.zeros(shape, x.dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(zero_kernel)
+            z = tf.nn.convolution(x, zero_kernel, strides=list(geometry.strides),
+                                  padding=geometry.padding, dilations=list(geometry.dilations))
+        kernel = tape.gradient(z, zero_kernel, output_gradients=y)
+    elif geometry.rank == 2:
+        kernel = tf.compat.v1.nn.conv2d_backprop_filter(
+            x, shape, y, strides=[1, *geometry.strides, 1], padding=geometry.padding)
+    else:
+        kernel = tf.compat.v1.nn.conv3d_backprop_filter_v2(
+            x, shape, y, strides=[1, *geometry.strides, 1], padding=geometry.padding)
+    return tf.reshape(kernel, kernel_shape)
+
+
+def scale_batch(t: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """t[b] * weights[b] for a [B, ...] tensor of static rank."""
+    return t * tf.reshape(tf.cast(weights, t.dtype), [-1] + [1] * (t.shape.rank - 1))
+
+
+def position_sums(ts: Sequence[tf.Tensor]) -> tf.Tensor:
+    """[B, c]: the sum over positions and over calls of [B, ..., c] tensors (a bias gradient)."""
+    return tf.add_n([tf.reduce_sum(flatten_positions(t), axis=1) for t in ts])
+
+
+def _method_owner(cls: type, name: str) -> Optional[type]:
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
+
+
+def trainable_kernel_and_bias(layer) -> Tuple[Optional[tf.Variable], Optional[tf.Variable]]:
+    kernel = layer.kernel if layer.kernel.trainable else None
+    bias = layer.bias if layer.use_bias and layer.bias.trainable else None
+    return kernel, bias
+
+
+@layer_rule(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+class ConvRule(LayerRule):
+    """Conv1D/2D/3D (groups 1, channels last): per-example kernel gradients from input patches."""
+
+    def supports(self, layer):
+        # LoRA makes the kernel a frozen variable plus trainable factors this rule does not
+        # measure; an overridden convolution_op is a different convolution.
+        return (super().supports(layer) and layer.groups == 1
+                and layer.data_format == "channels_last"
+                and not getattr(layer, "lora_enabled", False)
+                and _method_owner(type(layer), "convolution_op")
+                is _method_owner(keras.layers.Conv2D, "convolution_op"))
+
+    def variables(self, layer):
+        return [v for v in trainable_kernel_and_bias(layer) if v is not None]
+
+    @staticmethod
+    def geometry(layer) -> ConvGeometry:
+        padding = "VALID" if layer.padding in ("valid", "causal") else "SAME"
+        return ConvGeometry(tuple(layer.kernel_size), tuple(layer.strides),
+                            tuple(layer.dilation_rate), padding)
+
+    def forward(self, layer, inputs, *args, **kwargs):
+        if isinstance(inputs, (tf.SparseTensor, tf.RaggedTensor)):
+            return None
+        a = tf.convert_to_tensor(inputs)
+        padding = layer.padding.upper()
+        if layer.padding == "causal":
+            a = tf.pad(a, layer._compute_causal_padding())  # pylint: disable=protected-access
+            padding = "VALID"
+        z = tf.nn.convolution(a, layer.kernel, strides=list(layer.strides), padding=padding,
+                              dilations=list(layer.dilation_rate))
+        if layer.use_bias:
+            z = tf.nn.bias_add(z, layer.bias)
+        return layer.activation(z), a, z
+
+    def norms(self, layer, calls, kind):
+        kernel, bias = trainable_kernel_and_bias(layer)
+        terms: List[tf.Tensor] = []
+        if kernel is not None:
+            terms.append(kernel_norms(self.geometry(layer), list(calls), kind))
+        if bias is not None:
+            terms.append(per_example_norm(position_sums([g for _, g in calls]), kind))
+        return tf.add_n(terms)
+
+    def weighted_sums(self, layer, calls, weights):
+        # sum_b w_b grad_b is the ordinary filter gradient of the reweighted output gradient.
+        kernel, bias = trainable_kernel_and_bias(layer)
+        weighted = [(a, scale_batch(g, weights)) for a, g in calls]
+        sums = {}
+        if kernel is not None:
+            geometry = self.geometry(layer)
+            sums[var_key(kernel)] = tf.add_n(
+                [filter_gradient(geometry, a, gw, kernel.shape) for a, gw in weighted])
+        if bias is not None:
+            sums[var_key(bias)] = tf.reduce_sum(position_sums([gw for _, gw in weighted]), axis=0)
+        return sums

@@ -1,0 +1,189 @@
+"""DepthwiseConv1D/DepthwiseConv2D: per-example depthwise kernel gradients in one batched op.
+
+The layer's forward is `keras.ops.depthwise_conv` (channels last) plus the bias, which the
+rule re-runs as is, so `z` is the pre-activation and `a` the input. Channel c of the input
+only meets the kernel slice [..., c, :], so every example's kernel gradient is a depthwise
+filter gradient of its own: folding the batch into the channels (input [1, *S, B*C],
+output gradient [1, *S', B*C*M]) turns the B per-example gradients into the single
+depthwise filter gradient [*k, B*C, M] of a batch-one problem. Per-example gradients are
+materialized: a depthwise kernel has only k*C*M entries per example (a ghost norm would
+need position-by-position Gram matrices and cost more).
+
+Dilation: the native DepthwiseConv2dNativeBackpropFilter kernel of the plain CPU backend
+has no dilation, and Keras computes stride > 1 with dilation > 1 as a stride-1 dilated
+convolution followed by subsampling. For those configurations the filter gradient is the
+tape gradient of `keras.ops.depthwise_conv` itself with respect to a zero kernel (the
+space-to-batch formulation TensorFlow uses for dilated depthwise convolutions), the same
+result on every backend. The helpers here are shared with the SeparableConv rule.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import keras
+import tensorflow as tf
+
+from tfdp.training.rules.base import (PerExampleGradientRule, scale_examples, var_key)
+from tfdp.training.rules.registry import layer_rule
+
+
+def needs_decomposition(strides: Sequence[int], dilation_rate: Sequence[int]) -> bool:
+    """Whether Keras computes the depthwise conv as a stride-1 dilated conv, then subsamples."""
+    return any(s > 1 for s in strides) and any(d > 1 for d in dilation_rate)
+
+
+def depthwise_config_supported(layer) -> bool:
+    """The depthwise configurations the rules compute exactly on every CPU backend.
+
+    channels_last only; padding "valid"/"same" (Keras's depthwise layers have no causal
+    padding; explicit padding lists fail in the TensorFlow backend); for 2D, unequal
+    strides without dilation run only on oneDNN/GPU builds (the native CPU depthwise
+    kernel needs equal strides), so they are declined.
+    """
+    if layer.data_format != "channels_last" or layer.rank not in (1, 2):
+        return False
+    if not isinstance(layer.padding, str) or layer.padding not in ("valid", "same"):
+        return False
+    if (layer.rank == 2 and layer.strides[0] != layer.strides[1]
+            and not needs_decomposition(layer.strides, layer.dilation_rate)):
+        return False
+    return True
+
+
+def depthwise_forward(layer, a: tf.Tensor, kernel) -> tf.Tensor:
+    """The layer's depthwise convolution of `a` with `kernel`, exactly as Keras calls it."""
+    return keras.ops.depthwise_conv(a, kernel, strides=layer.strides, padding=layer.padding,
+                                    data_format="channels_last",
+                                    dilation_rate=layer.dilation_rate)
+
+
+def depthwise_filter_gradient(layer, x: tf.Tensor, g: tf.Tensor, kernel_shape) -> tf.Tensor:
+    """sum over x's batch of the depthwise kernel gradient, shape `kernel_shape`.
+
+    x: [N, *S, C], g: [N, *S', C*M] (the gradient w.r.t. the depthwise output),
+    kernel_shape: [*k, C, M] (ints or a 1-D int tensor).
+    """
+    strides, dilations = tuple(layer.strides), tuple(layer.dilation_rate)
+    if all(d == 1 for d in dilations) and (layer.rank == 1 or strides[0] == strides[1]):
+        # The native filter-gradient op, as Keras's forward uses it (1D: height one, the
+        # stride repeated on that height, which a one-row kernel never steps over).
+        if layer.rank == 1:
+            x, g = x[:, None], g[:, None]
+            shape = tf.concat([[1], kernel_shape], 0)
+            step = [1, strides[0], strides[0], 1]
+        else:
+            shape = tf.convert_to_tensor(kernel_shape)
+            step = [1, strides[0], strides[1], 1]
+        grad = tf.nn.depthwise_conv2d_backprop_filter(x, tf.cast(shape, tf.int32), g,
+                                                      strides=step,
+                                                      padding=layer.padding.upper())
+        return tf.reshape(grad, kernel_shape)
+    # Dilation: the gradient of Keras's own forward (space-to-batch around the native op,
+    # or the stride-1 dilated conv and subsampling) w.r.t. a zero kernel.
+    zero_kernel = tf.zeros(kernel_shape, x.dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(zero_kernel)
+        out = depthwise_forward(layer, x, zero_kernel)
+    return tape.gradient(out, zero_kernel, output_gradients=g)
+
+
+def _fold_batch(t: tf.Tensor) -> tf.Tensor:
+    """[B, *S, C] -> [1, *S, B*C] (channel b*C + c holds example b's channel c)."""
+    rank = t.shape.rank
+    t = tf.transpose(t, list(range(1, rank - 1)) + [0, rank - 1])
+    spatial = tf.shape(t)[:rank - 2]
+    return tf.reshape(t, tf.concat([[1], spatial, [-1]], 0))
+
+
+def per_example_depthwise_gradients(layer, a: tf.Tensor, g: tf.Tensor,
+                                    kernel_size: Sequence[int], multiplier: int) -> tf.Tensor:
+    """[B, *k, C, M]: every example's depthwise kernel gradient, in one filter-gradient op.
+
+    a: [B, *S, C] the input, g: [B, *S', C*M] the gradient w.r.t. the depthwise output.
+    """
+    batch, channels = tf.shape(a)[0], tf.shape(a)[-1]
+    k = list(kernel_size)
+    folded = depthwise_filter_gradient(
+        layer, _fold_batch(a), _fold_batch(g),
+        tf.stack(k + [batch * channels, multiplier]))
+    rank = len(k)
+    folded = tf.reshape(folded, tf.stack(k + [batch, channels, multiplier]))
+    return tf.transpose(folded, [rank] + list(range(rank)) + [rank + 1, rank + 2])
+
+
+def batch_depthwise_gradient(layer, a: tf.Tensor, g: tf.Tensor, kernel) -> tf.Tensor:
+    """sum_b of the depthwise kernel gradient (g already weighted per example)."""
+    return depthwise_filter_gradient(layer, a, g, list(kernel.shape))
+
+
+def spatial_sum(g: tf.Tensor) -> tf.Tensor:
+    """[B, *S, F] -> [B, F]."""
+    return tf.reduce_sum(g, axis=list(range(1, g.shape.rank - 1)))
+
+
+def accepts_input(layer, inputs) -> Optional[tf.Tensor]:
+    """The input as a dense tensor of the layer's rank, or None when the rule cannot run it."""
+    if isinstance(inputs, (tf.SparseTensor, tf.RaggedTensor)):
+        return None
+    a = tf.convert_to_tensor(inputs)
+    if a.shape.rank != layer.rank + 2 or not a.dtype.is_floating:
+        return None
+    return a
+
+
+@layer_rule(keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+class DepthwiseConvRule(PerExampleGradientRule):
+    """DepthwiseConv1D/2D (channels last, any depth_multiplier, strides, dilation, padding).
+
+    grad_kernel[b] = depthwise filter gradient of (a[b], g[b]) (all examples in one op, the
+    batch folded into the channels); grad_bias[b] = sum over positions of g[b].
+    """
+
+    def supports(self, layer):
+        return super().supports(layer) and depthwise_config_supported(layer)
+
+    def forward(self, layer, inputs, *args, **kwargs):
+        a = accepts_input(layer, inputs)
+        if a is None:
+            return None
+        z = depthwise_forward(layer, a, layer.kernel)
+        if layer.use_bias:
+            z = z + tf.reshape(layer.bias, [1] * (layer.rank + 1) + [-1])
+        out = z if layer.activation is None else layer.activation(z)
+        return out, a, z
+
+    def variables(self, layer) -> List[tf.Variable]:
+        return [v for v in (layer.kernel, layer.bias) if v is not None and v.trainable]
+
+    def per_example_gradients(self, layer, calls):
+        kernel_grads: List[tf.Tensor] = []
+        bias_grads: List[tf.Tensor] = []
+        for a, g in calls:
+            if layer.kernel.trainable:
+                kernel_grads.append(per_example_depthwise_gradients(
+                    layer, a, g, layer.kernel_size, layer.depth_multiplier))
+            if layer.use_bias and layer.bias.trainable:
+                bias_grads.append(spatial_sum(g))
+        grads: Dict[int, tf.Tensor] = {}
+        if kernel_grads:
+            grads[var_key(layer.kernel)] = tf.add_n(kernel_grads)
+        if bias_grads:
+            grads[var_key(layer.bias)] = tf.add_n(bias_grads)
+        return grads
+
+    def weighted_sums(self, layer, calls, weights):
+        # sum_b w_b grad_b is the ordinary (batched) filter gradient of the reweighted g.
+        kernel_sums, bias_sums = [], []
+        for a, g in calls:
+            gw = scale_examples(g, weights)
+            if layer.kernel.trainable:
+                kernel_sums.append(batch_depthwise_gradient(layer, a, gw, layer.kernel))
+            if layer.use_bias and layer.bias.trainable:
+                bias_sums.append(tf.reduce_sum(gw, axis=list(range(g.shape.rank - 1))))
+        sums = {}
+        if kernel_sums:
+            sums[var_key(layer.kernel)] = tf.add_n(kernel_sums)
+        if bias_sums:
+            sums[var_key(layer.bias)] = tf.add_n(bias_sums)
+        return sums
