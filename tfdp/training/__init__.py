@@ -11,9 +11,9 @@ from tfdp.training.plan import GradientPlan, make_plan
 from tfdp.training.private_model import PrivateModel, check_dp_compatible, make_private
 from tfdp.training.rules import (LayerRule, PerExampleGradientRule, layer_rule,
                                  register_layer_rule, registered_rules, rule_for, rule_names,
-                                 unregister_layer_rule)
+                                 unregister_layer_rule, var_key)
 
 __all__ = ["make_private", "PrivateModel", "check_dp_compatible", "LayerRule",
            "PerExampleGradientRule", "layer_rule", "register_layer_rule", "unregister_layer_rule",
            "registered_rules", "rule_for", "rule_names", "gradient_plan", "GradientPlan",
-           "make_plan", "clipped_gradient_sum", "ClippedGradientSum"]
+           "make_plan", "clipped_gradient_sum", "ClippedGradientSum", "var_key"]

@@ -58,14 +58,16 @@ class GradientPlan:
     jacobian: List[Any]
     unused: List[Any]
     reasons: Dict[str, str] = dataclasses.field(default_factory=dict)
+    order: List[str] = dataclasses.field(default_factory=list)
 
     def describe(self) -> Dict[str, str]:
-        """{layer name: "rule:<RuleClass>" | "local" | "jacobian"} for layers with weights."""
+        """{layer name: "rule:<RuleClass>" | "local" | "jacobian"}, layers with weights in call order."""
         out = {layer.name: f"{RULE}:{type(rule).__name__}" for layer, rule in self.rules}
         out.update({layer.name: LOCAL for layer, _ in self.local})
         for variable in self.jacobian:
             out[_owner_name(variable)] = JACOBIAN
-        return out
+        rank = {name: i for i, name in enumerate(self.order)}
+        return dict(sorted(out.items(), key=lambda item: rank.get(item[0], len(rank))))
 
     def summary(self) -> str:
         """One line per path: which layers took it (and why for the Jacobian)."""
@@ -182,7 +184,8 @@ def make_plan(model: keras.Model, x: Any) -> GradientPlan:
     variables = list(model.trainable_variables)
     graph, probe = _probe_graph(model, _spec(x))
     reads = _reads(graph, variables)
-    layers = [layer for layer in model_layers(model) if id(layer) in probe.spans]
+    layers = sorted((layer for layer in model_layers(model) if id(layer) in probe.spans),
+                    key=lambda layer: probe.spans[id(layer)][0][0])
     rules = {id(layer): _usable_rule(layer) for layer in layers}
     reasons: Dict[str, str] = {}
 
@@ -255,4 +258,5 @@ def make_plan(model: keras.Model, x: Any) -> GradientPlan:
                    if all(claims.get(var_key(w)) == id(layer) for w in rule.variables(layer))]
     return GradientPlan(rules=rule_layers,
                         local=[(by_id[lid], vs) for lid, vs in local.items()],
-                        jacobian=jacobian, unused=unused, reasons=reasons)
+                        jacobian=jacobian, unused=unused, reasons=reasons,
+                        order=[layer.name for layer in layers])
