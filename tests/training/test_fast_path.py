@@ -32,7 +32,7 @@ MODELS = {
     "embedding_layernorm_sequence_dense": (lambda: keras.Sequential([
         keras.Input((6,)), L.Embedding(11, 5), L.LayerNormalization(),
         L.Dense(4, activation="relu"), L.GlobalAveragePooling1D(), L.Dense(3)]), (6,), "int"),
-    "fallback_groupnorm": (lambda: keras.Sequential([
+    "conv2d_groupnorm": (lambda: keras.Sequential([
         keras.Input((6, 6, 1)), L.Conv2D(4, 3), L.GroupNormalization(2), L.Flatten(),
         L.Dense(3)]), (6, 6, 1), "float"),
 }

@@ -42,7 +42,7 @@ def brute_force(model: keras.Model, loss, x, y, clip: float, kind: str,
                 value = value * float(sample_weight[b])
         grads = tape.gradient(value, [v.value for v in variables],
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        grads = [np.asarray(g, np.float64) for g in grads]
+        grads = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in grads]
         if kind == "l2":
             norm = np.sqrt(sum(np.sum(g ** 2) for g in grads))
         else:

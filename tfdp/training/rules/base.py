@@ -58,6 +58,18 @@ def scale_examples(t: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     return t * tf.reshape(w, tf.concat([tf.shape(w), tf.ones([tf.rank(t) - 1], tf.int32)], 0))
 
 
+def sum_to_parameter(t: tf.Tensor, kept_axes: Sequence[int], shape: Sequence[int]) -> tf.Tensor:
+    """[B, ...] -> [B, *shape]: sums `t` over every non-batch axis not in `kept_axes`.
+
+    The kept axes stay in positional order, so the result's row-major layout is that of
+    the parameter reshaped onto the input (the way Keras broadcasts gamma/beta/alpha).
+    """
+    reduce = [i for i in range(1, t.shape.rank) if i not in kept_axes]
+    if reduce:
+        t = tf.reduce_sum(t, axis=reduce)
+    return tf.reshape(t, [-1, *shape])
+
+
 def _call_owner(cls: type) -> Optional[type]:
     """The class in `cls`'s MRO that defines the `call` method `cls` uses."""
     return next((c for c in cls.__mro__ if "call" in vars(c)), None)

@@ -20,8 +20,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfdp.training.rules.base import PerExampleGradientRule, var_key
-from tfdp.training.rules.layer_normalization import sum_to_parameter
+from tfdp.training.rules.base import PerExampleGradientRule, sum_to_parameter, var_key
 from tfdp.training.rules.registry import layer_rule
 
 

@@ -18,26 +18,14 @@ Keras then *reshapes*, not transposes, gamma onto the input, and so does this ru
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from tfdp.training.rules.base import PerExampleGradientRule, var_key
+from tfdp.training.rules.base import PerExampleGradientRule, sum_to_parameter, var_key
 from tfdp.training.rules.registry import layer_rule
-
-
-def sum_to_parameter(t: tf.Tensor, kept_axes: Sequence[int], shape: Sequence[int]) -> tf.Tensor:
-    """[B, ...] -> [B, *shape]: sums `t` over every non-batch axis not in `kept_axes`.
-
-    The kept axes stay in positional order, so the result's row-major layout is that of
-    the parameter reshaped onto the input (the way Keras broadcasts gamma/beta/alpha).
-    """
-    reduce = [i for i in range(1, t.shape.rank) if i not in kept_axes]
-    if reduce:
-        t = tf.reduce_sum(t, axis=reduce)
-    return tf.reshape(t, [-1, *shape])
 
 
 def _sorted_axes(layer) -> List[int]:
