@@ -31,6 +31,11 @@ def batch_major_leaves(leaves: Sequence[Any], batch_size: Optional[int] = None) 
                  and t.shape[0] in (None, batch_size))
 
 
+# Each example is re-run as a batch of two copies, the second with a zero output gradient
+# (so it adds exactly nothing): with a batch of one, vectorizing a [1, M, K] x [K, N] matmul
+# gives a [B, 1, M, K] x [K, N] one, which TensorFlow 2.21's oneDNN kernels compute wrongly
+# (garbage or heap corruption; tests/training/test_gradient_plan.py has the case).
+
 # Recomputed outputs must match the batched call to this relative precision (float32
 # round-off across different kernel orders is far smaller; a random mask is not).
 _REPRODUCTION_RTOL = 1e-3
@@ -52,10 +57,11 @@ class LocalCall:
                 if isinstance(t, tf.Tensor) and t.dtype.is_floating]
 
     def rebuild(self, sliced: Sequence[tf.Tensor]) -> Tuple[Any, Tuple, Dict]:
-        """(inputs, args, kwargs) with the batch-major leaves replaced by one example each."""
+        """(inputs, args, kwargs) with each batch-major leaf replaced by a batch of two
+        copies of one example (see the note above)."""
         leaves = list(self.leaves)
         for index, value in zip(self.sliced, sliced):
-            leaves[index] = value[None]
+            leaves[index] = tf.stack([value, value])
         return tf.nest.pack_sequence_as(self.structure, leaves)
 
 
@@ -84,7 +90,8 @@ def per_example_gradients(layer, original_call: Callable, calls: Sequence[Tuple[
                 raise ValueError(f"Layer {layer.name!r} returned a different output structure "
                                  "when called on one example.")
             per_var = tape.gradient(recomputed, handles,
-                                    output_gradients=[g[None] for g in grads],
+                                    output_gradients=[tf.stack([g, tf.zeros_like(g)])
+                                                      for g in grads],
                                     unconnected_gradients=tf.UnconnectedGradients.ZERO)
             return per_var, [t[0] for t in recomputed]
 

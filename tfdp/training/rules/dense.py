@@ -1,4 +1,5 @@
-"""Dense: per-example kernel gradients are outer products (ghost norm over positions)."""
+"""Dense: per-example kernel gradients are outer products (over positions: ghost norm or
+materialized, the cheaper by the static shapes)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from tfdp.training.rules.base import (LayerRule, flatten_positions, l1_norm, per
                                       sq_norm, var_key)
 from tfdp.training.rules.registry import layer_rule
 
+
 @layer_rule(keras.layers.Dense)
 class DenseRule(LayerRule):
     """Dense: grad_W[b] = sum_t a[b,t] g[b,t]^T, grad_bias[b] = sum_t g[b,t]."""
+
+    def supports(self, layer):
+        # LoRA adapters and quantized kernels compute a different function of the weights.
+        return (super().supports(layer) and not getattr(layer, "lora_enabled", False)
+                and not getattr(layer, "quantization_mode", None))
 
     def forward(self, layer, inputs, *args, **kwargs):
         if isinstance(inputs, (tf.SparseTensor, tf.RaggedTensor)):
@@ -42,11 +49,17 @@ class DenseRule(LayerRule):
             return total + g_size if layer.use_bias else total
         a, g = self._stacked(calls)
         bias_grad = tf.reduce_sum(g, axis=1)
-        if kind == "l2":
-            # Ghost norm: |sum_t a_t g_t^T|^2 = sum_{t,s} (a_t . a_s)(g_t . g_s), no [B, in, out].
+        positions, k_in, k_out = a.shape[1], a.shape[-1], g.shape[-1]
+        ghost_is_cheaper = (None not in (positions, k_in, k_out)
+                            and positions * (k_in + k_out) < k_in * k_out)
+        if kind == "l2" and ghost_is_cheaper:
+            # Ghost norm: |sum_t a_t g_t^T|^2 = sum_{t,s} (a_t . a_s)(g_t . g_s), no [B, in, out];
+            # it costs T^2 (in + out) against T in out for the materialized gradient.
             aa = tf.einsum("bti,bsi->bts", a, a)
             gg = tf.einsum("bto,bso->bts", g, g)
             total = tf.reduce_sum(aa * gg, axis=[1, 2])
+        elif kind == "l2":
+            total = sq_norm(tf.einsum("bti,bto->bio", a, g))
         else:
             total = l1_norm(tf.einsum("bti,bto->bio", a, g))
         return total + per_example_norm(bias_grad, kind) if layer.use_bias else total

@@ -19,12 +19,12 @@ result on every backend. The helpers here are shared with the SeparableConv rule
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import keras
 import tensorflow as tf
 
-from tfdp.training.rules.base import (PerExampleGradientRule, scale_examples, var_key)
+from tfdp.training.rules.base import PerExampleGradientRule, var_key
 from tfdp.training.rules.registry import layer_rule
 
 
@@ -112,11 +112,6 @@ def per_example_depthwise_gradients(layer, a: tf.Tensor, g: tf.Tensor,
     return tf.transpose(folded, [rank] + list(range(rank)) + [rank + 1, rank + 2])
 
 
-def batch_depthwise_gradient(layer, a: tf.Tensor, g: tf.Tensor, kernel) -> tf.Tensor:
-    """sum_b of the depthwise kernel gradient (g already weighted per example)."""
-    return depthwise_filter_gradient(layer, a, g, list(kernel.shape))
-
-
 def spatial_sum(g: tf.Tensor) -> tf.Tensor:
     """[B, *S, F] -> [B, F]."""
     return tf.reduce_sum(g, axis=list(range(1, g.shape.rank - 1)))
@@ -137,7 +132,9 @@ class DepthwiseConvRule(PerExampleGradientRule):
     """DepthwiseConv1D/2D (channels last, any depth_multiplier, strides, dilation, padding).
 
     grad_kernel[b] = depthwise filter gradient of (a[b], g[b]) (all examples in one op, the
-    batch folded into the channels); grad_bias[b] = sum over positions of g[b].
+    batch folded into the channels); grad_bias[b] = sum over positions of g[b]. The
+    weighted sums contract the same per-example gradients with the weights (the graph
+    computes them once for the norms and the sums: identical ops are deduplicated).
     """
 
     def supports(self, layer):
@@ -171,19 +168,3 @@ class DepthwiseConvRule(PerExampleGradientRule):
         if bias_grads:
             grads[var_key(layer.bias)] = tf.add_n(bias_grads)
         return grads
-
-    def weighted_sums(self, layer, calls, weights):
-        # sum_b w_b grad_b is the ordinary (batched) filter gradient of the reweighted g.
-        kernel_sums, bias_sums = [], []
-        for a, g in calls:
-            gw = scale_examples(g, weights)
-            if layer.kernel.trainable:
-                kernel_sums.append(batch_depthwise_gradient(layer, a, gw, layer.kernel))
-            if layer.use_bias and layer.bias.trainable:
-                bias_sums.append(tf.reduce_sum(gw, axis=list(range(g.shape.rank - 1))))
-        sums = {}
-        if kernel_sums:
-            sums[var_key(layer.kernel)] = tf.add_n(kernel_sums)
-        if bias_sums:
-            sums[var_key(layer.bias)] = tf.add_n(bias_sums)
-        return sums

@@ -124,7 +124,7 @@ class EinsumDenseRule(LayerRule):
             return False
         if getattr(layer, "quantization_mode", None) is not None:
             return False
-        if not isinstance(getattr(layer, "_kernel", None), keras.Variable):
+        if layer.built and not isinstance(getattr(layer, "_kernel", None), keras.Variable):
             return False
         rank = _input_rank(layer)
         if rank is not None or "..." not in layer.equation:
@@ -133,7 +133,8 @@ class EinsumDenseRule(LayerRule):
         return any(_parse(layer.equation, layer.bias_axes, r) is not None for r in range(1, 9))
 
     def variables(self, layer):
-        return [v for v in (layer._kernel, layer.bias)  # pylint: disable=protected-access
+        # `_kernel` is the variable itself (`kernel` is a property that may compute a tensor).
+        return [v for v in (getattr(layer, "_kernel", None), getattr(layer, "bias", None))
                 if v is not None and v.trainable]
 
     @staticmethod

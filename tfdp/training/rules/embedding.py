@@ -9,6 +9,7 @@ from tfdp.training.rules.base import (LayerRule, flatten_positions, l1_norm, per
                                       sq_norm, var_key)
 from tfdp.training.rules.registry import layer_rule
 
+
 @layer_rule(keras.layers.Embedding)
 class EmbeddingRule(LayerRule):
     """Embedding: row r of example b's gradient is the sum of g at the positions holding token r."""
