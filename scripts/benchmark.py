@@ -1,195 +1,225 @@
-"""Side-by-side speed and memory of DP training options in one run (ratios, not absolute seconds).
+"""Side-by-side speed and memory of DP vs non-private training on the model zoo, in one run.
 
-Each configuration trains in its own subprocess on the same synthetic data, so its
-peak memory (max RSS) is its own; non-private Keras training is measured before and
-after the others and its faster run is the baseline. Slow options (the DP optimizer's
-own Jacobian path) are timed over a few steps and scaled to an epoch.
+For every model of `tfdp.models.zoo` (the TF Privacy tutorial CNN, the pneumonia CNN, a
+GroupNorm ResNet, a transformer block, an LSTM, a text CNN, an MLP; the Opacus peer
+script `../shared/peers/opacus_models.py` has the same nets where it has them), plain
+Keras training ("nodp") and tfdp's fast path ("tfdp_fast": `tfdp.make_private` and
+`tfdp.DPKerasSGDOptimizer`) train on the same synthetic data and batch, each in its own
+subprocess so its peak memory (max RSS) is its own. Each reports its best epoch after a
+warm-up epoch; the two run first and again last (in reverse order) and keep their faster
+run, so a burst of load on a shared machine favours neither. One row per model: seconds
+per epoch, the DP/no-DP ratio, peak memory and its ratio, and how many layers took a
+per-layer rule, the local fallback or the Jacobian (`tfdp.training.gradient_plan`).
+The logic is in `tfdp.training.benchmark`.
 
 TF Privacy's Keras DP optimizers (generic, vectorized) and its DPSequential model are
 built on Keras 2 (`keras.optimizers.legacy`, tf-keras's train-step internals), which
-Keras 3 does not have: they are listed as unavailable on Keras 3, not run.
+Keras 3 does not have: they are listed as unavailable on Keras 3, not run. The DP
+optimizer's own Jacobian path (`--configs=nodp,tfdp_fast,tfdp_optimizer`) is timed over a
+few steps and scaled to an epoch.
 
-    .venv/bin/python scripts/benchmark.py            # tutorial CNN and MLP
-    .venv/bin/python scripts/benchmark.py --models=cnn --output=results/benchmark.json
+    .venv/bin/python scripts/benchmark.py                                  # the whole zoo
+    .venv/bin/python scripts/benchmark.py --models=tutorial_cnn,resnet
+    .venv/bin/python scripts/benchmark.py --quick --models=mlp --batch_size=8   # a smoke test
 
-Ends by printing `tfdp_vs_nodp_ratio=<number>` for the CNN.
+Writes `--output` (results/benchmark.json) and ends by printing `tfdp_vs_nodp_ratio=<number>`
+for the tutorial CNN when it ran. Like the other scripts it turns oneDNN on unless
+TF_ENABLE_ONEDNN_OPTS is set (the subprocesses inherit the setting).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
+import platform
+import signal
 import subprocess
 import sys
-import time
 
 if __package__:  # tfdp.scripts.<name>: an installed console script, or python -m
     from tfdp.scripts import _cli
 else:  # python scripts/<name>.py: Python puts scripts/ first on sys.path
     import _cli  # noqa: E402
 
-from absl import app, flags
+_cli.quiet_tensorflow_startup()
+
+from absl import app, flags  # noqa: E402
+
+from tfdp.models import zoo  # noqa: E402
+from tfdp.training import benchmark as bench  # noqa: E402
 
 FLAGS = flags.FLAGS
-SLOW = {"tfdp_optimizer"}
-RUNNABLE = ("nodp", "tfdp_fast", "tfdp_optimizer")
-# TF Privacy 0.8.12's Keras classes subclass Keras 2 ones that Keras 3 (TF >= 2.16) removed.
-UNAVAILABLE = {
-    "tfp_vectorized": "TF Privacy's VectorizedDPKerasSGDOptimizer subclasses "
-                      "keras.optimizers.legacy.SGD (Keras 2), which Keras 3 does not have",
-    "tfp_generic": "TF Privacy's DPKerasSGDOptimizer subclasses keras.optimizers.legacy.SGD "
-                   "(Keras 2), which Keras 3 does not have",
-    "tfp_dpsequential": "TF Privacy's DPSequential train_step reads Keras 2 internals (the "
-                        "compiled loss container) and fails on Keras 3",
-}
+ALIASES = {"cnn": "tutorial_cnn"}  # the name before the zoo
+TUTORIAL = "tutorial_cnn"
+_SIGNALS = {int(s) for s in signal.Signals}
+# TensorFlow's native log lines and the module list of Python's fault handler after a crash.
+_NOISE = ("I0000", "W0000", "WARNING: All log", "Extension modules:")
+_WORKER_FLAGS = ("num_examples", "batch_size", "epochs", "warmup_epochs", "slow_steps")
 
 
-def _build(model_name):
-    import keras
-
-    layers = keras.layers
-    if model_name == "cnn":
-        return keras.Sequential([
-            keras.Input((28, 28, 1)),
-            layers.Conv2D(16, 8, strides=2, padding="same", activation="relu"),
-            layers.MaxPool2D(2, 1),
-            layers.Conv2D(32, 4, strides=2, padding="valid", activation="relu"),
-            layers.MaxPool2D(2, 1),
-            layers.Flatten(),
-            layers.Dense(32, activation="relu"),
-            layers.Dense(10),
-        ]), (28, 28, 1)
-    return keras.Sequential([
-        keras.Input((784,)),
-        layers.Dense(512, activation="relu"),
-        layers.Dense(256, activation="relu"),
-        layers.Dense(10),
-    ]), (784,)
+def _settings() -> dict:
+    """The measuring settings after --quick (explicit flags win over it)."""
+    settings = {name: FLAGS[name].value for name in _WORKER_FLAGS + ("rounds",)}
+    if FLAGS.quick:
+        if not FLAGS["epochs"].present:
+            settings["epochs"] = 1
+        if not FLAGS["rounds"].present:
+            settings["rounds"] = 1
+        if not FLAGS["slow_steps"].present:
+            settings["slow_steps"] = 1
+    return settings
 
 
-def _run_worker(spec: str) -> dict:
-    """Trains one configuration and returns seconds per epoch."""
-    import numpy as np
-    import keras
-    import tensorflow as tf
-
-    import tfdp
-    from tfdp.run import OptimizerPathModel
-
-    model_name, config = spec.split(":")
-    keras.utils.set_random_seed(0)
-    model, shape = _build(model_name)
-    n, batch = FLAGS.num_examples, FLAGS.batch_size
-    x = np.random.default_rng(0).random((n,) + shape, dtype=np.float32)
-    y = np.random.default_rng(1).integers(0, 10, n)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
-    per_example = keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True, reduction=None)
-    dp = dict(l2_norm_clip=1.0, noise_multiplier=1.1)
-    if config == "nodp":
-        model.compile(optimizer=keras.optimizers.SGD(0.1),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    elif config == "tfdp_fast":
-        model = tfdp.make_private(model)
-        model.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=0.1, **dp), loss=per_example)
-    elif config == "tfdp_optimizer":
-        # make_private's train step with the optimizer's own Jacobian (train.py --nofast_path).
-        private = tfdp.make_private(model)
-        model = OptimizerPathModel(private.input, private.output)
-        model.compile(optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=0.1, **dp), loss=per_example)
-    else:
-        raise ValueError(f"unknown config {config!r}")
-    steps_per_epoch = -(-n // batch)
-    if config in SLOW:
-        timed = data.take(FLAGS.slow_steps)
-        model.fit(data.take(1), epochs=1, verbose=0)  # trace and warm up
-        start = time.perf_counter()
-        model.fit(timed, epochs=1, verbose=0)
-        seconds = (time.perf_counter() - start) / FLAGS.slow_steps * steps_per_epoch
-    else:
-        model.fit(data, epochs=1, verbose=0)
-        start = time.perf_counter()
-        model.fit(data, epochs=FLAGS.epochs, verbose=0)
-        seconds = (time.perf_counter() - start) / FLAGS.epochs
-    return {"seconds_per_epoch": seconds,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def _measure(model_name: str, config: str) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), f"--worker={model_name}:{config}"] + [
-        f"--{name}={FLAGS[name].value}" for name in
-        ("num_examples", "batch_size", "epochs", "slow_steps")
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def _measure(model_name: str, config: str, settings: dict) -> dict:
+    """Runs `tfdp.training.benchmark.measure` for one configuration in a fresh subprocess."""
+    command = [sys.executable, os.path.abspath(__file__), f"--worker={model_name}:{config}"]
+    command += [f"--{name}={settings[name]}" for name in _WORKER_FLAGS
+                if settings[name] is not None]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+    lines = [line.strip() for line in (done.stderr or done.stdout).strip().splitlines()
+             if line.strip() and not line.startswith(_NOISE)]
+    error = lines[-1][:300] if lines else ""
+    if done.returncode < 0:  # killed by a signal: a crash in native code
+        name = signal.Signals(-done.returncode).name if -done.returncode in _SIGNALS else "?"
+        # Python's fault handler (absl turns it on) lists the innermost frame first.
+        frames = [line for line in lines if line.startswith('File "')]
+        error = f"worker killed by signal {-done.returncode} ({name})" + (
+            f", in {frames[0][:300]}" if frames else (f"; last line: {error}" if error else ""))
+    return {"error": error or f"worker exit status {done.returncode}"}
+
+
+def _keep_best(previous: dict, result: dict) -> dict:
+    """Of two runs of one configuration: the faster time, the higher peak memory."""
+    if "seconds_per_epoch" not in previous:
+        return result
+    if "seconds_per_epoch" not in result:
+        return previous
+    best = dict(result if result["seconds_per_epoch"] < previous["seconds_per_epoch"] else previous)
+    best["peak_rss_mb"] = max(result["peak_rss_mb"], previous["peak_rss_mb"])
+    best["runs_seconds_per_epoch"] = (previous.get("runs_seconds_per_epoch",
+                                                   [previous["seconds_per_epoch"]])
+                                      + [result["seconds_per_epoch"]])
+    return best
+
+
+def _order(configs, rounds: int):
+    """Baseline and fast path in every round (alternating which goes first); the rest once."""
+    repeated = [c for c in (bench.BASELINE, bench.FAST) if c in configs]
+    others = [c for c in configs if c not in repeated]
+    order = []
+    for round_index in range(max(1, rounds)):
+        order += repeated if round_index % 2 == 0 else repeated[::-1]
+        if round_index == 0:
+            order += others
+    return order
+
+
+def _benchmark_model(model_name: str, configs, settings: dict) -> dict:
+    built = zoo.build_zoo_model(model_name)
+    batch_size = settings["batch_size"] or built.batch_size
+    if FLAGS.quick and not settings["num_examples"]:  # two batches
+        settings = dict(settings, num_examples=2 * batch_size)
+    results: dict = {}
+    for config in _order(configs, settings["rounds"]):
+        print(f"  {model_name} {config} ...", file=sys.stderr, flush=True)
+        result = _measure(model_name, config, settings)
+        results[config] = _keep_best(results.get(config, {}), result)
+    measured = next((r for r in results.values() if "batch_size" in r), {})
+    entry = {
+        "batch_size": measured.get("batch_size", batch_size),
+        "num_examples": measured.get("num_examples", settings["num_examples"]
+                                     or built.data.num_examples),
+        "input_shape": list(built.data.input_shape),
+        "vocab_size": built.data.vocab_size,
+        "parameters": int(built.model.count_params()),
+        "results": results,
+        "ratios": bench.compare(results),
+    }
+    fast = results.get(bench.FAST, {})
+    if "plan" in fast:
+        entry["plan"] = fast["plan"]
+        entry["plan_counts"] = fast.get("plan_counts")
+    return entry
+
+
+def _model_names():
+    names = [ALIASES.get(name, name) for name in FLAGS.models]
+    unknown = [name for name in names if name not in zoo.ZOO_NAMES]
+    if unknown:
+        raise app.UsageError(f"--models: unknown {unknown}; choose from "
+                             f"{', '.join(zoo.ZOO_NAMES)}.")
+    return names
 
 
 def main(argv):
     del argv
     if FLAGS.worker:
-        print("RESULT " + json.dumps(_run_worker(FLAGS.worker)), flush=True)
+        model_name, config = FLAGS.worker.split(":")
+        result = bench.measure(model_name, config, num_examples=FLAGS.num_examples,
+                               batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
+                               warmup_epochs=FLAGS.warmup_epochs, slow_steps=FLAGS.slow_steps)
+        print("RESULT " + json.dumps(result), flush=True)
         return
-    unknown = [c for c in FLAGS.configs if c not in RUNNABLE and c not in UNAVAILABLE]
-    if unknown or "nodp" not in FLAGS.configs:
-        raise app.UsageError(f"--configs: unknown {unknown}; choose from "
-                             f"{', '.join(RUNNABLE + tuple(UNAVAILABLE))}, with nodp (the baseline).")
-    report = {"settings": {k: FLAGS[k].value for k in
-                           ("num_examples", "batch_size", "epochs", "slow_steps")}, "models": {}}
-    for model_name in FLAGS.models:
-        rows = {}
-        # The baseline and the fast path run first and again last, interleaved; each keeps its
-        # faster run, so a burst of load on this shared machine does not favour either.
-        repeated = ["nodp"] + (["tfdp_fast"] if "tfdp_fast" in FLAGS.configs else [])
-        others = [c for c in FLAGS.configs if c not in repeated]
-        for config in repeated + others + repeated:
-            if config in UNAVAILABLE:
-                rows[config] = {"unavailable": f"not run on Keras 3: {UNAVAILABLE[config]}"}
-                continue
-            result = _measure(model_name, config)
-            previous = rows.get(config, {})
-            if "seconds_per_epoch" in previous and "seconds_per_epoch" in result:
-                result["seconds_per_epoch"] = min(result["seconds_per_epoch"],
-                                                  previous["seconds_per_epoch"])
-            rows[config] = result
-        base = rows["nodp"]["seconds_per_epoch"]
-        print(f"\n{model_name}: batch {FLAGS.batch_size}, {FLAGS.num_examples} examples")
-        print(f"{'option':<18}{'s/epoch':>10}{'vs no-DP':>10}{'peak MB':>10}")
-        for config, result in rows.items():
-            if "seconds_per_epoch" in result:
-                result["ratio_vs_nodp"] = result["seconds_per_epoch"] / base
-                print(f"{config:<18}{result['seconds_per_epoch']:>10.3f}"
-                      f"{result['ratio_vs_nodp']:>10.2f}{result['peak_rss_mb']:>10.0f}")
-            elif "unavailable" in result:
-                print(f"{config:<18}  unavailable ({result['unavailable']})")
-            else:
-                print(f"{config:<18}  failed: {result['error']}")
-        report["models"][model_name] = rows
+    known = bench.CONFIGS + tuple(bench.UNAVAILABLE)
+    unknown = [c for c in FLAGS.configs if c not in known]
+    if unknown or bench.BASELINE not in FLAGS.configs:
+        raise app.UsageError(f"--configs: unknown {unknown}; choose from {', '.join(known)}, "
+                             f"with {bench.BASELINE} (the baseline).")
+    names = _model_names()
+    settings = _settings()
+    runnable = [c for c in FLAGS.configs if c in bench.CONFIGS]
+    import keras  # noqa: E402  pylint: disable=import-outside-toplevel
+    import tensorflow as tf  # noqa: E402  pylint: disable=import-outside-toplevel
+
+    report = {
+        "settings": dict(settings, quick=FLAGS.quick, configs=runnable,
+                         dp=dict(bench.DP_SETTINGS), learning_rate=bench.LEARNING_RATE,
+                         tf_enable_onednn_opts=os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                         tensorflow=tf.__version__, keras=keras.__version__,
+                         python=platform.python_version(), cpu_count=os.cpu_count()),
+        "unavailable": {c: f"not run on Keras 3: {bench.UNAVAILABLE[c]}"
+                        for c in FLAGS.configs if c in bench.UNAVAILABLE},
+        "models": {},
+    }
+    for name in names:
+        report["models"][name] = _benchmark_model(name, runnable, settings)
+    print()
+    for line in bench.format_table(report):
+        print(line)
     os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
     with open(FLAGS.output, "w") as handle:
         json.dump(report, handle, indent=2)
     print(f"\nwrote {FLAGS.output}")
-    cnn = report["models"].get("cnn", {}).get("tfdp_fast", {})
-    if "ratio_vs_nodp" in cnn:
-        print(f"tfdp_vs_nodp_ratio={cnn['ratio_vs_nodp']:.3f}")
+    tutorial = report["models"].get(TUTORIAL, {}).get("ratios", {}).get(bench.FAST, {})
+    if "time_ratio" in tutorial:
+        print(f"tfdp_vs_nodp_ratio={tutorial['time_ratio']:.3f}")
 
 
 def define_flags() -> None:
     """Defines this script's absl flags."""
-    flags.DEFINE_list("models", ["cnn", "mlp"], "Models to benchmark: cnn (TF Privacy tutorial), mlp.")
+    flags.DEFINE_list("models", list(zoo.ZOO_NAMES),
+                      f"Zoo models to benchmark ({', '.join(zoo.ZOO_NAMES)}; 'cnn' means "
+                      "tutorial_cnn). Default: all.")
     flags.DEFINE_list(
-        "configs",
-        ["nodp", "tfdp_fast", "tfp_vectorized", "tfp_generic", "tfp_dpsequential", "tfdp_optimizer"],
-        "Training options to compare (tfp_* are TF Privacy's, unavailable on Keras 3).",
+        "configs", [bench.BASELINE, bench.FAST] + list(bench.UNAVAILABLE),
+        "Training options to compare: nodp (the baseline, required), tfdp_fast, tfdp_optimizer "
+        "(the DP optimizer's Jacobian; slow), tfp_* (TF Privacy's, unavailable on Keras 3).",
     )
-    flags.DEFINE_integer("num_examples", 2048, "Training examples (synthetic).")
-    flags.DEFINE_integer("batch_size", 256, "Batch size.")
-    flags.DEFINE_integer("epochs", 2, "Timed epochs for the fast options.")
+    flags.DEFINE_integer("num_examples", None,
+                         "Training examples (synthetic); default: the zoo model's (as the Opacus "
+                         "peer's), or two batches with --quick.")
+    flags.DEFINE_integer("batch_size", None, "Batch size; default: the zoo model's.")
+    flags.DEFINE_integer("epochs", 3, "Timed epochs per run (the best is kept), after the warm-up.")
+    flags.DEFINE_integer("warmup_epochs", 1, "Untimed epochs first (tracing, allocations).")
+    flags.DEFINE_integer("rounds", 2, "Runs of nodp and tfdp_fast per model (the faster is kept).")
     flags.DEFINE_integer("slow_steps", 2, "Timed steps for the slow options (scaled to an epoch).")
+    flags.DEFINE_boolean("quick", False,
+                         "Smoke test: two batches per model, one timed epoch, one round "
+                         "(explicit flags still win).")
     flags.DEFINE_string("output", "results/benchmark.json", "Where the JSON report goes.")
     flags.DEFINE_string("worker", None, "Internal: run one configuration as MODEL:CONFIG.")
 

@@ -1,4 +1,4 @@
-"""Measuring DP training against non-private training on the model zoo (what scripts/benchmark.py runs).
+"""Measuring DP against non-private training on the model zoo (what scripts/benchmark.py runs).
 
     measure(model_name, config, ...) -> dict      one configuration, in this process
     compare(results) -> dict                      DP / non-private ratios of one model
@@ -136,20 +136,21 @@ def measure(model_name: str, config: str, *, num_examples: Optional[int] = None,
                               "parameters": int(built.model.count_params())}
     if config in SLOW_CONFIGS:
         steps = max(1, min(int(slow_steps), steps_per_epoch))
-        model.fit(data.take(1), epochs=1, verbose=0)
+        model.fit(data.take(1), epochs=1, verbose=0, shuffle=False)
         start = time.perf_counter()
-        model.fit(data.take(steps), epochs=1, verbose=0)
+        model.fit(data.take(steps), epochs=1, verbose=0, shuffle=False)
         result["seconds_per_epoch"] = (time.perf_counter() - start) / steps * steps_per_epoch
         result["timed_steps"] = steps
     else:
         timer = _EpochTimes()
-        model.fit(data, epochs=int(warmup_epochs) + int(epochs), verbose=0, callbacks=[timer])
+        model.fit(data, epochs=int(warmup_epochs) + int(epochs), verbose=0, callbacks=[timer],
+                  shuffle=False)
         timed = timer.seconds[int(warmup_epochs):] or timer.seconds
         result["seconds_per_epoch"] = min(timed)
         result["epoch_seconds"] = timer.seconds
         result["warmup_epochs"] = int(warmup_epochs)
     result["peak_rss_mb"] = peak_rss_mb()
-    result["rss_before_fit_mb"] = rss_before
+    result["rss_before_fit_mb"] = rss_before  # peak RSS with TensorFlow, model and data loaded
     if config == FAST:
         plan = gradient_plan(model, x[:batch])
         result["plan"] = plan
@@ -160,8 +161,10 @@ def measure(model_name: str, config: str, *, num_examples: Optional[int] = None,
 def compare(results: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     """DP / non-private ratios of one model's results ({config: measure(...) or {"error": ...}}).
 
-    Returns {config: {"time_ratio": ..., "memory_ratio": ...}} for every DP configuration
-    measured alongside a measured baseline.
+    Returns {config: {"time_ratio", "memory_ratio", "training_memory_ratio"}} for every DP
+    configuration measured alongside a measured baseline: seconds per epoch, peak RSS of the
+    process (TensorFlow itself included), and the growth of peak RSS during `fit` (None when
+    the baseline's is 0).
     """
     base = results.get(BASELINE, {})
     out: Dict[str, Any] = {}
@@ -170,9 +173,12 @@ def compare(results: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     for config, result in results.items():
         if config == BASELINE or "seconds_per_epoch" not in result:
             continue
+        base_growth = base["peak_rss_mb"] - base.get("rss_before_fit_mb", base["peak_rss_mb"])
+        growth = result["peak_rss_mb"] - result.get("rss_before_fit_mb", result["peak_rss_mb"])
         out[config] = {
             "time_ratio": result["seconds_per_epoch"] / base["seconds_per_epoch"],
             "memory_ratio": result["peak_rss_mb"] / base["peak_rss_mb"],
+            "training_memory_ratio": growth / base_growth if base_growth > 0 else None,
         }
     return out
 
@@ -193,9 +199,14 @@ def _mb(result: Dict[str, Any]) -> str:
 
 
 def format_table(report: Dict[str, Any]) -> List[str]:
-    """The report as text: one row per model (no-DP vs the fast path), then the details."""
+    """The report as text: one row per model (no-DP vs the fast path), then the details.
+
+    Columns: batch size, examples, seconds per epoch of each, their ratio, peak RSS of each
+    process (MB), its ratio ("mem x"), the ratio of the RSS growth during fit ("fit x"), and
+    how many layers with weights took a rule, the local fallback or the Jacobian.
+    """
     header = (f"{'model':<14}{'batch':>6}{'n':>6}{'no-DP s':>9}{'DP s':>9}{'DP/no-DP':>9}"
-              f"{'no-DP MB':>9}{'DP MB':>8}{'mem x':>7}  rule/local/jacobian")
+              f"{'no-DP MB':>9}{'DP MB':>8}{'mem x':>7}{'fit x':>7}  rule/local/jacobian")
     lines = [header, "-" * len(header)]
     notes = []
     for name, entry in report["models"].items():
@@ -204,10 +215,12 @@ def format_table(report: Dict[str, Any]) -> List[str]:
         ratios = entry.get("ratios", {}).get(FAST, {})
         time_ratio = f"{ratios['time_ratio']:.2f}" if ratios else "-"
         memory_ratio = f"{ratios['memory_ratio']:.2f}" if ratios else "-"
+        growth_ratio = ratios.get("training_memory_ratio")
+        growth_ratio = f"{growth_ratio:.2f}" if growth_ratio is not None else "-"
         lines.append(
             f"{name:<14}{entry['batch_size']:>6}{entry['num_examples']:>6}{_seconds(base):>9}"
             f"{_seconds(fast) if fast else '-':>9}{time_ratio:>9}{_mb(base):>9}{_mb(fast):>8}"
-            f"{memory_ratio:>7}  {_plan_cell(fast.get('plan')) if fast else '-'}")
+            f"{memory_ratio:>7}{growth_ratio:>7}  {_plan_cell(fast.get('plan')) if fast else '-'}")
         plan = fast.get("plan")
         if isinstance(plan, dict):
             slow = {layer: path for layer, path in plan.items() if not path.startswith("rule")}
