@@ -99,15 +99,24 @@ def _sliced_patches(geometry: ConvGeometry, x: tf.Tensor) -> Optional[tf.Tensor]
 
 
 def patches(geometry: ConvGeometry, x: tf.Tensor) -> tf.Tensor:
-    """[B, positions, prod(k) * c_x]: x's patches in the kernel's row-major (*k, c_x) order."""
+    """[B, positions, prod(k) * c_x]: x's patches in the kernel's row-major (*k, c_x) order.
+
+    Few channels: a convolution with one-hot filters (several times faster than the patch
+    ops on CPU). Stride 1 and a static shape: one slice per kernel offset (faster than
+    extract_patches and extract_volume_patches, which has no dilation). Otherwise
+    extract_patches / extract_volume_patches. All give the same values bit for bit
+    (tests/training/rules/test_rule_conv.py checks it on both CPU backends).
+    """
     if geometry.rank == 1:
         geometry, x = geometry.with_leading_unit_axis(), x[:, None]
     channels = x.shape[-1]
-    narrow = channels is not None and channels <= NARROW_CHANNELS
-    if geometry.rank == 2:
-        if narrow:
-            result = _one_hot_patches(geometry, x)
-        else:
+    result = None
+    if channels is not None and channels <= NARROW_CHANNELS:
+        result = _one_hot_patches(geometry, x)
+    elif all(s == 1 for s in geometry.strides):
+        result = _sliced_patches(geometry, x)
+    if result is None:
+        if geometry.rank == 2:
             result = tf.image.extract_patches(
                 x,
                 sizes=[1, *geometry.kernel_size, 1],
@@ -115,13 +124,12 @@ def patches(geometry: ConvGeometry, x: tf.Tensor) -> tf.Tensor:
                 rates=[1, *geometry.dilations, 1],
                 padding=geometry.padding,
             )
-    elif not geometry.dilated:
-        result = tf.extract_volume_patches(x, [1, *geometry.kernel_size, 1],
-                                           [1, *geometry.strides, 1], geometry.padding)
-    else:
-        # extract_volume_patches has no dilation; slicing copies exactly what it would.
-        result = _sliced_patches(geometry, x)
-        if result is None:
+        elif not geometry.dilated:
+            result = tf.extract_volume_patches(x, [1, *geometry.kernel_size, 1],
+                                               [1, *geometry.strides, 1], geometry.padding)
+        else:
+            # A dilated volume of unknown spatial shape (Keras allows dilation with stride
+            # 1 only): extract_volume_patches has no dilation.
             result = _one_hot_patches(geometry, x)
     return flatten_positions(result)
 
