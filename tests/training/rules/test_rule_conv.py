@@ -8,6 +8,7 @@ import tensorflow as tf
 from rule_check import check_against_brute_force
 
 from tfdp.training.rules import conv  # noqa: F401  (registers the rule)
+from tfdp.training.rules.registry import rule_for
 
 L = keras.layers
 RULE = "rule:ConvRule"
@@ -136,28 +137,84 @@ def test_frozen_kernel_only_bias_is_measured():
     assert check_against_brute_force(make, x, y)["c"] == RULE
 
 
-def _grouped_filter_gradient_runs() -> bool:
-    x, y = tf.zeros([1, 3, 3, 4]), tf.zeros([1, 2, 2, 4])
-    try:
-        tf.compat.v1.nn.conv2d_backprop_filter(x, [2, 2, 2, 4], y, [1, 1, 1, 1], "VALID")
-        return True
-    except tf.errors.InvalidArgumentError:
-        return False
+# Grouped convolutions (kernel [*k, c_in/G, c_out]): the rule, not the generic fallback (whose
+# vectorized VJP needs a grouped filter-gradient kernel plain-Eigen CPU builds lack).
+GROUPED_CASES = {
+    "1d_g2_narrow": ((7, 2), lambda: L.Conv1D(4, 3, groups=2)),
+    "1d_g4_strided": ((9, 8), lambda: L.Conv1D(4, 2, strides=2, groups=4)),
+    "1d_g2_causal_dilated": ((9, 4), lambda: L.Conv1D(4, 3, padding="causal", dilation_rate=2,
+                                                       groups=2, activation="relu")),
+    "1d_g2_ghost": ((3, 8), lambda: L.Conv1D(16, 2, groups=2)),
+    "2d_g2_narrow": ((6, 6, 2), lambda: L.Conv2D(4, 3, groups=2)),
+    "2d_g2": ((6, 6, 4), lambda: L.Conv2D(4, 3, groups=2)),
+    "2d_g4_strided_same": ((7, 7, 8), lambda: L.Conv2D(8, 3, strides=2, padding="same",
+                                                         groups=4)),
+    "2d_g2_unequal_strides_narrow": ((7, 6, 2), lambda: L.Conv2D(4, (3, 2), strides=(2, 1),
+                                                                   groups=2)),
+    "2d_g2_dilated_no_bias": ((7, 7, 4), lambda: L.Conv2D(4, 2, dilation_rate=(2, 3),
+                                                            padding="same", groups=2,
+                                                            use_bias=False)),
+    "2d_g4_ghost": ((3, 3, 8), lambda: L.Conv2D(16, 2, groups=4)),
+    "3d_g2": ((4, 4, 4, 4), lambda: L.Conv3D(4, 2, padding="same", groups=2)),
+    "3d_g4_strided": ((5, 5, 4, 8), lambda: L.Conv3D(4, (2, 3, 2), strides=(2, 1, 2),
+                                                      groups=4)),
+    "3d_g2_dilated": ((5, 5, 5, 4), lambda: L.Conv3D(2, 2, dilation_rate=(1, 2, 2), groups=2)),
+    "3d_g2_no_bias_narrow": ((4, 4, 4, 2), lambda: L.Conv3D(4, 2, groups=2, use_bias=False)),
+    "3d_g2_ghost": ((2, 2, 2, 8), lambda: L.Conv3D(16, 2, groups=2)),
+}
 
 
-@pytest.mark.xfail(not _grouped_filter_gradient_runs(), raises=tf.errors.InvalidArgumentError,
-                   strict=False,
-                   reason="the generic fallback vectorizes the grouped convolution's gradient with "
-                          "pfor, and plain-Eigen CPU builds have no grouped Conv2DBackpropFilter "
-                          "(Keras runs grouped convolutions under XLA)")
-@pytest.mark.parametrize("shape, layer", [
-    ((6, 6, 4), lambda: L.Conv2D(4, 3, groups=2, name="declined")),
-    ((6, 4), lambda: L.Conv1D(4, 2, groups=2, name="declined")),
-], ids=["conv2d_groups", "conv1d_groups"])
-def test_grouped_convolutions_take_the_exact_fallback(shape, layer):
+@pytest.mark.slow  # grouped convs compile with XLA in every trace (~10 s each)
+@pytest.mark.parametrize("name", sorted(GROUPED_CASES))
+def test_grouped_conv_matches_brute_force(name):
+    shape, layer, *tolerance = GROUPED_CASES[name]
     x, y = _data(shape)
-    plan = check_against_brute_force(_sequential(shape, lambda: [layer()]), x, y)
-    assert plan["declined"] in ("local", "jacobian")
+    plan = check_against_brute_force(_sequential(shape, lambda: [layer()]), x, y,
+                                     **(tolerance[0] if tolerance else {}))
+    conv_layers = [k for k in plan if k.startswith("conv")]
+    assert conv_layers and all(plan[k] == RULE for k in conv_layers), plan
+
+
+@pytest.mark.slow  # grouped convs compile with XLA in every trace (~10 s each)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_grouped_layer_called_twice_shares_weights(rank):
+    shape = {1: (6, 4), 2: (5, 5, 4), 3: (4, 4, 3, 4)}[rank]
+    cls = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}[rank]
+
+    def make():
+        inputs = keras.Input(shape)
+        shared = cls(4, 2, padding="same", groups=2, name="shared")
+        h = shared(shared(inputs))
+        return keras.Model(inputs, L.Dense(3)(L.Flatten()(h)))
+
+    x, y = _data(shape)
+    assert check_against_brute_force(make, x, y)["shared"] == RULE
+
+
+@pytest.mark.slow  # grouped convs compile with XLA in every trace (~10 s each)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_grouped_sample_weights(rank):
+    shape = {1: (8, 4), 2: (6, 6, 4), 3: (4, 4, 4, 4)}[rank]
+    cls = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}[rank]
+    x, y = _data(shape)
+    plan = check_against_brute_force(
+        _sequential(shape, lambda: [cls(4, 2, strides=2, groups=2), cls(4, 2, groups=4)]),
+        x, y, sample_weight=np.array([1.0, 0.5, 2.0, 0.0, 1.5, 3.0]))
+    assert [plan[k] for k in plan if k.startswith("conv")] == [RULE, RULE]
+
+
+@pytest.mark.slow  # grouped convs compile with XLA in every trace (~10 s each)
+@pytest.mark.parametrize("name", ["1d_g2_causal_dilated", "2d_g4_strided_same", "3d_g4_strided"])
+def test_grouped_forward_equals_the_layers_call(name):
+    shape, make_layer = GROUPED_CASES[name][:2]
+    layer = make_layer()
+    x = tf.constant(_data(shape)[0])
+    layer(x)
+    rule = rule_for(layer)
+    assert isinstance(rule, conv.ConvRule)
+    own = tf.function(lambda t: layer(t))(x)
+    output, _, _ = tf.function(lambda t: rule.forward(layer, t))(x)
+    np.testing.assert_array_equal(output.numpy(), own.numpy())
 
 
 def test_overridden_convolution_op_is_declined():

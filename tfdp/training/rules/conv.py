@@ -12,6 +12,13 @@ Only kernels every CPU build has are used: Conv2DBackpropFilter / Conv3DBackprop
 without dilation, extract_patches, extract_volume_patches, depthwise filter gradients, and
 for dilated kernels the gradient of tf.nn.convolution (space-to-batch around a plain
 convolution), never the oneDNN-only dilated filter-gradient kernels.
+
+Grouped convolutions (G groups, kernel [*k, c_x/G, c_y]: output channels
+[g*c_y/G:(g+1)*c_y/G] see only input channels [g*c_x/G:(g+1)*c_x/G]) are G independent
+filter-gradient problems: the helpers take `groups` and split the channel axes of the
+patches and output gradients into [G, c/G], with the group axis batched in the einsums
+(never a loop over groups or examples, and never a grouped filter-gradient kernel, which
+plain-Eigen CPU builds lack).
 """
 
 from __future__ import annotations
@@ -144,19 +151,23 @@ def _batch_as_channels_applies(geometry: ConvGeometry, x: tf.Tensor) -> bool:
     return geometry.rank == 2 and geometry.strides[0] == geometry.strides[1]
 
 
-def _batch_as_channels_gradients(geometry: ConvGeometry, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """[prod(k), B, c_x * c_y]: every example's kernel gradient from one depthwise op.
+def _batch_as_channels_gradients(geometry: ConvGeometry, x: tf.Tensor, y: tf.Tensor,
+                                  groups: int = 1) -> tf.Tensor:
+    """[prod(k), B, c_x * c_y / G]: every example's kernel gradient from one depthwise op.
 
     The batch is folded into the channels ([1, *spatial, B*c_x]) and each example's output
     gradient is repeated for its input channels, so the depthwise filter gradient
-    [*k, B*c_x, c_y] holds every example's kernel gradient.
+    [*k, B*c_x, c_y] holds every example's kernel gradient. With G groups, input channel c
+    is paired with its own group's c_y/G output channels only.
     """
     if geometry.rank == 1:
         geometry, x, y = geometry.with_leading_unit_axis(), x[:, None], y[:, None]
     shape, out_shape = tf.shape(x), tf.shape(y)
-    batch, c_x, c_y = shape[0], x.shape[-1], y.shape[-1]
+    batch, c_x, c_y = shape[0], x.shape[-1], y.shape[-1] // groups
     folded = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, shape[1], shape[2], batch * c_x])
-    repeated = tf.tile(y[:, :, :, None, :], [1, 1, 1, c_x, 1])
+    grouped = tf.reshape(y, [out_shape[0], out_shape[1], out_shape[2], groups, 1, c_y])
+    repeated = tf.reshape(tf.tile(grouped, [1, 1, 1, 1, c_x // groups, 1]),
+                          [out_shape[0], out_shape[1], out_shape[2], c_x, c_y])
     repeated = tf.reshape(tf.transpose(repeated, [1, 2, 0, 3, 4]),
                           [1, out_shape[1], out_shape[2], batch * c_x * c_y])
     kernel_h, kernel_w = geometry.kernel_size
@@ -176,39 +187,59 @@ def _stacked_patches(geometry: ConvGeometry, pairs: Sequence[Tuple[tf.Tensor, tf
     return tf.concat(xs, axis=1), tf.concat(ys, axis=1)
 
 
+def _group_split(geometry: ConvGeometry, xs: tf.Tensor, ys: tf.Tensor, c_x: int, groups: int):
+    """Patches [B, P, prod(k)*c_x] -> [B, P, prod(k), G, c_x/G]; gradients -> [B, P, G, c_y/G]."""
+    shape = tf.shape(xs)
+    xs = tf.reshape(xs, [shape[0], shape[1], math.prod(geometry.kernel_size), groups,
+                         c_x // groups])
+    ys = tf.reshape(ys, [shape[0], shape[1], groups, ys.shape[-1] // groups])
+    return xs, ys
+
+
 def per_example_kernel_gradients(geometry: ConvGeometry,
-                                 pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+                                 pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]],
+                                 groups: int = 1) -> tf.Tensor:
     """[B, ...]: each example's kernel gradient summed over the pairs (x, y), in some layout.
 
-    The layout is only fit for norms: [prod(k), B, c_x*c_y] transposed to batch first, or
-    [B, prod(k)*c_x, c_y].
+    The layout is only fit for norms: [prod(k), B, c_x*c_y/G] transposed to batch first,
+    [B, prod(k)*c_x, c_y], or with G > 1 groups [B, G, prod(k), c_x/G, c_y/G].
     """
     if all(_batch_as_channels_applies(geometry, x) for x, _ in pairs):
-        grads = tf.add_n([_batch_as_channels_gradients(geometry, x, y) for x, y in pairs])
+        grads = tf.add_n([_batch_as_channels_gradients(geometry, x, y, groups) for x, y in pairs])
         return tf.transpose(grads, [1, 0, 2])
     xs, ys = _stacked_patches(geometry, pairs)
-    return tf.matmul(xs, ys, transpose_a=True)
+    if groups == 1:
+        return tf.matmul(xs, ys, transpose_a=True)
+    xs, ys = _group_split(geometry, xs, ys, pairs[0][0].shape[-1], groups)
+    return tf.einsum("bpkgc,bpgo->bgkco", xs, ys)
 
 
 def kernel_norms(geometry: ConvGeometry, pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]],
-                 kind: str) -> tf.Tensor:
+                 kind: str, groups: int = 1) -> tf.Tensor:
     """[B]: squared L2 ("l2") or L1 norm of each example's kernel gradient (summed over pairs).
 
     For L2 the ghost norm sum_{p,q} (x_p . x_q)(y_p . y_q) over all positions costs
     B*P^2*(k_in + k_out); materializing costs B*P*k_in*k_out: the cheaper one is taken from
-    the static shapes.
+    the static shapes. With G groups both are per group (k_in and k_out divided by G) and
+    summed over the groups.
     """
     if kind == "l2":
         positions = [_static_positions(y) for _, y in pairs]
-        k_in = math.prod(geometry.kernel_size) * (pairs[0][0].shape[-1] or 0)
+        k_in = math.prod(geometry.kernel_size) * (pairs[0][0].shape[-1] or 0) // groups
         k_out = pairs[0][1].shape[-1]
         if None not in positions and k_in and k_out is not None:
+            k_out //= groups
             total = sum(positions)
             if total * (k_in + k_out) < k_in * k_out:
                 xs, ys = _stacked_patches(geometry, pairs)
-                gram = tf.matmul(xs, xs, transpose_b=True) * tf.matmul(ys, ys, transpose_b=True)
-                return tf.reduce_sum(gram, axis=[1, 2])
-    return per_example_norm(per_example_kernel_gradients(geometry, pairs), kind)
+                if groups == 1:
+                    gram = tf.matmul(xs, xs, transpose_b=True) * tf.matmul(ys, ys, transpose_b=True)
+                    return tf.reduce_sum(gram, axis=[1, 2])
+                xs, ys = _group_split(geometry, xs, ys, pairs[0][0].shape[-1], groups)
+                gram = (tf.einsum("bpkgc,bqkgc->bgpq", xs, xs)
+                        * tf.einsum("bpgo,bqgo->bgpq", ys, ys))
+                return tf.reduce_sum(gram, axis=[1, 2, 3])
+    return per_example_norm(per_example_kernel_gradients(geometry, pairs, groups), kind)
 
 
 def filter_gradient(geometry: ConvGeometry, x: tf.Tensor, y: tf.Tensor,
@@ -261,12 +292,12 @@ def trainable_kernel_and_bias(layer) -> Tuple[Optional[tf.Variable], Optional[tf
 
 @layer_rule(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 class ConvRule(LayerRule):
-    """Conv1D/2D/3D (groups 1, channels last): per-example kernel gradients from input patches."""
+    """Conv1D/2D/3D (any groups, channels last): per-example kernel gradients from input patches."""
 
     def supports(self, layer):
         # LoRA makes the kernel a frozen variable plus trainable factors this rule does not
         # measure; an overridden convolution_op is a different convolution.
-        return (super().supports(layer) and layer.groups == 1
+        return (super().supports(layer)
                 and layer.data_format == "channels_last"
                 and not getattr(layer, "lora_enabled", False)
                 and _method_owner(type(layer), "convolution_op")
@@ -289,8 +320,17 @@ class ConvRule(LayerRule):
         if layer.padding == "causal":
             a = tf.pad(a, layer._compute_causal_padding())  # pylint: disable=protected-access
             padding = "VALID"
-        z = tf.nn.convolution(a, layer.kernel, strides=list(layer.strides), padding=padding,
-                              dilations=list(layer.dilation_rate))
+        if layer.groups == 1:
+            z = tf.nn.convolution(a, layer.kernel, strides=list(layer.strides), padding=padding,
+                                  dilations=list(layer.dilation_rate))
+        else:
+            if a.shape[-1] is None:
+                return None
+            # Keras's own grouped convolution (XLA-compiled on CPU, where tf.nn.convolution
+            # has no grouped kernel): the same numbers as the layer's call.
+            z = keras.ops.conv(a, tf.convert_to_tensor(layer.kernel), strides=list(layer.strides),
+                               padding=padding.lower(), data_format="channels_last",
+                               dilation_rate=list(layer.dilation_rate))
         if layer.use_bias:
             z = tf.nn.bias_add(z, layer.bias)
         return layer.activation(z), a, z
@@ -299,7 +339,7 @@ class ConvRule(LayerRule):
         kernel, bias = trainable_kernel_and_bias(layer)
         terms: List[tf.Tensor] = []
         if kernel is not None:
-            terms.append(kernel_norms(self.geometry(layer), list(calls), kind))
+            terms.append(kernel_norms(self.geometry(layer), list(calls), kind, layer.groups))
         if bias is not None:
             terms.append(per_example_norm(position_sums([g for _, g in calls]), kind))
         return tf.add_n(terms)
@@ -311,8 +351,15 @@ class ConvRule(LayerRule):
         sums = {}
         if kernel is not None:
             geometry = self.geometry(layer)
-            sums[var_key(kernel)] = tf.add_n(
-                [filter_gradient(geometry, a, gw, kernel.shape) for a, gw in weighted])
+            if layer.groups == 1:
+                sums[var_key(kernel)] = tf.add_n(
+                    [filter_gradient(geometry, a, gw, kernel.shape) for a, gw in weighted])
+            else:
+                # The grouped filter gradient of all calls at once: positions concatenated.
+                xs, ys = _stacked_patches(geometry, weighted)
+                xs, ys = _group_split(geometry, xs, ys, weighted[0][0].shape[-1], layer.groups)
+                sums[var_key(kernel)] = tf.reshape(tf.einsum("bpkgc,bpgo->kcgo", xs, ys),
+                                                   kernel.shape)
         if bias is not None:
             sums[var_key(bias)] = tf.reduce_sum(position_sums([gw for _, gw in weighted]), axis=0)
         return sums
