@@ -63,8 +63,14 @@ def _cudnn_would_run(layer) -> bool:
     return ok and bool(tf.config.list_logical_devices("GPU"))
 
 
-def _where(mask_t, new, old):
-    return tf.where(mask_t, new, old)
+def _select(condition, new, old):
+    """new where condition else old; all three [B, units] (Select: no broadcasting to undo)."""
+    return tf.compat.v1.where(condition, new, old)
+
+
+def _read(variable) -> Optional[tf.Tensor]:
+    """The variable's value, read once for all the steps (None stays None)."""
+    return None if variable is None else tf.convert_to_tensor(variable)
 
 
 def _matmul_positions(x: tf.Tensor, kernel) -> tf.Tensor:
@@ -80,6 +86,8 @@ class RecurrentRule(LayerRule):
 
     # Longer sequences take the fallback: the unrolled graph grows with T.
     max_timesteps = 256
+    # How L2 norms are computed: "auto" (fewer FLOPs at trace time), "ghost" or "materialized".
+    l2_method = "auto"
 
     # ----- which layers -----
 
@@ -110,6 +118,7 @@ class RecurrentRule(LayerRule):
 
     # ----- the forward pass -----
 
+    @tf.autograph.experimental.do_not_convert
     def forward(self, layer, inputs, *args, **kwargs):
         for name, value in zip(_CALL_ARGS, args):
             kwargs[name] = value
@@ -131,7 +140,8 @@ class RecurrentRule(LayerRule):
             if mask.shape.rank != 2 or _cudnn_would_run(layer):
                 return None
             mask = tf.cast(mask, tf.bool)
-        states = self._initial_state(layer, x, kwargs.get("initial_state"))
+        initial_state = kwargs.get("initial_state")
+        states = self._initial_state(layer, x, initial_state)
         if states is None:
             return None
         if layer.go_backwards:
@@ -145,7 +155,7 @@ class RecurrentRule(LayerRule):
             run = self._gru
         else:
             run = self._lstm
-        outputs, states, a, z = self._unrolled(layer, x, mask, states, run)
+        outputs, _, a, z = self._unrolled(layer, x, mask, states, initial_state is None, run)
         return outputs, a, z
 
     @staticmethod
@@ -164,27 +174,38 @@ class RecurrentRule(LayerRule):
             return None
         return [tf.cast(tf.convert_to_tensor(s), cell.compute_dtype) for s in initial_state]
 
-    def _unrolled(self, layer, x, mask, states, run):
+    def _unrolled(self, layer, x, mask, states, zero_start, run):
         """Runs the steps as Keras's `backend.rnn` does: masked steps carry output and state."""
         steps = x.shape[1]
         step, finish = run(layer, x)
-        outputs, prev_output = [], None
+        # The output is the first state (h) when both start from zeros: at a masked step
+        # Keras keeps the previous output and the previous state, the same tensor then.
+        output_is_state = zero_start and not layer.zero_output_for_mask
+        if mask is not None:
+            # One [B, units] condition per step, so each selection is a plain Select.
+            shape = tf.shape(states[0])
+            masks = tf.unstack(tf.broadcast_to(mask[:, :, None], [shape[0], steps, shape[1]]),
+                               axis=1)
+            zeros = tf.zeros_like(states[0])
+        outputs, output = [], None
         for t in range(steps):
-            output, new_states = step(t, states)
-            if mask is not None:
-                mask_t = mask[:, t:t + 1]
-                if layer.zero_output_for_mask:
-                    output = _where(mask_t, output, tf.zeros_like(output))
+            new_output, new_states = step(t, states)
+            if mask is None:
+                output = new_output
+            else:
+                m = masks[t]
+                new_states = [_select(m, new, old) for new, old in zip(new_states, states)]
+                if output_is_state:
+                    output = new_states[0]
+                elif layer.zero_output_for_mask:
+                    output = _select(m, new_output, zeros)
                 else:
-                    previous = tf.zeros_like(output) if prev_output is None else prev_output
-                    output = _where(mask_t, output, previous)
-                new_states = [_where(mask_t, new, old) for new, old in zip(new_states, states)]
-            prev_output = output
+                    output = _select(m, new_output, zeros if output is None else output)
             states = new_states
             if layer.return_sequences:
                 outputs.append(output)
         a, z = finish()
-        result = tf.stack(outputs, axis=1) if layer.return_sequences else prev_output
+        result = tf.stack(outputs, axis=1) if layer.return_sequences else output
         result = tf.cast(result, layer.compute_dtype)
         states = [tf.cast(s, layer.compute_dtype) for s in states]
         if layer.return_state:
@@ -197,14 +218,16 @@ class RecurrentRule(LayerRule):
     @staticmethod
     def _simple_rnn(layer, x):
         cell = layer.cell
-        zx = _matmul_positions(x, cell.kernel)
-        if cell.bias is not None:
-            zx = zx + cell.bias
+        recurrent_kernel, bias = _read(cell.recurrent_kernel), _read(cell.bias)
+        zx = _matmul_positions(x, _read(cell.kernel))
+        if bias is not None:
+            zx = zx + bias
+        zx_steps = tf.unstack(zx, axis=1)
         pre, previous = [], []
 
         def step(t, states):
             h = states[0]
-            z_t = zx[:, t] + tf.matmul(h, cell.recurrent_kernel)
+            z_t = zx_steps[t] + tf.matmul(h, recurrent_kernel)
             pre.append(z_t)
             previous.append(h)
             out = cell.activation(z_t) if cell.activation is not None else z_t
@@ -220,25 +243,32 @@ class RecurrentRule(LayerRule):
         cell = layer.cell
         units = cell.units
         input_bias = recurrent_bias = None
-        if cell.use_bias:
+        bias = _read(cell.bias)
+        if bias is not None:
             if cell.reset_after:
-                input_bias, recurrent_bias = cell.bias[0], cell.bias[1]
+                input_bias, recurrent_bias = bias[0], bias[1]
             else:
-                input_bias = cell.bias
-        zx = _matmul_positions(x, cell.kernel)
+                input_bias = bias
+        recurrent_kernel = _read(cell.recurrent_kernel)
+        if not cell.reset_after:
+            gates_kernel = recurrent_kernel[:, :2 * units]
+            candidate_kernel = recurrent_kernel[:, 2 * units:]
+        zx = _matmul_positions(x, _read(cell.kernel))
         if input_bias is not None:
             zx = zx + input_bias
+        x_z_steps, x_r_steps, x_h_steps = (tf.unstack(part, axis=1)
+                                           for part in tf.split(zx, 3, axis=-1))
         inner_list, candidate_list, previous, reset_previous = [], [], [], []
 
         def step(t, states):
             h = states[0]
-            x_z, x_r, x_h = tf.split(zx[:, t], 3, axis=-1)
+            x_z, x_r, x_h = x_z_steps[t], x_r_steps[t], x_h_steps[t]
             if cell.reset_after:
-                inner = tf.matmul(h, cell.recurrent_kernel)
+                inner = tf.matmul(h, recurrent_kernel)
                 if recurrent_bias is not None:
                     inner = inner + recurrent_bias
             else:
-                inner = tf.matmul(h, cell.recurrent_kernel[:, :2 * units])
+                inner = tf.matmul(h, gates_kernel)
             inner_list.append(inner)
             previous.append(h)
             z = cell.recurrent_activation(x_z + inner[:, :units])
@@ -248,7 +278,7 @@ class RecurrentRule(LayerRule):
             else:
                 rh = r * h
                 reset_previous.append(rh)
-                recurrent_h = tf.matmul(rh, cell.recurrent_kernel[:, 2 * units:])
+                recurrent_h = tf.matmul(rh, candidate_kernel)
                 candidate_list.append(recurrent_h)
             hh = cell.activation(x_h + recurrent_h)
             out = z * h + (1 - z) * hh
@@ -265,14 +295,17 @@ class RecurrentRule(LayerRule):
     @staticmethod
     def _lstm(layer, x):
         cell = layer.cell
-        zx = _matmul_positions(x, cell.kernel)
+        recurrent_kernel, bias = _read(cell.recurrent_kernel), _read(cell.bias)
+        # The bias joins the input projection (Keras adds it after h U: the same up to rounding).
+        zx = _matmul_positions(x, _read(cell.kernel))
+        if bias is not None:
+            zx = zx + bias
+        zx_steps = tf.unstack(zx, axis=1)
         pre, previous = [], []
 
         def step(t, states):
             h, c = states
-            z_t = zx[:, t] + tf.matmul(h, cell.recurrent_kernel)
-            if cell.bias is not None:
-                z_t = z_t + cell.bias
+            z_t = zx_steps[t] + tf.matmul(h, recurrent_kernel)
             pre.append(z_t)
             previous.append(h)
             z0, z1, z2, z3 = tf.split(z_t, 4, axis=1)
@@ -338,12 +371,15 @@ class RecurrentRule(LayerRule):
             return tf.reduce_sum(g, axis=1)
         return tf.einsum("bpi,bpo->bio", a, g)
 
+    @tf.autograph.experimental.do_not_convert
     def norms(self, layer, calls, kind):
         total = None
         for g, members in self._stacked_groups(layer, calls):
             positions, d_out = g.shape[1], g.shape[-1]
             d_in = sum(a.shape[-1] for _, _, a in members if a is not None)
-            ghost = kind == "l2" and d_in > 0 and positions * (d_in + d_out) < d_in * d_out
+            ghost = kind == "l2" and d_in > 0 and (
+                self.l2_method == "ghost" or self.l2_method == "auto"
+                and positions * (d_in + d_out) < d_in * d_out)
             if ghost:
                 # sum_{t,s} (sum_members a_t . a_s)(g_t . g_s); a bias's a is 1 at every position.
                 grams = [tf.einsum("bpi,bqi->bpq", a, a) for _, _, a in members if a is not None]
@@ -360,6 +396,7 @@ class RecurrentRule(LayerRule):
             return tf.zeros([tf.shape(calls[0][0][0])[0]], calls[0][0][0].dtype)
         return total
 
+    @tf.autograph.experimental.do_not_convert
     def weighted_sums(self, layer, calls, weights):
         placed: Dict[int, Tuple[Any, list]] = {}
         for g, members in self._stacked_groups(layer, calls):
