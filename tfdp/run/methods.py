@@ -54,9 +54,7 @@ class OptimizerPathModel(tfdp.training.PrivateModel):
     Jacobian path (`private_gradients`) instead of the layers' fast rules.
     """
 
-    def _fast_private_gradients(self, optimizer, kind, tape, variables, records, example_losses,
-                                total_loss, batch_size):
-        return optimizer.private_gradients(example_losses, variables, tape=tape)
+    use_fast_path = False
 
 
 def make_trainable(config: RunConfig, model: keras.Model) -> keras.Model:

@@ -94,16 +94,49 @@ def _zero_nest(nest, keep):
         lambda t: zero_units(t, keep) if isinstance(t, tf.Tensor) else t, nest)
 
 
+def _unit_slices(t: Any, unit: int, k: int) -> Any:
+    """Row k of every unit in a unit-major [U * unit, ...] tensor (other values pass)."""
+    if isinstance(t, tf.Tensor) and t.shape.rank:
+        return t[k::unit]
+    return t
+
+
+def fold_units(calls: List[tuple], unit_size: int) -> List[tuple]:
+    """A layer's calls over [U * unit_size] rows as unit_size calls over the U units.
+
+    Row u * unit_size + k is the k-th row of unit u. A rule sums a layer's calls into
+    each example's gradient (shared weights), so presenting row k of every unit as the
+    k-th call makes every rule measure and sum per unit, exactly.
+    """
+    if unit_size == 1:
+        return list(calls)
+    return [tf.nest.map_structure(lambda t, _k=k: _unit_slices(t, unit_size, _k), call)
+            for call in calls for k in range(unit_size)]
+
+
+def _sum_units(per_row: tf.Tensor, unit_size: int) -> tf.Tensor:
+    """[U * unit_size, ...] -> [U, ...]: each unit's rows summed."""
+    if unit_size == 1:
+        return per_row
+    return tf.reduce_sum(tf.reshape(per_row, [-1, unit_size, *per_row.shape[1:]]), axis=1)
+
+
 def clipped_sum(tape: tf.GradientTape, captured: Captured, plan: GradientPlan,
                 variables: List[Any], example_losses: tf.Tensor, kind: str, clip: tf.Tensor,
-                skip_nonfinite: bool = False):
-    """(norms [B], clipped sum in `variables` order, number of non-finite examples).
+                skip_nonfinite: bool = False, unit_size: int = 1):
+    """(norms [U], clipped sum in `variables` order, number of non-finite units).
 
     `tape` recorded the forward pass under `capture(plan)` and the per-example losses;
-    kind is "l2" or "l1". With `skip_nonfinite` an example whose loss or gradient is not
-    finite contributes exactly zero (inside the clip ball, so DP is kept).
+    kind is "l2" or "l1". With `unit_size` = K > 1 the rows come in consecutive runs of
+    K (e.g. K augmentations of one example) and each run is one unit: its gradient is
+    the mean of its rows' gradients, and that mean is what is clipped. With
+    `skip_nonfinite` a unit whose loss or gradient is not finite contributes exactly
+    zero (inside the clip ball, so DP is kept).
     """
-    with tape:  # a persistent tape: the sum is recorded too
+    with tape:  # a persistent tape: the sums are recorded too
+        if unit_size > 1:
+            example_losses = tf.reduce_mean(
+                tf.reshape(example_losses, [-1, unit_size]), axis=1)
         total_loss = tf.reduce_sum(example_losses)
     zs = captured.zs()
     grads = iter(tape.gradient(total_loss, zs, unconnected_gradients=tf.UnconnectedGradients.ZERO))
@@ -113,7 +146,7 @@ def clipped_sum(tape: tf.GradientTape, captured: Captured, plan: GradientPlan,
         for a, z in calls:
             flat = [next(grads) for _ in tf.nest.flatten(z)]
             with_grads.append((a, tf.nest.pack_sequence_as(z, flat)))
-        rule_calls.append((layer, rule, with_grads))
+        rule_calls.append((layer, rule, fold_units(with_grads, unit_size)))
     local_calls = [(layer, fn, [(call, [next(grads) for _ in call.float_outputs()])
                                 for call in calls])
                    for layer, fn, calls in captured.local_calls.values()]
@@ -121,8 +154,9 @@ def clipped_sum(tape: tf.GradientTape, captured: Captured, plan: GradientPlan,
     # Per-example gradients materialized by the local fallback and the Jacobian.
     materialized: Dict[int, tf.Tensor] = {}
     for layer, (original, local_vars), calls in local_calls:
-        materialized.update(local_gradients.per_example_gradients(
-            layer, original, calls, local_vars, captured.paused))
+        per_row = local_gradients.per_example_gradients(
+            layer, original, calls, local_vars, captured.paused)
+        materialized.update({k: _sum_units(g, unit_size) for k, g in per_row.items()})
     if plan.jacobian:
         jacobians = tape.jacobian(example_losses, [v.value for v in plan.jacobian],
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -182,16 +216,21 @@ class ClippedGradientSum:
 
 
 def clipped_gradient_sum(model: keras.Model, loss, x: Any, y: Any, *, clip: float,
-                         kind: str = "l2", sample_weight: Optional[Any] = None
-                         ) -> ClippedGradientSum:
+                         kind: str = "l2", sample_weight: Optional[Any] = None,
+                         unit_size: int = 1) -> ClippedGradientSum:
     """Each example's gradient norm and sum_b min(1, clip/norm_b) grad_b, by the fast path.
 
     `loss` is a per-example Keras loss (reduction=None). The clipped sum is in
     `model.trainable_variables` order. This is what one `make_private` step hands to
-    the DP optimizer before noise, for checking a rule or a model.
+    the DP optimizer before noise, for checking a rule or a model. With `unit_size` K
+    every K consecutive rows of `x` are one unit whose gradient is the mean of its
+    rows' (augmentation multiplicity): the norms are then one per unit.
     """
     if kind not in ("l2", "l1"):
         raise ValueError(f"kind must be 'l2' or 'l1', got {kind!r}.")
+    if unit_size < 1 or len(tf.nest.flatten(y)[0]) % unit_size:
+        raise ValueError(f"unit_size={unit_size} must be positive and divide the batch "
+                         f"({len(tf.nest.flatten(y)[0])} rows).")
     plan = make_plan(model, x)
     variables = list(model.trainable_variables)
 
@@ -203,7 +242,8 @@ def clipped_gradient_sum(model: keras.Model, loss, x: Any, y: Any, *, clip: floa
             values = loss(y, y_pred, sample_weight=sample_weight)
             if values.shape.rank > 1:
                 values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
-        norms, clipped, _ = clipped_sum(tape, captured, plan, variables, values, kind, clip)
+        norms, clipped, _ = clipped_sum(tape, captured, plan, variables, values, kind, clip,
+                                        unit_size=unit_size)
         return norms, clipped
 
     norms, clipped = step(x, y, None if sample_weight is None

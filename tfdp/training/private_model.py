@@ -9,12 +9,13 @@ the ledger.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
+from tfdp._validation import check_positive_int
 from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
 from tfdp.training.per_example import capture, clipped_sum, static_batch_size
@@ -115,48 +116,206 @@ class PrivateTrainStep:
             )
         return optimizer
 
+    # Options of the step, set by `make_private` (class defaults: none of them).
+    use_fast_path = True
+    _tfdp_augment: Optional[Callable[[Any], Any]] = None
+    _tfdp_multiplicity = 1
+    _tfdp_physical_batch_size: Optional[int] = None
+
+    @property
+    def augmentation_multiplicity(self) -> int:
+        """K: each example's gradient is the mean over K augmented copies, clipped once."""
+        return self._tfdp_multiplicity
+
+    @property
+    def physical_batch_size(self) -> Optional[int]:
+        """At most this many examples go through the model at once (None: the whole batch)."""
+        return self._tfdp_physical_batch_size
+
+    def set_step_options(self, *, augment: Optional[Callable[[Any], Any]] = None,
+                         augmentation_multiplicity: int = 1,
+                         physical_batch_size: Optional[int] = None) -> None:
+        """Sets the augmentation and the physical batch size of the private train step.
+
+        See `make_private` for their meaning; invalid combinations raise ValueError.
+        """
+        multiplicity = check_positive_int("augmentation_multiplicity", augmentation_multiplicity)
+        if multiplicity > 1 and augment is None:
+            raise ValueError(
+                f"augmentation_multiplicity={multiplicity} needs an `augment` function (e.g. "
+                "keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])): K identical "
+                "copies would give the same gradient as one.")
+        if augment is not None and getattr(augment, "trainable_weights", None):
+            raise ValueError(
+                "`augment` has trainable weights; it runs outside the per-example gradient "
+                "computation, so they would never be trained privately. Use a fixed "
+                "(weightless) augmentation, e.g. Keras's Random* preprocessing layers.")
+        if physical_batch_size is not None:
+            physical_batch_size = check_positive_int("physical_batch_size", physical_batch_size)
+        self._tfdp_augment = augment
+        self._tfdp_multiplicity = multiplicity
+        self._tfdp_physical_batch_size = physical_batch_size
+
+    def _step_options_config(self) -> Dict[str, Any]:
+        augment = self._tfdp_augment
+        return {
+            "augment": None if augment is None else keras.saving.serialize_keras_object(augment),
+            "augmentation_multiplicity": self._tfdp_multiplicity,
+            "physical_batch_size": self._tfdp_physical_batch_size,
+        }
+
+    @staticmethod
+    def _pop_step_options(config: Dict[str, Any], custom_objects=None) -> Dict[str, Any]:
+        augment = config.pop("augment", None)
+        return {
+            "augment": None if augment is None else keras.saving.deserialize_keras_object(
+                augment, custom_objects=custom_objects),
+            "augmentation_multiplicity": config.pop("augmentation_multiplicity", 1),
+            "physical_batch_size": config.pop("physical_batch_size", None),
+        }
+
+    def _augmented(self, x, y, sample_weight):
+        """Each example repeated K times (rows u*K .. u*K+K-1) and augmented, with its labels."""
+        k = self._tfdp_multiplicity
+        if self._tfdp_augment is None:
+            return x, y, sample_weight
+        repeat = (lambda t: t) if k == 1 else (lambda t: tf.repeat(t, k, axis=0))
+        x = self._tfdp_augment(tf.nest.map_structure(repeat, x))
+        y = tf.nest.map_structure(repeat, y)
+        if sample_weight is not None:
+            sample_weight = tf.nest.map_structure(repeat, sample_weight)
+        return x, y, sample_weight
+
     def train_step(self, data):
-        """One DP step: per-example losses, norms, clipped sum, noise via the optimizer."""
+        """One DP step: per-example losses, norms, clipped sum, noise via the optimizer.
+
+        With a physical batch size the batch is taken in chunks of at most that many
+        examples; their clipped sums are added and noised once, as one step.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         optimizer = self._dp_optimizer()
         kind = clip_norm_kind(optimizer.dp_sum_query)
         variables = list(self.trainable_variables)
-        fast = optimizer.num_microbatches is None and kind is not None
-        plan = self._gradient_plan(x) if fast else None
-        with tf.GradientTape(persistent=True) as tape:
-            if fast:
-                with capture(plan, static_batch_size(x)) as captured:
-                    y_pred = self(x, training=True)
-            else:
-                tape.watch([v.value for v in variables])
-                y_pred = self(x, training=True)
-            values = self.per_example_loss(y, y_pred, sample_weight)
-            example_losses, _, batch_size = per_unit_losses(values, None)
+        fast = self.use_fast_path and optimizer.num_microbatches is None and kind is not None
+        with tf.GradientTape() as reg_tape:
             regularization = self._weight_penalty()
-        if fast:
-            gradients = self._fast_private_gradients(
-                optimizer, kind, tape, captured, plan, variables, example_losses, batch_size)
+        if self._tfdp_physical_batch_size is not None:
+            if not fast:
+                raise ValueError(
+                    "physical_batch_size needs per-example clipping on the fast path: leave the "
+                    "optimizer's num_microbatches at None and use an L2 or L1 clipping query.")
+            clipped, nonfinite, loss_sum, y_pred, num_units = self._chunked_clipped_sum(
+                optimizer, kind, variables, x, y, sample_weight)
+            gradients = optimizer.privatize_clipped_sum(clipped, num_units, num_units, nonfinite)
         else:
-            with tape:
-                unit_losses, num_units, batch_size = per_unit_losses(
-                    values, optimizer.num_microbatches)
-            jacobians = tape.jacobian(unit_losses, [v.value for v in variables],
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            gradients = optimizer.privatize_per_unit_gradients(
-                jacobians, unit_losses, num_units, batch_size)
+            xa, ya, swa = self._augmented(x, y, sample_weight)
+            if fast:
+                clipped, nonfinite, loss_sum, y_pred, num_units = self._clipped_chunk_sum(
+                    optimizer, kind, variables, xa, ya, swa)
+                gradients = optimizer.privatize_clipped_sum(
+                    clipped, num_units, num_units, nonfinite)
+            else:
+                gradients, loss_sum, y_pred, num_units = self._jacobian_private_gradients(
+                    optimizer, variables, xa, ya, swa)
         if regularization is not None:
             # Weight regularizers do not read the data: adding their gradient after the noise
             # is post-processing and costs no privacy.
-            reg_grads = tape.gradient(regularization, [v.value for v in variables],
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            reg_grads = reg_tape.gradient(regularization, [v.value for v in variables],
+                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
             gradients = [g + tf.cast(r, g.dtype) for g, r in zip(gradients, reg_grads)]
-        del tape
         optimizer.apply(gradients, variables)
-        mean_loss = tf.reduce_mean(example_losses)
+        count = tf.cast(num_units, loss_sum.dtype)
+        mean_loss = tf.math.divide_no_nan(loss_sum, count)
         if regularization is not None:
             mean_loss = mean_loss + tf.cast(regularization, mean_loss.dtype)
-        self._loss_tracker.update_state(mean_loss, sample_weight=batch_size)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        self._loss_tracker.update_state(mean_loss, sample_weight=num_units)
+        ya, swa = self._metric_targets(y, sample_weight)
+        return self.compute_metrics(x, ya, y_pred, sample_weight=swa)
+
+    def _metric_targets(self, y, sample_weight):
+        """Labels (and weights) in the order of the augmented predictions."""
+        k = self._tfdp_multiplicity
+        if self._tfdp_augment is None or k == 1:
+            return y, sample_weight
+        repeat = lambda t: tf.repeat(t, k, axis=0)  # noqa: E731
+        return (tf.nest.map_structure(repeat, y),
+                None if sample_weight is None else tf.nest.map_structure(repeat, sample_weight))
+
+    def _unit_losses(self, y, y_pred, sample_weight):
+        """[rows] per-example losses (examples' own means over any extra loss axes)."""
+        values = self.per_example_loss(y, y_pred, sample_weight)
+        losses, _, _ = per_unit_losses(values, None)
+        return losses
+
+    def _clipped_chunk_sum(self, optimizer, kind, variables, x, y, sample_weight):
+        """(clipped sum, non-finite units, sum of unit losses, predictions, units) of one chunk."""
+        plan = self._gradient_plan(x)
+        k = self._tfdp_multiplicity
+        with tf.GradientTape(persistent=True) as tape:
+            with capture(plan, static_batch_size(x)) as captured:
+                y_pred = self(x, training=True)
+            row_losses = self._unit_losses(y, y_pred, sample_weight)
+        query = optimizer.dp_sum_query
+        clip = query.derive_sample_params(optimizer.query_global_state())
+        _, clipped, nonfinite = clipped_sum(
+            tape, captured, plan, variables, row_losses, kind, clip,
+            skip_nonfinite=optimizer.on_nonfinite == "skip", unit_size=k)
+        del tape
+        unit_losses = tf.reduce_mean(tf.reshape(row_losses, [-1, k]), axis=1)
+        num_units = tf.shape(unit_losses)[0]
+        return clipped, nonfinite, tf.reduce_sum(unit_losses), y_pred, num_units
+
+    def _jacobian_private_gradients(self, optimizer, variables, x, y, sample_weight):
+        """Per-unit (example or microbatch) gradients from the Jacobian, clipped and noised
+        by the optimizer: for microbatches, queries that clip their own way, --nofast_path."""
+        k = self._tfdp_multiplicity
+        handles = [v.value for v in variables]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(handles)
+            y_pred = self(x, training=True)
+            row_losses = self._unit_losses(y, y_pred, sample_weight)
+            example_losses = tf.reduce_mean(tf.reshape(row_losses, [-1, k]), axis=1)
+            unit_losses, num_units, batch_size = per_unit_losses(
+                example_losses, optimizer.num_microbatches)
+        jacobians = tape.jacobian(unit_losses, handles,
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        del tape
+        gradients = optimizer.privatize_per_unit_gradients(
+            jacobians, unit_losses, num_units, batch_size)
+        return gradients, tf.reduce_sum(example_losses), y_pred, batch_size
+
+    def _chunked_clipped_sum(self, optimizer, kind, variables, x, y, sample_weight):
+        """The clipped sum over chunks of `physical_batch_size` examples, added in a loop."""
+        m = self._tfdp_physical_batch_size
+        n = tf.shape(tf.nest.flatten(x)[0])[0]
+        # At least one (possibly empty) chunk, so an empty Poisson batch still is one step.
+        num_chunks = tf.maximum((n + m - 1) // m, 1)
+        take = lambda nest, i: tf.nest.map_structure(lambda t: t[i * m:(i + 1) * m], nest)  # noqa
+
+        def chunk(i):
+            xs, ys, ws = self._augmented(take(x, i), take(y, i),
+                                         None if sample_weight is None else take(sample_weight, i))
+            return self._clipped_chunk_sum(optimizer, kind, variables, xs, ys, ws)
+
+        # The first chunk outside the loop fixes the structures (and traces the plan).
+        clipped0, nonfinite0, loss0, pred0, _ = chunk(tf.constant(0))
+        pred_leaves = tf.nest.flatten(pred0)
+        arrays = [tf.TensorArray(p.dtype, size=num_chunks, infer_shape=False,
+                                 element_shape=tf.TensorShape([None]).concatenate(p.shape[1:]))
+                  .write(0, p) for p in pred_leaves]
+
+        def body(i, sums, nonfinite, loss, arrays):
+            c, nf, ls, pred, _ = chunk(i)
+            arrays = [a.write(i, p) for a, p in zip(arrays, tf.nest.flatten(pred))]
+            return (i + 1, [s + g for s, g in zip(sums, c)],
+                    nonfinite + tf.cast(nf, nonfinite.dtype), loss + ls, arrays)
+
+        _, sums, nonfinite, loss, arrays = tf.while_loop(
+            lambda i, *_: i < num_chunks, body,
+            (tf.constant(1), list(clipped0), tf.cast(nonfinite0, tf.int64), loss0, arrays),
+            parallel_iterations=1)
+        y_pred = tf.nest.pack_sequence_as(pred0, [a.concat() for a in arrays])
+        return sums, nonfinite, loss, y_pred, n
 
     def _gradient_plan(self, x) -> GradientPlan:
         """The plan for this input signature (made once, when the step is first traced)."""
@@ -165,15 +324,6 @@ class PrivateTrainStep:
         if key not in plans:
             plans[key] = make_plan(self, x)
         return plans[key]
-
-    def _fast_private_gradients(self, optimizer, kind, tape, captured, plan, variables,
-                                example_losses, batch_size):
-        query = optimizer.dp_sum_query
-        clip = query.derive_sample_params(optimizer.query_global_state())
-        _, clipped, nonfinite = clipped_sum(
-            tape, captured, plan, variables, example_losses, kind, clip,
-            skip_nonfinite=optimizer.on_nonfinite == "skip")
-        return optimizer.privatize_clipped_sum(clipped, batch_size, batch_size, nonfinite)
 
 
 @keras.saving.register_keras_serializable(package="tfdp")
@@ -189,6 +339,19 @@ class PrivateModel(PrivateTrainStep, keras.Model):
     optimizer's DP query for noise, counters and the update. `evaluate`, `predict` and saving behave as for the
     original model.
     """
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        config.update(self._step_options_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        options = cls._pop_step_options(config, custom_objects)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model.set_step_options(**options)
+        return model
 
 
 @keras.saving.register_keras_serializable(package="tfdp")
@@ -212,17 +375,23 @@ class PrivateWrapper(PrivateTrainStep, keras.Model):
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
         config["model"] = keras.saving.serialize_keras_object(self.wrapped)
+        config.update(self._step_options_config())
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        options = cls._pop_step_options(config, custom_objects)
         model = keras.saving.deserialize_keras_object(config.pop("model"),
                                                       custom_objects=custom_objects)
-        return cls(model, **config)
+        wrapper = cls(model, **config)
+        wrapper.set_step_options(**options)
+        return wrapper
 
 
-def make_private(model: keras.Model) -> keras.Model:
+def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] = None,
+                 augmentation_multiplicity: int = 1,
+                 physical_batch_size: Optional[int] = None) -> keras.Model:
     """Returns a model with the same layers and weights whose `fit` clips per example fast.
 
     Compile the result with a tfdp DP optimizer and a loss built with
@@ -230,8 +399,27 @@ def make_private(model: keras.Model) -> keras.Model:
     on the same graph; a subclassed model is wrapped (`PrivateWrapper`).
     BatchNormalization and activity regularizers are refused because they break
     per-example sensitivity; a tf-keras (Keras 2) model is refused with advice.
+
+    Args:
+      model: a built Keras 3 model.
+      augment: a function (or weightless Keras layer/model) applied to each training
+        batch before the forward pass, e.g. `keras.Sequential([keras.layers.RandomFlip(),
+        keras.layers.RandomTranslation(0.1, 0.1)])`. It must transform every example on
+        its own (no mixing of examples, such as mixup) and keep the input shape.
+      augmentation_multiplicity: K. Each example is repeated K times and augmented;
+        its gradient is the mean over its K copies, and that mean is clipped, so the
+        sensitivity (and the privacy accounting) is that of one example (De et al.,
+        2022). The batch through the model is K times larger.
+      physical_batch_size: at most this many examples (times K) go through the model
+        at once. A larger (logical) batch is taken in chunks whose clipped sums are
+        added and noised once: one step in the ledger, with the logical batch's
+        sampling rate. For batches larger than memory; the result is the same.
     """
     if isinstance(model, PrivateTrainStep):
+        if augment is not None or augmentation_multiplicity != 1 or physical_batch_size:
+            model.set_step_options(augment=augment,
+                                   augmentation_multiplicity=augmentation_multiplicity,
+                                   physical_batch_size=physical_batch_size)
         return model
     if not isinstance(model, keras.Model):
         kind = type(model).__module__ + "." + type(model).__name__
@@ -248,9 +436,11 @@ def make_private(model: keras.Model) -> keras.Model:
                 "keras.Input(shape=...) (or give its first layer input_shape=...), or call "
                 "model.build(input_shape) first."
             ) from None
+        private = PrivateModel(inputs=inputs, outputs=outputs, name=f"{model.name}_private")
     elif isinstance(model, Functional):
         inputs = model._inputs_struct  # pylint: disable=protected-access
         outputs = model._outputs_struct  # pylint: disable=protected-access
+        private = PrivateModel(inputs=inputs, outputs=outputs, name=f"{model.name}_private")
     else:
         if not model.built or not model.weights:
             raise ValueError(
@@ -259,5 +449,7 @@ def make_private(model: keras.Model) -> keras.Model:
                 "layers and weights exist."
             )
         # Keras scope names may not start with "_" (a class named _Net gives "_net").
-        return PrivateWrapper(model, name=f"{model.name.lstrip('_') or 'model'}_private")
-    return PrivateModel(inputs=inputs, outputs=outputs, name=f"{model.name}_private")
+        private = PrivateWrapper(model, name=f"{model.name.lstrip('_') or 'model'}_private")
+    private.set_step_options(augment=augment, augmentation_multiplicity=augmentation_multiplicity,
+                             physical_batch_size=physical_batch_size)
+    return private

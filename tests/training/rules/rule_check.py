@@ -23,23 +23,27 @@ def loss_fn():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
 
-def _example(x: Any, b: int) -> Any:
-    return tf.nest.map_structure(lambda t: t[b:b + 1], x)
+def _rows(x: Any, start: int, count: int) -> Any:
+    return tf.nest.map_structure(lambda t: t[start:start + count], x)
 
 
 def brute_force(model: keras.Model, loss, x, y, clip: float, kind: str,
-                sample_weight: Optional[np.ndarray] = None):
-    """(norms [B], clipped sums in model.trainable_variables order) by a loop over examples."""
-    batch = len(y)
+                sample_weight: Optional[np.ndarray] = None, unit_size: int = 1):
+    """(norms [U], clipped sums in model.trainable_variables order) by a loop over units.
+
+    A unit is `unit_size` consecutive rows; its gradient is that of its rows' mean loss.
+    """
+    batch = len(y) // unit_size
     variables = model.trainable_variables
     norms, sums = [], [np.zeros(v.shape, np.float64) for v in variables]
     for b in range(batch):
+        start = b * unit_size
         with tf.GradientTape() as tape:
-            out = model(_example(x, b), training=True)
-            value = loss(y[b:b + 1], out)
-            value = tf.reduce_sum(value)
+            out = model(_rows(x, start, unit_size), training=True)
+            value = loss(y[start:start + unit_size], out)
             if sample_weight is not None:
-                value = value * float(sample_weight[b])
+                value = value * tf.constant(sample_weight[start:start + unit_size], value.dtype)
+            value = tf.reduce_sum(value) / unit_size
         grads = tape.gradient(value, [v.value for v in variables],
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         grads = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in grads]
@@ -65,26 +69,32 @@ def check_against_brute_force(
     rtol: float = 1e-5,
     atol: float = 1e-6,
     seed: int = 1,
+    unit_size: int = 1,
 ) -> Dict[str, str]:
     """Asserts fast-path norms and clipped sums equal the brute-force loop; returns the plan.
 
     `clip` defaults to the median brute-force norm, so that some examples are clipped
     and some are not. The plan maps each layer's name to "rule:<Rule>", "local" or
-    "jacobian" (layers without trainable weights are absent).
+    "jacobian" (layers without trainable weights are absent). With `unit_size` K each
+    K consecutive rows are one unit (K augmentations of an example, a group's examples).
     """
     keras.utils.set_random_seed(seed)
     model = make_model()
     loss = loss_fn()
     plan = None
     for kind in kinds:
-        ref_norms, ref_sums = brute_force(model, loss, x, y, clip or 1.0, kind, sample_weight)
+        ref_norms, ref_sums = brute_force(model, loss, x, y, clip or 1.0, kind, sample_weight,
+                                          unit_size)
         c = clip if clip is not None else float(np.median(ref_norms))
         if clip is None:
-            ref_norms, ref_sums = brute_force(model, loss, x, y, c, kind, sample_weight)
+            ref_norms, ref_sums = brute_force(model, loss, x, y, c, kind, sample_weight,
+                                              unit_size)
         weighted = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight)
+        weighted = weighted.reshape(-1, unit_size).sum(axis=1)
         assert np.all(ref_norms[weighted != 0] > 0), "every weighted example must have a gradient"
         result = tfdp.training.clipped_gradient_sum(model, loss, x, y, clip=c, kind=kind,
-                                                    sample_weight=sample_weight)
+                                                    sample_weight=sample_weight,
+                                                    unit_size=unit_size)
         np.testing.assert_allclose(result.norms, ref_norms, rtol=rtol, atol=atol,
                                    err_msg=f"{kind} per-example norms")
         largest = max(np.abs(want).max() for want in ref_sums)
