@@ -180,7 +180,11 @@ class PrivateTrainStep:
         if self._tfdp_augment is None:
             return x, y, sample_weight
         repeat = (lambda t: t) if k == 1 else (lambda t: tf.repeat(t, k, axis=0))
-        x = self._tfdp_augment(tf.nest.map_structure(repeat, x))
+        x = tf.nest.map_structure(repeat, x)
+        if isinstance(self._tfdp_augment, keras.layers.Layer):
+            x = self._tfdp_augment(x, training=True)  # Keras's Random* layers, GaussianNoise
+        else:
+            x = self._tfdp_augment(x)
         y = tf.nest.map_structure(repeat, y)
         if sample_weight is not None:
             sample_weight = tf.nest.map_structure(repeat, sample_weight)
