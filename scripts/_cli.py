@@ -75,3 +75,37 @@ def quiet_tensorflow_startup() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _native_stderr_silenced():
         _import_tensorflow()
+
+
+# The training recipe's flags, shared by train.py and compare.py (RunConfig field names).
+RECIPE_FLAGS = ("learning_rate_schedule", "ema_momentum", "augmentation",
+                "augmentation_multiplicity", "physical_batch_size")
+
+
+def define_recipe_flags(defaults) -> None:
+    """Defines the recipe flags with `defaults` (a RunConfig) as their default values."""
+    from absl import flags
+
+    from tfdp.run import config as run_config
+    from tfdp.training.augmentation import AUGMENTATIONS
+
+    flags.DEFINE_enum("learning_rate_schedule", defaults.learning_rate_schedule,
+                      run_config.LEARNING_RATE_SCHEDULES,
+                      "constant, or cosine decay to 0 over the planned steps.")
+    flags.DEFINE_float("ema_momentum", defaults.ema_momentum,
+                       "Evaluate and export the moving average of the weights with this "
+                       "momentum (e.g. 0.9; post-processing, no privacy cost). Unset: the last "
+                       "weights.")
+    flags.DEFINE_enum("augmentation", defaults.augmentation, list(AUGMENTATIONS),
+                      "; ".join(f"{k}: {v}" for k, v in AUGMENTATIONS.items()) + ".")
+    flags.DEFINE_integer("augmentation_multiplicity", defaults.augmentation_multiplicity,
+                         "K augmented copies of each example whose mean gradient is clipped "
+                         "once (the sensitivity stays one example's).")
+    flags.DEFINE_integer("physical_batch_size", defaults.physical_batch_size,
+                         "At most this many examples through the model at once; a larger "
+                         "batch is accumulated and noised once per step.")
+
+
+def recipe_values(flag_values) -> dict:
+    """{RunConfig field: value} of the parsed recipe flags."""
+    return {name: flag_values[name].value for name in RECIPE_FLAGS}

@@ -96,6 +96,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("sampling", str(base.sampling), SAMPLINGS, "Batch sampling (as in train.py).")
     flags.DEFINE_integer("max_train_examples", None, "Use at most this many training examples.")
     flags.DEFINE_integer("max_test_examples", None, "Use at most this many test examples.")
+    _cli.define_recipe_flags(base)
     flags.DEFINE_bool("verbose", False, "Print every run's epoch lines.")
 
 
@@ -117,6 +118,7 @@ def config_from_flags() -> CompareConfig:
         optimizer=FLAGS.optimizer, l2_norm_clip=FLAGS.l2_norm_clip,
         l1_norm_clip=FLAGS.l1_norm_clip, delta=FLAGS.delta, sampling=FLAGS.sampling,
         max_train_examples=FLAGS.max_train_examples, max_test_examples=FLAGS.max_test_examples,
+        **_cli.recipe_values(FLAGS),
     )
     attacks = [a for a in FLAGS.attack_types if a.strip()]
     noise_multiplier = FLAGS.noise_multiplier

@@ -97,6 +97,7 @@ def define_flags() -> None:
     flags.DEFINE_list("attack_types", None, "Membership-inference attacks to run on the trained "
                       "model (train vs test split), audited against its epsilon, e.g. "
                       "threshold,lr (default: none).")
+    _cli.define_recipe_flags(run.RunConfig())
     flags.DEFINE_string("metrics_path", None, "Metrics JSON (default: <model_dir>/metrics.json "
                         "or results/train_metrics.json).")
 

@@ -14,6 +14,7 @@ from tfdp import mechanisms
 from tfdp.accounting.epsilon import check_delta
 from tfdp._validation import check_choice, check_positive, check_positive_int, check_probability
 from tfdp.layers.residual_perturbation import NOISE_KINDS
+from tfdp.training.augmentation import augmentation_names
 
 NO_DP = mechanisms.NO_NOISE
 # The DP-SGD noise mechanisms (a tfdp DP optimizer, its ledger and accountant).
@@ -30,6 +31,9 @@ SCHEDULES: Tuple[str, ...] = mechanisms.values(mechanisms.NoiseSchedule)
 ON_SKIP: Tuple[str, ...] = mechanisms.values(mechanisms.OnSkip)
 SAMPLINGS: Tuple[str, ...] = mechanisms.values(mechanisms.Sampling)
 OPTIMIZERS: Tuple[str, ...] = ("sgd", "adam", "adagrad")
+# constant: the learning rate throughout; cosine: decays to 0 over the planned steps.
+LEARNING_RATE_SCHEDULES: Tuple[str, ...] = ("constant", "cosine")
+AUGMENTATIONS: Tuple[str, ...] = augmentation_names()
 
 _REGULAR = mechanisms.NoiseSchedule.REGULAR.value
 _RANDOM = mechanisms.NoiseSchedule.RANDOM.value
@@ -97,6 +101,14 @@ class RunConfig:
     activation_clip_norm: Optional[float] = None
     # Membership-inference attacks run after training (tfdp.attacks names); None: none.
     attack_types: Optional[Tuple[str, ...]] = None
+    # The training recipe. None of these changes the privacy accounting: the EMA of the
+    # weights is post-processing, K augmentations are averaged before clipping, physical
+    # batches are noised once per logical batch.
+    learning_rate_schedule: str = "constant"
+    ema_momentum: Optional[float] = None
+    augmentation: str = "none"
+    augmentation_multiplicity: int = 1
+    physical_batch_size: Optional[int] = None
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
@@ -105,6 +117,10 @@ class RunConfig:
         check_choice("on_skip", self.on_skip, ON_SKIP)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("sampling", self.sampling, SAMPLINGS)
+        check_choice("learning_rate_schedule", self.learning_rate_schedule,
+                     LEARNING_RATE_SCHEDULES)
+        check_choice("augmentation", self.augmentation, AUGMENTATIONS)
+        _check_recipe(self)
         common: Dict[str, Any] = dict(
             noise_probability=check_probability("noise_probability", self.noise_probability),
             batch_size=check_positive_int("batch_size", self.batch_size),
@@ -151,6 +167,20 @@ class RunConfig:
         return not (self.noise_schedule == _RANDOM and self.on_skip == _RELEASE
                     and self.noise_probability < 1.0)
 
+    def recipe_description(self) -> str:
+        """The recipe in words ("" for none), e.g. "cosine lr, EMA 0.95, shift x4"."""
+        parts = []
+        if self.learning_rate_schedule != "constant":
+            parts.append(f"{self.learning_rate_schedule} lr")
+        if self.ema_momentum is not None:
+            parts.append(f"EMA {self.ema_momentum:g}")
+        if self.augmentation != "none":
+            parts.append(self.augmentation + (f" x{self.augmentation_multiplicity}"
+                                              if self.augmentation_multiplicity > 1 else ""))
+        if self.physical_batch_size:
+            parts.append(f"physical batches of {self.physical_batch_size}")
+        return ", ".join(parts)
+
     def method_name(self) -> str:
         """The paper's name of the method (e.g. "Gaussian RanN-DP-SGD")."""
         if not self.is_private:
@@ -166,6 +196,24 @@ class RunConfig:
 
 
 TrainConfig = RunConfig  # the name scripts/train.py gave it
+
+
+def _check_recipe(c: RunConfig) -> None:
+    """The recipe's settings: EMA momentum in [0, 1), K >= 1 with an augmentation."""
+    if c.ema_momentum is not None and not 0.0 <= c.ema_momentum < 1.0:
+        raise ValueError(f"--ema_momentum must be in [0, 1) (e.g. 0.9), got {c.ema_momentum}; "
+                         "leave it unset for no weight averaging.")
+    multiplicity = check_positive_int("augmentation_multiplicity", c.augmentation_multiplicity)
+    if multiplicity > 1 and c.augmentation == "none":
+        raise ValueError(f"--augmentation_multiplicity={multiplicity} averages that many "
+                         "augmented copies of each example: choose an --augmentation "
+                         f"({', '.join(a for a in AUGMENTATIONS if a != 'none')}).")
+    if c.physical_batch_size is not None:
+        check_positive_int("physical_batch_size", c.physical_batch_size)
+    if (multiplicity > 1 or c.physical_batch_size) and c.mechanism in OTHER_METHODS:
+        raise ValueError(f"--augmentation_multiplicity and --physical_batch_size belong to "
+                         f"DP-SGD's per-example clipping; --mechanism={c.mechanism} does not "
+                         "clip examples.")
 
 
 def _check_no_dp(c: RunConfig) -> None:

@@ -10,9 +10,10 @@ reasons (NeuralDP's claimed figure labelled beside it). No-DP trains the plain m
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import keras
+import tensorflow as tf
 
 import tfdp.accounting
 import tfdp.training
@@ -57,21 +58,71 @@ class OptimizerPathModel(tfdp.training.PrivateModel):
     use_fast_path = False
 
 
+def make_augmentation(config: RunConfig, input_shape) -> Optional[keras.Model]:
+    """The configured augmentation (None for "none"), seeded by the run's seed."""
+    return tfdp.training.make_augmentation(config.augmentation, input_shape, seed=config.seed)
+
+
 def make_trainable(config: RunConfig, model: keras.Model) -> keras.Model:
-    """The model `fit` trains: DP-SGD needs tfdp.make_private's train step, on either path."""
+    """The model `fit` trains: DP-SGD needs tfdp.make_private's train step, on either path.
+
+    The private step applies the augmentation (K copies per example, averaged before
+    clipping) and the physical batch size; other methods get augmented data instead
+    (`augmented_batches`).
+    """
     if not config.uses_dp_optimizer:
         return model
-    private = tfdp.training.make_private(model)
+    options = dict(augment=make_augmentation(config, model.input_shape[1:]),
+                   augmentation_multiplicity=config.augmentation_multiplicity,
+                   physical_batch_size=config.physical_batch_size)
+    private = tfdp.training.make_private(model, **options)
     if config.fast_path:
         return private
-    return OptimizerPathModel(private.input, private.output, name=private.name)
+    slow = OptimizerPathModel(private.input, private.output, name=private.name)
+    slow.set_step_options(**options)
+    return slow
 
 
-def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
-    """The matching tfdp DP optimizer for DP-SGD, else a plain Keras optimizer."""
+def augmented_batches(config: RunConfig, batches, input_shape):
+    """For methods without the private step: each batch's examples repeated K times and
+    augmented in the input pipeline (the same data No-DP's comparison rows see)."""
+    augment = make_augmentation(config, input_shape)
+    if augment is None:
+        return batches
+    k = config.augmentation_multiplicity
+
+    def transform(x, y):
+        if k > 1:
+            x, y = tf.repeat(x, k, axis=0), tf.repeat(y, k, axis=0)
+        return augment(x, training=True), y
+
+    return batches.map(transform)
+
+
+def learning_rate(config: RunConfig, num_train: Optional[int] = None):
+    """The learning rate, or its schedule (cosine decay to 0 over the planned steps)."""
+    if config.learning_rate_schedule == "constant":
+        return config.learning_rate
+    if num_train is None:
+        raise ValueError("A cosine learning-rate schedule needs the number of training examples.")
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate,
+                                                  planned_steps(config, num_train))
+
+
+def make_optimizer(config: RunConfig, num_train: Optional[int] = None
+                   ) -> keras.optimizers.Optimizer:
+    """The matching tfdp DP optimizer for DP-SGD, else a plain Keras optimizer.
+
+    With `ema_momentum` the optimizer keeps Keras's moving average of the weights,
+    ema_t = m * ema_(t-1) + (1 - m) * w_t (ema_1 = w_1), and `fit` ends by writing it into
+    the model: evaluation and export use the average (post-processing, no privacy cost).
+    """
     plain, private = _OPTIMIZER_CLASSES[config.optimizer]
+    base: Dict[str, Any] = dict(learning_rate=learning_rate(config, num_train))
+    if config.ema_momentum is not None:
+        base.update(use_ema=True, ema_momentum=config.ema_momentum)
     if not config.uses_dp_optimizer:
-        return plain(learning_rate=config.learning_rate)
+        return plain(**base)
     clip = mechanisms.get_mechanism(config.mechanism).clip_argument
     kwargs: Dict[str, Any] = dict(
         mechanism=config.mechanism,
@@ -79,8 +130,8 @@ def make_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
         noise_probability=config.noise_probability,
         on_skip=config.on_skip,
         noise_multiplier=config.noise_multiplier,
-        learning_rate=config.learning_rate,
         seed=config.seed,
+        **base,
     )
     kwargs[clip] = getattr(config, clip)
     if config.sampling == mechanisms.Sampling.POISSON:

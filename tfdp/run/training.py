@@ -82,7 +82,7 @@ def train_and_evaluate(
             f"{config.target_epsilon} (delta {config.delta}).")
 
     model = methods.make_trainable(config, methods.build_model(config, data))
-    optimizer = methods.make_optimizer(config)
+    optimizer = methods.make_optimizer(config, data.num_train)
     model.compile(optimizer=optimizer, loss=methods.make_loss(config), metrics=["accuracy"])
 
     callbacks: List[keras.callbacks.Callback] = []
@@ -105,11 +105,14 @@ def train_and_evaluate(
         train_batches = data.poisson_batches(config.batch_size, seed=config.seed)
     else:
         train_batches = data.train_batches(config.batch_size, seed=config.seed)
+    if not config.uses_dp_optimizer:
+        train_batches = methods.augmented_batches(config, train_batches, data.input_shape)
     log(f"{config.method_name()} on {data.name} ({data.num_train} train / {data.num_test} test, "
         f"input {data.input_shape}, {data.num_classes} classes), model {model.name}, "
         f"{config.epochs} epochs of batch {config.batch_size}"
         + (f", noise multiplier {config.noise_multiplier:.4g}" if config.noise_multiplier
-           else "") + (f", gamma {config.gamma:g}" if config.gamma else ""))
+           else "") + (f", gamma {config.gamma:g}" if config.gamma else "")
+        + (f"; {config.recipe_description()}" if config.recipe_description() else ""))
     if initial_epoch < config.epochs:
         # shuffle=False: the batches come shuffled or Poisson-sampled from tfdp.data already.
         model.fit(train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
@@ -118,6 +121,8 @@ def train_and_evaluate(
     else:
         log(f"--model_dir already holds {initial_epoch} epochs (>= --epochs={config.epochs}); "
             "evaluating without training.")
+        # fit would have ended by writing the weights' moving average into the model.
+        optimizer.finalize_variable_values(model.trainable_variables)
 
     utility = evaluate_utility(model, data)
     privacy = methods.privacy_record(config, optimizer, data.num_train)

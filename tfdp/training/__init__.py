@@ -3,8 +3,12 @@
 Each trainable variable's per-example gradient takes an exact path chosen when the
 step is traced (`gradient_plan`): a layer rule (`rules/`, one module per layer type,
 open to users through `register_layer_rule`), the layer's own vectorized per-example
-VJP (`local_gradients`), or the model's per-example Jacobian.
+VJP (`local_gradients`), or the model's per-example Jacobian. `make_private` also
+takes augmentation multiplicity (`augmentation` holds named augmentations) and
+physical batches smaller than the logical one.
 """
+
+from tfdp.training.augmentation import augmentation_names, make_augmentation
 
 from tfdp.training.per_example import ClippedGradientSum, clipped_gradient_sum, gradient_plan
 from tfdp.training.plan import GradientPlan, make_plan
@@ -16,4 +20,5 @@ from tfdp.training.rules import (LayerRule, PerExampleGradientRule, layer_rule,
 __all__ = ["make_private", "PrivateModel", "check_dp_compatible", "LayerRule",
            "PerExampleGradientRule", "layer_rule", "register_layer_rule", "unregister_layer_rule",
            "registered_rules", "rule_for", "rule_names", "gradient_plan", "GradientPlan",
-           "make_plan", "clipped_gradient_sum", "ClippedGradientSum", "var_key"]
+           "make_plan", "clipped_gradient_sum", "ClippedGradientSum", "var_key",
+           "make_augmentation", "augmentation_names"]
