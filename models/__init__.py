@@ -5,7 +5,7 @@
 """
 
 from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
-from tfdp.models.mlp import mlp
+from tfdp.models.mlp import linear, mlp
 from tfdp.models.registry import available_models, build_model, default_model_name, register_model
 from tfdp.models.resnet import resnet
 
@@ -18,5 +18,6 @@ __all__ = [
     "tutorial_cnn",
     "digits_cnn",
     "mlp",
+    "linear",
     "resnet",
 ]

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
-from tfdp.models.mlp import mlp
+from tfdp.models.mlp import linear, mlp
 from tfdp.models.resnet import resnet
 
 _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
@@ -16,6 +16,7 @@ _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "tutorial_cnn": tutorial_cnn,
     "digits_cnn": digits_cnn,
     "mlp": mlp,
+    "linear": linear,
     "resnet": resnet,
 }
 

@@ -21,8 +21,8 @@ def test_method_table_keeps_the_contract_keys_and_every_run_config_validates():
     assert set(CONTRACT_KEYS) <= set(METHOD_SETTINGS)
     config = CompareConfig(target_epsilon=2.0, sweep_epsilons=(1.0, 4.0)).validated()
     plan = config.plan()
-    # 4 DP-SGD methods and NeuralDP x {2, 1, 4} targets + 1 No-DP + 1 residual perturbation run.
-    assert len(plan) == 17
+    # 5 DP-SGD methods and NeuralDP x {2, 1, 4} targets + 1 No-DP + 1 residual perturbation run.
+    assert len(plan) == 20
     names = {}
     for key, run_config in plan:
         resolved = run_config.validated()  # every planned run is a valid RunConfig
@@ -33,7 +33,11 @@ def test_method_table_keeps_the_contract_keys_and_every_run_config_validates():
         "no_dp": "No-DP", "gaussian_regn": "Gaussian RegN-DP-SGD",
         "gaussian_rann": "Gaussian RanN-DP-SGD", "laplace_regn": "Laplace RegN-DP-SGD",
         "laplace_rann": "Laplace RanN-DP-SGD", "residual_perturbation": "Residual perturbation",
-        "neuraldp": "NeuralDP"}
+        "neuraldp": "NeuralDP", "gaussian_rann_drop": "Gaussian RanN-DP-SGD (drop)"}
+    # The sound variant drops noiseless steps whatever --on_skip says for the paper's RanN.
+    drop = dict(plan)["gaussian_rann_drop"].validated()
+    assert drop.on_skip == "drop" and drop.has_formal_guarantee
+    assert not dict(plan)["gaussian_rann"].validated().has_formal_guarantee
 
 
 def test_run_config_sets_each_mechanisms_own_clip_and_the_random_schedules_coin():

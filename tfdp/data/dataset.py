@@ -156,6 +156,21 @@ class Dataset:
             self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
         )
 
+    def validation_split(self, fraction: float = 0.2, *, seed: int = 0) -> "Dataset":
+        """A copy for tuning: `fraction` of the training split held out as its test split.
+
+        The real test split is dropped, so nothing tuned on the copy has seen it. The
+        held-out part is stratified and fixed by `seed`.
+        """
+        x_train, x_val, y_train, y_val = stratified_split(self.x_train, self.y_train,
+                                                          fraction, seed)
+        return dataclasses.replace(
+            self, x_train=x_train, y_train=y_train, x_test=x_val, y_test=y_val,
+            x_val=None, y_val=None,
+            description=(f"{self.description} Validation copy: {fraction:g} of the training "
+                         f"split held out (stratified, seed {seed}) as its test split; the "
+                         "real test split is not included."))
+
     # ----- tf.data pipelines -----
 
     def train_batches(

@@ -58,6 +58,10 @@ METHOD_SETTINGS: Dict[str, Dict[str, Any]] = {
     "gaussian_rann": dict(mechanism="gaussian", noise_schedule=_RANDOM),
     "laplace_regn": dict(mechanism="laplace", noise_schedule=_REGULAR),
     "laplace_rann": dict(mechanism="laplace", noise_schedule=_RANDOM),
+    # The sound variant of the paper's idea: a noiseless coin drops the step (no update, no
+    # data touched), so the guarantee composes over the noisy steps that happened.
+    "gaussian_rann_drop": dict(mechanism="gaussian", noise_schedule=_RANDOM,
+                               on_skip=mechanisms.OnSkip.DROP),
     "residual_perturbation": dict(mechanism=RESIDUAL_PERTURBATION),
     "neuraldp": dict(mechanism=NEURALDP),
 }
@@ -187,7 +191,8 @@ class CompareConfig:
             fields.update(target_epsilon=None, noise_multiplier=None)
             return dataclasses.replace(self.base, **fields)
         if fields.get("noise_schedule") == _RANDOM:
-            fields.update(noise_probability=self.noise_probability, on_skip=self.on_skip)
+            fields.update(noise_probability=self.noise_probability,
+                          on_skip=METHOD_SETTINGS[method].get("on_skip", self.on_skip))
         clip = mechanisms.get_mechanism(mechanism).clip_argument
         fields.update(budget, **{clip: getattr(self.base, clip) or 1.0})
         return dataclasses.replace(self.base, **fields)

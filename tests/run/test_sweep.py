@@ -1,0 +1,64 @@
+"""The recipe sweep: candidates scored on a validation copy of the training split only."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfdp.data
+from tfdp.run import RunConfig
+from tfdp.run.sweep import SweepConfig, grid_text, parse_grid, sweep
+
+
+def test_validation_split_partitions_the_training_split_and_drops_the_test_split():
+    data = tfdp.data.load_dataset("digits")
+    held_out = data.validation_split(0.25, seed=3)
+    assert held_out.num_train + held_out.num_test == data.num_train
+    original = {row.tobytes() for row in data.x_train}
+    seen = [row.tobytes() for row in np.concatenate([held_out.x_train, held_out.x_test])]
+    assert set(seen) <= original and len(set(seen)) == len(set(original))
+    assert not {row.tobytes() for row in data.x_test} & set(seen) - original
+    # Stratified: every class in the held-out part, in proportion.
+    counts = np.bincount(held_out.y_test, minlength=10) / held_out.num_test
+    assert np.allclose(counts, np.bincount(data.y_train, minlength=10) / data.num_train,
+                       atol=0.02)
+
+
+def test_sweep_ranks_the_candidates_and_writes_the_record(tmp_path):
+    base = RunConfig(mechanism="gaussian", target_epsilon=4.0, epochs=2, batch_size=64,
+                     model="linear", max_train_examples=300)
+    config = SweepConfig(grid=(("learning_rate", (0.001, 2.0)),), seeds=2, base=base,
+                         output_dir=str(tmp_path))
+    lines = []
+    result = sweep(config, log=lines.append)
+    assert [r["learning_rate"] for r in result.rows] == [2.0, 0.001]  # a tiny rate learns nothing
+    assert result.rows[0]["val_accuracy"] > result.rows[1]["val_accuracy"] + 0.2
+    assert all(len(r["val_accuracies"]) == 2 for r in result.rows)
+    assert result.best == {"learning_rate": 2.0}
+    record = json.load(open(os.path.join(tmp_path, "recipe_sweep.json")))
+    assert record["best"] == {"learning_rate": 2.0} and record["base"]["target_epsilon"] == 4.0
+    assert os.path.exists(os.path.join(tmp_path, "recipe_sweep.csv"))
+    assert "test split is not used" in lines[0]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ((("target_epsilon", (1.0, 2.0)),), "cannot vary"),
+    ((("learning_rate", ()),), "no values"),
+    ((), "empty"),
+    ((("ema_momentum", (1.5,)),), "ema_momentum"),
+])
+def test_sweep_refuses_bad_grids(grid, message):
+    with pytest.raises(ValueError, match=message):
+        SweepConfig(grid=grid).validated()
+
+
+def test_the_grid_flag_parses_numbers_names_and_none():
+    text = "model=linear,digits_cnn;learning_rate=0.5,2;ema_momentum=none,0.9"
+    grid = parse_grid(text)
+    assert grid == (("model", ("linear", "digits_cnn")), ("learning_rate", (0.5, 2)),
+                    ("ema_momentum", (None, 0.9)))
+    assert parse_grid(grid_text(grid)) == grid
+    with pytest.raises(ValueError, match="name=v1,v2"):
+        parse_grid("learning_rate")
