@@ -5,7 +5,7 @@
 """
 
 from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
-from tfdp.models.mlp import linear, mlp
+from tfdp.models.mlp import linear, mlp, normalized_linear
 from tfdp.models.registry import available_models, build_model, default_model_name, register_model
 from tfdp.models.resnet import resnet
 
@@ -19,5 +19,6 @@ __all__ = [
     "digits_cnn",
     "mlp",
     "linear",
+    "normalized_linear",
     "resnet",
 ]

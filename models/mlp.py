@@ -33,8 +33,7 @@ def mlp(
         layers.append(keras.layers.Dense(check_positive_int("hidden_units", units),
                                             activation=activation))
     layers.append(keras.layers.Dense(check_positive_int("num_classes", num_classes),
-                                        kernel_initializer="zeros" if not hidden_units
-                                        else "glorot_uniform", name="logits"))
+                                        name="logits"))
     return keras.Sequential(layers, name=name)
 
 
@@ -42,11 +41,30 @@ def linear(
     input_shape: Sequence[int] = (30,),
     num_classes: int = 2,
     *,
+    normalize: bool = False,
     name: str = "linear",
 ) -> keras.Model:
     """Multinomial logistic regression: inputs flattened, one Dense layer of logits from zero.
 
-    Starting from zero weights costs no privacy and is the usual start of a convex DP
-    model; with few examples it is often the most accurate model under DP.
+    With `normalize`, each example's features are first standardized on their own (its own
+    mean and spread, no statistics of the data set: no privacy cost), which makes every
+    example's gradient the same size and suits DP's per-example clipping. Starting from
+    zero weights is the usual start of a convex DP model; with few examples such a model
+    is often the most accurate one under DP.
     """
-    return mlp(input_shape, num_classes, hidden_units=(), name=name)
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or int(np.prod(shape)) < 1:
+        raise ValueError(f"linear needs a non-empty input shape, got {shape}.")
+    layers = [keras.Input(shape=shape, name="features"), keras.layers.Flatten()]
+    if normalize:
+        layers.append(keras.layers.LayerNormalization(center=False, scale=False, epsilon=1e-6,
+                                                      name="per_example_standardization"))
+    layers.append(keras.layers.Dense(check_positive_int("num_classes", num_classes),
+                                     kernel_initializer="zeros", name="logits"))
+    return keras.Sequential(layers, name=name)
+
+
+def normalized_linear(input_shape: Sequence[int] = (30,), num_classes: int = 2, *,
+                      name: str = "normalized_linear") -> keras.Model:
+    """Logistic regression on each example's standardized features (`linear(normalize=True)`)."""
+    return linear(input_shape, num_classes, normalize=True, name=name)

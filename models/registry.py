@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
-from tfdp.models.mlp import linear, mlp
+from tfdp.models.mlp import linear, mlp, normalized_linear
 from tfdp.models.resnet import resnet
 
 _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
@@ -17,6 +17,7 @@ _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "digits_cnn": digits_cnn,
     "mlp": mlp,
     "linear": linear,
+    "normalized_linear": normalized_linear,
     "resnet": resnet,
 }
 

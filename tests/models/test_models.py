@@ -15,6 +15,8 @@ CASES = [
     ("digits_cnn", (8, 8, 1), 10),
     ("mlp", (30,), 2),
     ("resnet", (16, 16, 1), 3),
+    ("linear", (8, 8, 1), 10),
+    ("normalized_linear", (8, 8, 1), 10),
 ]
 
 
@@ -99,3 +101,16 @@ def test_auto_model_and_errors():
         build_model("pneumonia_cnn", (30,), 2)
     with pytest.raises(ValueError, match="normalization"):
         build_model("resnet", (8, 8, 1), 2, normalization="batch")
+
+
+def test_normalized_linear_standardizes_each_example_on_its_own():
+    keras.utils.set_random_seed(0)
+    model = build_model("normalized_linear", (8, 8, 1), 10)
+    model.layers[-1].kernel.assign(np.random.default_rng(1).normal(size=(64, 10)))
+    x = np.random.default_rng(2).random((4, 8, 8, 1)).astype(np.float32)
+    out = model(x).numpy()
+    # An affine change of one example's pixels changes nothing; other examples do not matter.
+    np.testing.assert_allclose(model(3.0 * x + 0.5).numpy(), out, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(model(x[:1]).numpy(), out[:1], rtol=1e-5, atol=1e-6)
+    assert not model.layers[-2].trainable_weights  # no statistics or parameters to learn
+    assert not np.any(build_model("linear", (8, 8, 1), 10)(x).numpy())  # starts from zero
