@@ -157,8 +157,8 @@ def test_table_csv_and_json_spell_infinity_inf(tmp_path):
     record = json.loads((tmp_path / "c.json").read_text())
     assert [r["method"] for r in record["table"]] == ["No-DP", "Gaussian RegN-DP-SGD"]
     assert record["table"][0]["epsilon"] == "inf" and record["table"][1]["accuracy"] == 0.5
-    assert record["settings"]["methods"] == list(CONTRACT_KEYS)
-    assert record["settings"]["base"]["epochs"] == 15
+    assert record["settings"]["methods"] == list(METHOD_SETTINGS)
+    assert record["settings"]["base"]["epochs"] == CompareConfig().base.epochs
 
 
 def test_cell_keeps_its_digits_and_spells_missing_and_infinite_values():

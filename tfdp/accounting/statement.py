@@ -177,3 +177,11 @@ def summary_line(epsilon: float, delta: float) -> str:
 def join(paragraphs: List[str]) -> str:
     """Paragraphs separated by blank lines."""
     return "\n\n".join(p for p in paragraphs if p) + "\n"
+
+
+def with_paragraph(statement: str, text: str) -> str:
+    """`statement` with one more paragraph (wrapped) before its bottom line, if it has one."""
+    paragraphs = [p for p in statement.strip().split("\n\n") if p]
+    at = len(paragraphs) - 1 if paragraphs and paragraphs[-1].startswith(
+        "Formal guarantee") else len(paragraphs)
+    return join(paragraphs[:at] + [_fill(text)] + paragraphs[at:])

@@ -40,6 +40,7 @@ from tfdp.run.config import (
     RESIDUAL_PERTURBATION,
     RunConfig,
 )
+from tfdp.run.recipe import recipe_config
 from tfdp.run.result import RunResult
 from tfdp.run.training import load_data, train_and_evaluate
 
@@ -56,12 +57,12 @@ METHOD_SETTINGS: Dict[str, Dict[str, Any]] = {
     "no_dp": dict(mechanism=NO_DP),
     "gaussian_regn": dict(mechanism="gaussian", noise_schedule=_REGULAR),
     "gaussian_rann": dict(mechanism="gaussian", noise_schedule=_RANDOM),
-    "laplace_regn": dict(mechanism="laplace", noise_schedule=_REGULAR),
-    "laplace_rann": dict(mechanism="laplace", noise_schedule=_RANDOM),
     # The sound variant of the paper's idea: a noiseless coin drops the step (no update, no
     # data touched), so the guarantee composes over the noisy steps that happened.
     "gaussian_rann_drop": dict(mechanism="gaussian", noise_schedule=_RANDOM,
                                on_skip=mechanisms.OnSkip.DROP),
+    "laplace_regn": dict(mechanism="laplace", noise_schedule=_REGULAR),
+    "laplace_rann": dict(mechanism="laplace", noise_schedule=_RANDOM),
     "residual_perturbation": dict(mechanism=RESIDUAL_PERTURBATION),
     "neuraldp": dict(mechanism=NEURALDP),
 }
@@ -83,7 +84,8 @@ OUTPUT_FILES = ("comparison.csv", "comparison.json", "sweep.csv", "privacy_utili
 
 
 def _default_base() -> RunConfig:
-    return RunConfig(epochs=15, batch_size=64, learning_rate=0.01, optimizer="adam")
+    # The recipe (tfdp.run.recipe): chosen on a validation split, shared by every method.
+    return recipe_config()
 
 
 @dataclasses.dataclass(frozen=True)

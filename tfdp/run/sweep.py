@@ -27,6 +27,7 @@ from tfdp._validation import check_positive_int, check_probability
 from tfdp.run.comparison import run_one
 from tfdp.run.comparison_table import write_csv, write_json
 from tfdp.run.config import RunConfig
+from tfdp.run.recipe import recipe_config
 from tfdp.run.training import load_data
 
 # Settings a sweep may vary: the recipe, not the privacy budget or the method it is tuned for.
@@ -36,9 +37,9 @@ TUNABLE: Tuple[str, ...] = (
 )
 # The grid the shipped defaults were chosen from (`python scripts/sweep.py` reruns it).
 DEFAULT_GRID: Tuple[Tuple[str, Tuple[Any, ...]], ...] = (
-    ("model", ("linear", "digits_cnn")),
-    ("batch_size", (256, 512)),
-    ("learning_rate", (1.0, 2.0)),
+    ("model", ("normalized_linear", "linear", "digits_cnn")),
+    ("batch_size", (128, 256, 512)),
+    ("learning_rate", (0.25, 0.5, 1.0)),
     ("ema_momentum", (None, 0.9)),
 )
 
@@ -73,7 +74,8 @@ def grid_text(grid: Sequence[Tuple[str, Sequence[Any]]]) -> str:
 
 
 def _default_base() -> RunConfig:
-    return RunConfig(mechanism="gaussian", target_epsilon=1.62, epochs=40, optimizer="sgd")
+    # The recipe's fixed settings (epochs, optimizer, ...); the grid varies the others.
+    return recipe_config(mechanism="gaussian", target_epsilon=1.62)
 
 
 @dataclasses.dataclass(frozen=True)

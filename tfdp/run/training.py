@@ -14,7 +14,7 @@ import tfdp.data
 import tfdp.export
 from tfdp.accounting import format_epsilon
 from tfdp.mechanisms import NoiseSchedule, Sampling
-from tfdp.run import checkpoint, exporting, methods
+from tfdp.run import checkpoint, exporting, methods, recipe
 from tfdp.run.config import RunConfig
 from tfdp.run.progress import EpochLog
 from tfdp.run.result import RunResult
@@ -125,7 +125,8 @@ def train_and_evaluate(
         optimizer.finalize_variable_values(model.trainable_variables)
 
     utility = evaluate_utility(model, data)
-    privacy = methods.privacy_record(config, optimizer, data.num_train)
+    privacy = recipe.with_hyperparameter_paragraph(
+        methods.privacy_record(config, optimizer, data.num_train), config)
     seconds = [h["seconds"] for h in epoch_log.history]
     result = RunResult(
         config=config, method=config.method_name(), dataset=data.summary(), model=model,
