@@ -171,7 +171,7 @@ def test_train_config_checks_of_the_other_methods():
 from tfdp.run import comparison, comparison_plot  # noqa: E402  (scripts/compare.py's library)
 
 
-def test_compare_runs_all_seven_methods_and_writes_outputs(tmp_path):
+def test_compare_runs_all_eight_methods_and_writes_outputs(tmp_path):
     out = tmp_path / "results"
     result = _run("compare.py", "--epochs=1", "--max_train_examples=160",
                   "--max_test_examples=80", "--batch_size=32", "--target_epsilon=2",
@@ -179,8 +179,9 @@ def test_compare_runs_all_seven_methods_and_writes_outputs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     # Progress is printed per run, then the table with all five methods.
     assert "[1/" in result.stdout and "Comparison at target epsilon 2" in result.stdout
-    names = ["No-DP", "Gaussian RegN-DP-SGD", "Gaussian RanN-DP-SGD", "Laplace RegN-DP-SGD",
-             "Laplace RanN-DP-SGD", "Residual perturbation", "NeuralDP"]
+    names = ["No-DP", "Gaussian RegN-DP-SGD", "Gaussian RanN-DP-SGD",
+             "Gaussian RanN-DP-SGD (drop)", "Laplace RegN-DP-SGD", "Laplace RanN-DP-SGD",
+             "Residual perturbation", "NeuralDP"]
     for name in names:
         assert name in result.stdout
     import csv
@@ -207,6 +208,11 @@ def test_compare_runs_all_seven_methods_and_writes_outputs(tmp_path):
         assert 2.0 * 0.97 <= eps <= 2.0 * 1.0001, (name, eps)
         assert float(by_name[name]["noisy_steps_percent"]) == 100.0
         assert float(by_name[name]["steps_per_epoch"]) == 5
+    # The sound variant: a formal guarantee over the noisy steps that happened, no update on
+    # the dropped ones.
+    drop = by_name["Gaussian RanN-DP-SGD (drop)"]
+    assert math.isfinite(float(drop["epsilon"]))
+    assert float(drop["epsilon"]) == pytest.approx(float(drop["epsilon_noisy_steps_only"]))
     # RanN: the paper's convention figure is finite; noisy share of steps near p = 0.5.
     for name in ("Gaussian RanN-DP-SGD", "Laplace RanN-DP-SGD"):
         assert math.isfinite(float(by_name[name]["epsilon_noisy_steps_only"]))
@@ -219,9 +225,9 @@ def test_compare_runs_all_seven_methods_and_writes_outputs(tmp_path):
     assert by_name["Residual perturbation"]["epsilon_claimed"] == ""
     assert 2.0 * 0.97 <= float(by_name["NeuralDP"]["epsilon_claimed"]) <= 2.0 * 1.0001
     record = json.loads((out / "comparison.json").read_text())
-    assert len(record["table"]) == 7
-    # 4 DP-SGD methods and NeuralDP x {1, 2, 4} targets + 1 No-DP + 1 residual perturbation run.
-    assert len(record["runs"]) == 17
+    assert len(record["table"]) == 8
+    # 5 DP-SGD methods and NeuralDP x {1, 2, 4} targets + 1 No-DP + 1 residual perturbation run.
+    assert len(record["runs"]) == 20
     assert sorted({r["target_epsilon"] for r in record["sweep"]}) == [1.0, 4.0]
     png = (out / "privacy_utility.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -157,7 +157,7 @@ def test_step_options_survive_saving(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.augmentation_multiplicity == 2 and loaded.physical_batch_size == 5
-    assert isinstance(loaded._tfdp_augment, keras.Sequential)  # pylint: disable=protected-access
+    assert isinstance(loaded.step_options.augment, keras.Sequential)
     np.testing.assert_allclose(loaded.predict(np.ones((2, 3)), verbose=0),
                                model.predict(np.ones((2, 3)), verbose=0), rtol=1e-6)
 

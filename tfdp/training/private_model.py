@@ -15,11 +15,11 @@ import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
-from tfdp._validation import check_positive_int
 from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
 from tfdp.training.per_example import capture, clipped_sum, static_batch_size
 from tfdp.training.plan import GradientPlan, make_plan, model_layers
+from tfdp.training.step_options import StepOptions
 
 _NORMALIZATION_ADVICE = (
     "BatchNormalization mixes the examples of a batch, so one example's gradient depends on "
@@ -116,79 +116,26 @@ class PrivateTrainStep:
             )
         return optimizer
 
-    # Options of the step, set by `make_private` (class defaults: none of them).
+    # Set by `make_private` (`set_step_options`); the class default does nothing extra.
     use_fast_path = True
-    _tfdp_augment: Optional[Callable[[Any], Any]] = None
-    _tfdp_multiplicity = 1
-    _tfdp_physical_batch_size: Optional[int] = None
+    step_options = StepOptions()
 
     @property
     def augmentation_multiplicity(self) -> int:
         """K: each example's gradient is the mean over K augmented copies, clipped once."""
-        return self._tfdp_multiplicity
+        return self.step_options.augmentation_multiplicity
 
     @property
     def physical_batch_size(self) -> Optional[int]:
         """At most this many examples go through the model at once (None: the whole batch)."""
-        return self._tfdp_physical_batch_size
+        return self.step_options.physical_batch_size
 
-    def set_step_options(self, *, augment: Optional[Callable[[Any], Any]] = None,
-                         augmentation_multiplicity: int = 1,
-                         physical_batch_size: Optional[int] = None) -> None:
-        """Sets the augmentation and the physical batch size of the private train step.
+    def set_step_options(self, **options: Any) -> None:
+        """Sets the `StepOptions` (augment, augmentation_multiplicity, physical_batch_size).
 
         See `make_private` for their meaning; invalid combinations raise ValueError.
         """
-        multiplicity = check_positive_int("augmentation_multiplicity", augmentation_multiplicity)
-        if multiplicity > 1 and augment is None:
-            raise ValueError(
-                f"augmentation_multiplicity={multiplicity} needs an `augment` function (e.g. "
-                "keras.Sequential([keras.layers.RandomTranslation(0.1, 0.1)])): K identical "
-                "copies would give the same gradient as one.")
-        if augment is not None and getattr(augment, "trainable_weights", None):
-            raise ValueError(
-                "`augment` has trainable weights; it runs outside the per-example gradient "
-                "computation, so they would never be trained privately. Use a fixed "
-                "(weightless) augmentation, e.g. Keras's Random* preprocessing layers.")
-        if physical_batch_size is not None:
-            physical_batch_size = check_positive_int("physical_batch_size", physical_batch_size)
-        self._tfdp_augment = augment
-        self._tfdp_multiplicity = multiplicity
-        self._tfdp_physical_batch_size = physical_batch_size
-
-    def _step_options_config(self) -> Dict[str, Any]:
-        augment = self._tfdp_augment
-        return {
-            "augment": None if augment is None else keras.saving.serialize_keras_object(augment),
-            "augmentation_multiplicity": self._tfdp_multiplicity,
-            "physical_batch_size": self._tfdp_physical_batch_size,
-        }
-
-    @staticmethod
-    def _pop_step_options(config: Dict[str, Any], custom_objects=None) -> Dict[str, Any]:
-        augment = config.pop("augment", None)
-        return {
-            "augment": None if augment is None else keras.saving.deserialize_keras_object(
-                augment, custom_objects=custom_objects),
-            "augmentation_multiplicity": config.pop("augmentation_multiplicity", 1),
-            "physical_batch_size": config.pop("physical_batch_size", None),
-        }
-
-    def _augmented(self, x, y, sample_weight):
-        """Each example repeated K times (rows u*K .. u*K+K-1) and augmented, with its labels."""
-        k = self._tfdp_multiplicity
-        if self._tfdp_augment is None:
-            return x, y, sample_weight
-        repeat = (lambda t: t) if k == 1 else (lambda t: tf.repeat(t, k, axis=0))
-        x = tf.nest.map_structure(repeat, x)
-        if isinstance(self._tfdp_augment, keras.layers.Layer):
-            x = self._tfdp_augment(x, training=True)  # Keras's Random* layers, GaussianNoise
-        else:
-            x = self._tfdp_augment(x)
-        y = tf.nest.map_structure(repeat, y)
-        if sample_weight is not None:
-            sample_weight = tf.nest.map_structure(repeat, sample_weight)
-        return x, y, sample_weight
+        self.step_options = StepOptions(**options)
 
     def train_step(self, data):
         """One DP step: per-example losses, norms, clipped sum, noise via the optimizer.
@@ -203,7 +150,7 @@ class PrivateTrainStep:
         fast = self.use_fast_path and optimizer.num_microbatches is None and kind is not None
         with tf.GradientTape() as reg_tape:
             regularization = self._weight_penalty()
-        if self._tfdp_physical_batch_size is not None:
+        if self.step_options.physical_batch_size is not None:
             if not fast:
                 raise ValueError(
                     "physical_batch_size needs per-example clipping on the fast path: leave the "
@@ -212,7 +159,7 @@ class PrivateTrainStep:
                 optimizer, kind, variables, x, y, sample_weight)
             gradients = optimizer.privatize_clipped_sum(clipped, num_units, num_units, nonfinite)
         else:
-            xa, ya, swa = self._augmented(x, y, sample_weight)
+            xa, ya, swa = self.step_options.expand(x, y, sample_weight)
             if fast:
                 clipped, nonfinite, loss_sum, y_pred, num_units = self._clipped_chunk_sum(
                     optimizer, kind, variables, xa, ya, swa)
@@ -233,17 +180,8 @@ class PrivateTrainStep:
         if regularization is not None:
             mean_loss = mean_loss + tf.cast(regularization, mean_loss.dtype)
         self._loss_tracker.update_state(mean_loss, sample_weight=num_units)
-        ya, swa = self._metric_targets(y, sample_weight)
+        ya, swa = self.step_options.repeat((y, sample_weight))
         return self.compute_metrics(x, ya, y_pred, sample_weight=swa)
-
-    def _metric_targets(self, y, sample_weight):
-        """Labels (and weights) in the order of the augmented predictions."""
-        k = self._tfdp_multiplicity
-        if self._tfdp_augment is None or k == 1:
-            return y, sample_weight
-        repeat = lambda t: tf.repeat(t, k, axis=0)  # noqa: E731
-        return (tf.nest.map_structure(repeat, y),
-                None if sample_weight is None else tf.nest.map_structure(repeat, sample_weight))
 
     def _unit_losses(self, y, y_pred, sample_weight):
         """[rows] per-example losses (examples' own means over any extra loss axes)."""
@@ -254,7 +192,7 @@ class PrivateTrainStep:
     def _clipped_chunk_sum(self, optimizer, kind, variables, x, y, sample_weight):
         """(clipped sum, non-finite units, sum of unit losses, predictions, units) of one chunk."""
         plan = self._gradient_plan(x)
-        k = self._tfdp_multiplicity
+        k = self.step_options.unit_size
         with tf.GradientTape(persistent=True) as tape:
             with capture(plan, static_batch_size(x)) as captured:
                 y_pred = self(x, training=True)
@@ -272,7 +210,7 @@ class PrivateTrainStep:
     def _jacobian_private_gradients(self, optimizer, variables, x, y, sample_weight):
         """Per-unit (example or microbatch) gradients from the Jacobian, clipped and noised
         by the optimizer: for microbatches, queries that clip their own way, --nofast_path."""
-        k = self._tfdp_multiplicity
+        k = self.step_options.unit_size
         handles = [v.value for v in variables]
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(handles)
@@ -290,14 +228,14 @@ class PrivateTrainStep:
 
     def _chunked_clipped_sum(self, optimizer, kind, variables, x, y, sample_weight):
         """The clipped sum over chunks of `physical_batch_size` examples, added in a loop."""
-        m = self._tfdp_physical_batch_size
+        m = self.step_options.physical_batch_size
         n = tf.shape(tf.nest.flatten(x)[0])[0]
         # At least one (possibly empty) chunk, so an empty Poisson batch still is one step.
         num_chunks = tf.maximum((n + m - 1) // m, 1)
         take = lambda nest, i: tf.nest.map_structure(lambda t: t[i * m:(i + 1) * m], nest)  # noqa
 
         def chunk(i):
-            xs, ys, ws = self._augmented(take(x, i), take(y, i),
+            xs, ys, ws = self.step_options.expand(take(x, i), take(y, i),
                                          None if sample_weight is None else take(sample_weight, i))
             return self._clipped_chunk_sum(optimizer, kind, variables, xs, ys, ws)
 
@@ -346,15 +284,15 @@ class PrivateModel(PrivateTrainStep, keras.Model):
 
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
-        config.update(self._step_options_config())
+        config.update(self.step_options.get_config())
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        options = cls._pop_step_options(config, custom_objects)
+        options = StepOptions.pop_from_config(config, custom_objects)
         model = super().from_config(config, custom_objects=custom_objects)
-        model.set_step_options(**options)
+        model.step_options = options
         return model
 
 
@@ -379,17 +317,17 @@ class PrivateWrapper(PrivateTrainStep, keras.Model):
     def get_config(self) -> Dict[str, Any]:
         config = super().get_config()
         config["model"] = keras.saving.serialize_keras_object(self.wrapped)
-        config.update(self._step_options_config())
+        config.update(self.step_options.get_config())
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        options = cls._pop_step_options(config, custom_objects)
+        options = StepOptions.pop_from_config(config, custom_objects)
         model = keras.saving.deserialize_keras_object(config.pop("model"),
                                                       custom_objects=custom_objects)
         wrapper = cls(model, **config)
-        wrapper.set_step_options(**options)
+        wrapper.step_options = options
         return wrapper
 
 
