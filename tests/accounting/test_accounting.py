@@ -371,3 +371,14 @@ def test_compute_epsilon_script_prints_json_and_refuses_bad_flags():
         base + ["--noise_multiplier=0"], capture_output=True, text=True, cwd=root, timeout=120
     )
     assert bad.returncode != 0 and "mechanism='none'" in bad.stdout + bad.stderr
+
+
+def test_excluded_rdp_order_warnings_are_dropped(caplog):
+    # dp_accounting warns for every fractional order whose series does not converge (here
+    # q = 0.178, sigma = 2); the order is left out, which only makes epsilon larger.
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    result = tfdp.compute_epsilon(1437, 256, 2.0, epochs=3)
+    assert 0 < result.epsilon < float("inf")
+    assert not any("Excluding this order" in r.getMessage() for r in caplog.records)

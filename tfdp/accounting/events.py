@@ -6,6 +6,7 @@ composes them and reads epsilon off a fresh accountant.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
@@ -14,6 +15,22 @@ import dp_accounting
 from tfdp.mechanisms import Accountant, get_mechanism, values
 
 ACCOUNTANTS = values(Accountant)
+
+
+class _ExcludedOrderFilter(logging.Filter):
+    """Drops dp_accounting's "failed to converge ... Excluding this order" warnings.
+
+    When a fractional RDP order's series does not converge, dp_accounting leaves that
+    order out of the minimum over orders, so epsilon can only come out larger (still a
+    valid bound, never an understatement). The warning repeats for every order of every
+    noise level a calibration tries, which buries a run's own output.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Excluding this order" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_ExcludedOrderFilter())
 
 # dp_accounting's default grid. PLD bounds are pessimistic, so a coarser grid only
 # makes epsilon larger (still a valid bound), never smaller.
