@@ -34,6 +34,14 @@ def load_data(config: RunConfig) -> "tfdp.data.Dataset":
     return data
 
 
+UTILITY_KEYS = ("accuracy", "precision", "recall", "f1", "auc")
+
+
+def diverged(model: keras.Model, data: "tfdp.data.Dataset") -> bool:
+    """True when the trained model's test outputs hold NaN or infinite values."""
+    return not np.all(np.isfinite(model.predict(data.x_test, verbose=0)))
+
+
 def evaluate_utility(model: keras.Model, data: "tfdp.data.Dataset") -> Dict[str, Any]:
     """Test accuracy, precision, recall, F1 (macro for multi-class) and ROC-AUC."""
     metrics = tfdp.attacks.utility_metrics(model, (data.x_test, data.y_test))
@@ -124,7 +132,15 @@ def train_and_evaluate(
         # fit would have ended by writing the weights' moving average into the model.
         optimizer.finalize_variable_values(model.trainable_variables)
 
-    utility = evaluate_utility(model, data)
+    failed = diverged(model, data)
+    if failed:
+        # The epsilon of the steps taken still holds; there is no model to measure or attack.
+        log(f"Training diverged: the model's outputs are NaN or infinite (learning rate "
+            f"{config.learning_rate:g}); its utility is reported as nan. Lower the learning "
+            "rate or the noise.")
+        utility = {key: float("nan") for key in UTILITY_KEYS}
+    else:
+        utility = evaluate_utility(model, data)
     privacy = recipe.with_hyperparameter_paragraph(
         methods.privacy_record(config, optimizer, data.num_train), config)
     seconds = [h["seconds"] for h in epoch_log.history]
@@ -141,7 +157,7 @@ def train_and_evaluate(
              f" epsilon_claimed={format_epsilon(claimed)} ({privacy.epsilon_claimed_by}).")
     log(f"Privacy: epsilon={format_epsilon(privacy.epsilon)} (delta={config.delta}).{claim} "
         f"{privacy.statement}")
-    if config.attack_types:
+    if config.attack_types and not failed:
         result.attack_report, result.audit = attack(result, data)
     if config.export_dir:
         result.export_path = exporting.export_trained(config, model, privacy, log)
