@@ -152,6 +152,25 @@ def test_weight_regularizer_gradient_is_added_after_the_noise():
     np.testing.assert_allclose(model.layers[0].kernel.numpy(), kernel - 1.0 * kernel, atol=1e-6)
 
 
+class _DataLoss(L.Layer):
+    """Adds a loss computed from its inputs: per-example clipping cannot bound it."""
+
+    def call(self, x):
+        self.add_loss(tf.reduce_mean(tf.square(x)))
+        return x
+
+
+@pytest.mark.parametrize("physical", [None, 4], ids=["one_batch", "physical_batches"])
+def test_a_loss_added_from_the_data_is_refused(physical):
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3), _DataLoss()])
+    private = tfdp.make_private(model, physical_batch_size=physical)
+    private.compile(optimizer=tfdp.DPKerasSGDOptimizer(
+        learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0), loss=_loss())
+    x, y = _data((4,), "float", n=8)
+    with pytest.raises(ValueError, match="losses computed from the data"):
+        private.fit(x, y, batch_size=8, epochs=1, verbose=0)
+
+
 def test_the_private_model_predicts_like_the_original():
     make, shape, kind = MODELS["conv1d"]
     model = make()

@@ -148,8 +148,6 @@ class PrivateTrainStep:
         kind = clip_norm_kind(optimizer.dp_sum_query)
         variables = list(self.trainable_variables)
         fast = self.use_fast_path and optimizer.num_microbatches is None and kind is not None
-        with tf.GradientTape() as reg_tape:
-            regularization = self._weight_penalty()
         if self.step_options.physical_batch_size is not None:
             if not fast:
                 raise ValueError(
@@ -168,6 +166,9 @@ class PrivateTrainStep:
             else:
                 gradients, loss_sum, y_pred, num_units = self._jacobian_private_gradients(
                     optimizer, variables, xa, ya, swa)
+        # After the forward pass, so that `add_loss` losses of this call are seen (and refused).
+        with tf.GradientTape() as reg_tape:
+            regularization = self._weight_penalty()
         if regularization is not None:
             # Weight regularizers do not read the data: adding their gradient after the noise
             # is post-processing and costs no privacy.
