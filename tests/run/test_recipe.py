@@ -40,3 +40,19 @@ def test_the_paragraph_goes_before_the_bottom_line():
     assert out.splitlines()[-1] == "Formal guarantee: (1.000, 1e-05)-DP."
     assert "Hyperparameters: y." in out and out.index("Mechanism") == 0
     assert with_paragraph("A.", "B.").strip().endswith("B.")
+
+
+def test_the_recipe_is_the_recorded_sweeps_best():
+    import json
+    import pathlib
+
+    record = json.loads((pathlib.Path(__file__).resolve().parents[2] / "recipes" / "digits"
+                         / "recipe_sweep.json").read_text())
+    for name, value in record["best"].items():
+        assert RECIPE[name] == value, name
+    for name, value in RECIPE.items():  # the settings the sweep held fixed are the recipe's too
+        if name not in record["best"]:
+            assert record["base"][name] == value, name
+    assert record["base"]["target_epsilon"] == 1.62 and record["seeds"] == 3
+    accuracies = [row["val_accuracy"] for row in record["rows"]]
+    assert accuracies == sorted(accuracies, reverse=True)

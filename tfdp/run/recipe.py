@@ -22,12 +22,12 @@ RECIPE_RECORD = "recipes/digits/recipe_sweep.json"
 RECIPE_COMMAND = "python scripts/sweep.py --output_dir=recipes/digits"
 RECIPE: Dict[str, Any] = dict(
     model="normalized_linear",
-    batch_size=256,
+    batch_size=512,
     epochs=40,
-    learning_rate=0.5,
+    learning_rate=1.0,
     optimizer="sgd",
     learning_rate_schedule="constant",
-    ema_momentum=0.9,
+    ema_momentum=None,
     augmentation="none",
     augmentation_multiplicity=1,
 )

@@ -172,7 +172,7 @@ def sweep(config: SweepConfig, data: Any = None, *,
     result = SweepResult(rows=rows, grid=config.grid)
     os.makedirs(config.output_dir, exist_ok=True)
     write_csv(rows, os.path.join(config.output_dir, "recipe_sweep.csv"),
-              columns=[*names, "val_accuracy", "val_accuracy_std", "seconds"])
+              columns=[*names, "val_accuracy", "seconds"])  # "_std" columns follow their own
     record = result.to_dict()
     record.update(base={k: v for k, v in dataclasses.asdict(config.base).items()
                         if k not in names}, seeds=config.seeds,
