@@ -64,7 +64,7 @@ METHOD_SETTINGS: Dict[str, Dict[str, Any]] = {
     "laplace_regn": dict(mechanism="laplace", noise_schedule=_REGULAR),
     "laplace_rann": dict(mechanism="laplace", noise_schedule=_RANDOM),
     "residual_perturbation": dict(mechanism=RESIDUAL_PERTURBATION),
-    # NeuralDP keeps Adam at 0.01: with the recipe's SGD at 0.5 the noise it adds to the
+    # NeuralDP keeps Adam at 0.01: with the recipe's plain SGD the noise it adds to the
     # privatized activations makes training diverge at the small budgets of the sweep.
     "neuraldp": dict(mechanism=NEURALDP, optimizer="adam", learning_rate=0.01),
 }

@@ -13,7 +13,6 @@ import math
 from typing import Any, Dict, Optional
 
 import keras
-import tensorflow as tf
 
 import tfdp.accounting
 import tfdp.training
@@ -89,14 +88,9 @@ def augmented_batches(config: RunConfig, batches, input_shape):
     augment = make_augmentation(config, input_shape)
     if augment is None:
         return batches
-    k = config.augmentation_multiplicity
-
-    def transform(x, y):
-        if k > 1:
-            x, y = tf.repeat(x, k, axis=0), tf.repeat(y, k, axis=0)
-        return augment(x, training=True), y
-
-    return batches.map(transform)
+    options = tfdp.training.StepOptions(
+        augment=augment, augmentation_multiplicity=config.augmentation_multiplicity)
+    return batches.map(lambda x, y: options.expand(x, y, None)[:2])
 
 
 def learning_rate(config: RunConfig, num_train: Optional[int] = None):

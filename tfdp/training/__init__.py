@@ -13,6 +13,7 @@ from tfdp.training.augmentation import augmentation_names, make_augmentation
 from tfdp.training.per_example import ClippedGradientSum, clipped_gradient_sum, gradient_plan
 from tfdp.training.plan import GradientPlan, make_plan
 from tfdp.training.private_model import PrivateModel, check_dp_compatible, make_private
+from tfdp.training.step_options import StepOptions
 from tfdp.training.rules import (LayerRule, PerExampleGradientRule, layer_rule,
                                  register_layer_rule, registered_rules, rule_for, rule_names,
                                  unregister_layer_rule, var_key)
@@ -21,4 +22,4 @@ __all__ = ["make_private", "PrivateModel", "check_dp_compatible", "LayerRule",
            "PerExampleGradientRule", "layer_rule", "register_layer_rule", "unregister_layer_rule",
            "registered_rules", "rule_for", "rule_names", "gradient_plan", "GradientPlan",
            "make_plan", "clipped_gradient_sum", "ClippedGradientSum", "var_key",
-           "make_augmentation", "augmentation_names"]
+           "make_augmentation", "augmentation_names", "StepOptions"]

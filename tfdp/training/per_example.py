@@ -114,6 +114,13 @@ def fold_units(calls: List[tuple], unit_size: int) -> List[tuple]:
             for call in calls for k in range(unit_size)]
 
 
+def unit_means(row_losses: tf.Tensor, unit_size: int) -> tf.Tensor:
+    """[U * unit_size] row losses -> [U]: each unit's mean (its loss; the rows for K = 1)."""
+    if unit_size == 1:
+        return row_losses
+    return tf.reduce_mean(tf.reshape(row_losses, [-1, unit_size]), axis=1)
+
+
 def _sum_units(per_row: tf.Tensor, unit_size: int) -> tf.Tensor:
     """[U * unit_size, ...] -> [U, ...]: each unit's rows summed."""
     if unit_size == 1:
@@ -134,9 +141,7 @@ def clipped_sum(tape: tf.GradientTape, captured: Captured, plan: GradientPlan,
     zero (inside the clip ball, so DP is kept).
     """
     with tape:  # a persistent tape: the sums are recorded too
-        if unit_size > 1:
-            example_losses = tf.reduce_mean(
-                tf.reshape(example_losses, [-1, unit_size]), axis=1)
+        example_losses = unit_means(example_losses, unit_size)
         total_loss = tf.reduce_sum(example_losses)
     zs = captured.zs()
     grads = iter(tape.gradient(total_loss, zs, unconnected_gradients=tf.UnconnectedGradients.ZERO))

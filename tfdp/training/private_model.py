@@ -17,7 +17,7 @@ from keras.src.models.functional import Functional
 
 from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
-from tfdp.training.per_example import capture, clipped_sum, static_batch_size
+from tfdp.training.per_example import capture, clipped_sum, static_batch_size, unit_means
 from tfdp.training.plan import GradientPlan, make_plan, model_layers
 from tfdp.training.step_options import StepOptions
 
@@ -184,8 +184,8 @@ class PrivateTrainStep:
         ya, swa = self.step_options.repeat((y, sample_weight))
         return self.compute_metrics(x, ya, y_pred, sample_weight=swa)
 
-    def _unit_losses(self, y, y_pred, sample_weight):
-        """[rows] per-example losses (examples' own means over any extra loss axes)."""
+    def _row_losses(self, y, y_pred, sample_weight):
+        """[rows] one loss per row of the (expanded) batch, its own mean over extra loss axes."""
         values = self.per_example_loss(y, y_pred, sample_weight)
         losses, _, _ = per_unit_losses(values, None)
         return losses
@@ -197,14 +197,14 @@ class PrivateTrainStep:
         with tf.GradientTape(persistent=True) as tape:
             with capture(plan, static_batch_size(x)) as captured:
                 y_pred = self(x, training=True)
-            row_losses = self._unit_losses(y, y_pred, sample_weight)
+            row_losses = self._row_losses(y, y_pred, sample_weight)
         query = optimizer.dp_sum_query
         clip = query.derive_sample_params(optimizer.query_global_state())
         _, clipped, nonfinite = clipped_sum(
             tape, captured, plan, variables, row_losses, kind, clip,
             skip_nonfinite=optimizer.on_nonfinite == "skip", unit_size=k)
         del tape
-        unit_losses = tf.reduce_mean(tf.reshape(row_losses, [-1, k]), axis=1)
+        unit_losses = unit_means(row_losses, k)
         num_units = tf.shape(unit_losses)[0]
         return clipped, nonfinite, tf.reduce_sum(unit_losses), y_pred, num_units
 
@@ -216,8 +216,8 @@ class PrivateTrainStep:
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(handles)
             y_pred = self(x, training=True)
-            row_losses = self._unit_losses(y, y_pred, sample_weight)
-            example_losses = tf.reduce_mean(tf.reshape(row_losses, [-1, k]), axis=1)
+            row_losses = self._row_losses(y, y_pred, sample_weight)
+            example_losses = unit_means(row_losses, k)
             unit_losses, num_units, batch_size = per_unit_losses(
                 example_losses, optimizer.num_microbatches)
         jacobians = tape.jacobian(unit_losses, handles,
