@@ -26,6 +26,7 @@ from tfdp.mechanisms import (
 )
 from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
 from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
+from tfdp.optimizers.gradient_canaries import GradientCanaryBlock
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
 _Optimizer = keras.optimizers.Optimizer
@@ -182,6 +183,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             # Set by privatize_clipped_sum, consumed by apply. Thread-local because
             # MirroredStrategy runs (and traces) each replica in its own thread.
             self._private_gradients_ready = threading.local()
+            # White-box audit canaries (`add_gradient_canaries`); None in every normal run.
+            self._gradient_canaries: Optional[GradientCanaryBlock] = None
             # The ledger exists from construction: under a tf.distribute strategy its
             # variables must be created in the strategy's scope, not inside a replica step.
             self._create_dp_weights()
@@ -296,6 +299,31 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             """The query's current global state (a nest of tensors read from the weights)."""
             return tf.nest.map_structure(tf.convert_to_tensor, self._query_state_variables)
 
+        # ----- white-box audit canaries -----
+
+        def add_gradient_canaries(self, included, sampling_rate: float,
+                                  seed: Optional[int] = None) -> GradientCanaryBlock:
+            """Carries audit canaries through every step's noise (`gradient_canaries.py`).
+
+            Canary i, when `included[i]`, joins each step with probability
+            `sampling_rate` as a gradient of norm equal to the clip on its own extra
+            coordinate, noised by this optimizer's query with the model's gradients;
+            `gradient_canary_scores()` then gives the white-box auditor's scores. Only
+            for audit runs: the model's update is unchanged, but the canaries are
+            extra records of the mechanism. Call before the first step.
+            """
+            if self.iterations.numpy() > 0:
+                raise ValueError("Add gradient canaries before the first training step.")
+            self._gradient_canaries = GradientCanaryBlock(included, sampling_rate, seed)
+            return self._gradient_canaries
+
+        def gradient_canary_scores(self) -> np.ndarray:
+            """The white-box auditor's score of every canary (higher: more likely included)."""
+            if self._gradient_canaries is None:
+                raise ValueError("This optimizer carries no gradient canaries: call "
+                                 "add_gradient_canaries(included, sampling_rate) before training.")
+            return self._gradient_canaries.scores()
+
         # ----- the private gradient -----
 
         def privatize_clipped_sum(self, clipped_sum, num_units, batch_size, nonfinite_units=0):
@@ -325,6 +353,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             state = self.query_global_state()
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
+                if self._gradient_canaries is not None:
+                    raise ValueError("Gradient canaries (the white-box audit) run on one "
+                                     "replica only; audit outside the tf.distribute strategy.")
                 # Noise alone (the query adds it to zeros), kept on the first replica only;
                 # one all-reduce then gives sum of clipped gradients + a single noise draw.
                 noise, new_state, _ = query.get_noised_result(
@@ -339,9 +370,17 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                      tf.cast(nonfinite_units, tf.int64)],
                 )
             else:
+                canaries = self._gradient_canaries
+                if canaries is not None:
+                    # The canary block rides in the same query call: same noise, same coin.
+                    clip = query.derive_sample_params(state)
+                    clipped_sum = list(clipped_sum) + [canaries.sampled_block(clip)]
                 # The returned event holds graph tensors when traced; `step_dp_event` gives the
                 # step's event from the mechanism object instead.
                 noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
+                if canaries is not None:
+                    with tf.control_dependencies([canaries.record(noised_sum[-1], clip)]):
+                        noised_sum = [tf.identity(g) for g in noised_sum[:-1]]
             tf.nest.map_structure(
                 lambda variable, value: variable.assign(value),
                 self._query_state_variables,
