@@ -9,6 +9,7 @@ reasons (NeuralDP's claimed figure labelled beside it). No-DP trains the plain m
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, Optional
 
@@ -161,10 +162,18 @@ def calibrate(config: RunConfig, num_train: int) -> float:
     else:
         mechanism, schedule, probability = (config.mechanism, config.noise_schedule,
                                             config.noise_probability)
+    return _calibrated(config.target_epsilon, config.delta, num_train, config.batch_size,
+                       planned_steps(config, num_train), mechanism, str(schedule),
+                       float(probability), str(config.sampling))
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrated(target_epsilon, delta, num_train, batch_size, steps, mechanism, schedule,
+                probability, sampling) -> float:
+    # A pure function of its settings, and ~1 s each: seeds and shadow models reuse it.
     return float(tfdp.accounting.calibrate_noise_multiplier(
-        config.target_epsilon, config.delta, num_train, config.batch_size,
-        steps=planned_steps(config, num_train), mechanism=mechanism,
-        noise_schedule=schedule, noise_probability=probability, sampling=config.sampling,
+        target_epsilon, delta, num_train, batch_size, steps=steps, mechanism=mechanism,
+        noise_schedule=schedule, noise_probability=probability, sampling=sampling,
     ))
 
 

@@ -49,37 +49,36 @@ def evaluate_utility(model: keras.Model, data: "tfdp.data.Dataset") -> Dict[str,
             for k, v in metrics.items()}
 
 
-def train_and_evaluate(
+@dataclasses.dataclass
+class TrainedModel:
+    """What `train_model` produced: the settings as run (noise calibrated), model, optimizer."""
+
+    config: RunConfig
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    epoch_log: EpochLog
+
+
+def train_model(
     config: RunConfig,
-    data: Optional["tfdp.data.Dataset"] = None,
+    data: "tfdp.data.Dataset",
     *,
     log: Callable[[str], None] = print,
     verbose: int = 0,
-) -> RunResult:
-    """Trains as configured, evaluates on the test split, accounts, attacks and exports.
+    validate: bool = True,
+    gradient_canaries: Optional[np.ndarray] = None,
+) -> TrainedModel:
+    """Calibrates, builds and trains one configured model on `data`'s training split.
 
-    Args:
-      config: the run's settings (validated here with `config.validated()`).
-      data: an already loaded `tfdp.data.Dataset` (otherwise `load_data(config)`).
-      log: where progress lines go.
-      verbose: Keras's own progress output (0: only the run's lines).
-
-    Returns:
-      A `RunResult` (its `to_dict()` is the metrics JSON record). With
-      `config.attack_types`, membership inference (train vs test split) and the
-      audit of its bound against the privacy record; with `config.export_dir`, a
-      SavedModel with the privacy record attached.
-
-    Raises:
-      ValueError: bad settings, or a model_dir holding a run with other privacy settings.
+    `config` must be validated. `validate=False` skips the per-epoch test metrics (the
+    shadow and audit models of `tfdp.run.leakage` are never evaluated on the test
+    split). `gradient_canaries` (a bool array) installs the white-box audit's canaries
+    in the DP optimizer (`add_gradient_canaries`), sampled at the run's sampling rate.
     """
-    config = config.validated()
     if config.export_dir:
         # A bad export name or a stray folder under it fails now, not after training.
         tfdp.export.check_export_target(config.export_dir, exporting.export_name(config))
     keras.utils.set_random_seed(config.seed)
-    if data is None:
-        data = load_data(config)
     if config.is_private and config.batch_size > data.num_train:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the training set "
                          f"({data.num_train} examples).")
@@ -92,6 +91,13 @@ def train_and_evaluate(
     model = methods.make_trainable(config, methods.build_model(config, data))
     optimizer = methods.make_optimizer(config, data.num_train)
     model.compile(optimizer=optimizer, loss=methods.make_loss(config), metrics=["accuracy"])
+    if gradient_canaries is not None:
+        if not config.uses_dp_optimizer:
+            raise ValueError(f"{config.method_name()} has no DP optimizer to carry gradient "
+                             "canaries: the white-box audit is for the DP-SGD mechanisms.")
+        optimizer.add_gradient_canaries(np.asarray(gradient_canaries, bool),
+                                        min(1.0, config.batch_size / data.num_train),
+                                        seed=config.seed)
 
     callbacks: List[keras.callbacks.Callback] = []
     if config.uses_dp_optimizer:
@@ -124,13 +130,46 @@ def train_and_evaluate(
     if initial_epoch < config.epochs:
         # shuffle=False: the batches come shuffled or Poisson-sampled from tfdp.data already.
         model.fit(train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                  validation_data=data.test_batches(), callbacks=callbacks, verbose=verbose,
-                  shuffle=False)
+                  validation_data=data.test_batches() if validate else None,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
     else:
         log(f"--model_dir already holds {initial_epoch} epochs (>= --epochs={config.epochs}); "
             "evaluating without training.")
         # fit would have ended by writing the weights' moving average into the model.
         optimizer.finalize_variable_values(model.trainable_variables)
+    return TrainedModel(config=config, model=model, optimizer=optimizer, epoch_log=epoch_log)
+
+
+def train_and_evaluate(
+    config: RunConfig,
+    data: Optional["tfdp.data.Dataset"] = None,
+    *,
+    log: Callable[[str], None] = print,
+    verbose: int = 0,
+) -> RunResult:
+    """Trains as configured, evaluates on the test split, accounts, attacks and exports.
+
+    Args:
+      config: the run's settings (validated here with `config.validated()`).
+      data: an already loaded `tfdp.data.Dataset` (otherwise `load_data(config)`).
+      log: where progress lines go.
+      verbose: Keras's own progress output (0: only the run's lines).
+
+    Returns:
+      A `RunResult` (its `to_dict()` is the metrics JSON record). With
+      `config.attack_types`, membership inference (train vs test split) and the
+      audit of its bound against the privacy record; with `config.export_dir`, a
+      SavedModel with the privacy record attached.
+
+    Raises:
+      ValueError: bad settings, or a model_dir holding a run with other privacy settings.
+    """
+    config = config.validated()
+    if data is None:
+        data = load_data(config)
+    trained = train_model(config, data, log=log, verbose=verbose)
+    config, model, optimizer, epoch_log = (trained.config, trained.model, trained.optimizer,
+                                           trained.epoch_log)
 
     failed = diverged(model, data)
     if failed:
