@@ -14,6 +14,7 @@ budget (`--sweep_epsilons`) to draw privacy-utility curves. Writes to `--output_
     comparison.csv / comparison.json   the table at --target_epsilon (json: also every run)
     sweep.csv                          one row per method and swept target epsilon
     privacy_utility.png                accuracy and attack AUC against epsilon
+    lira_roc.png                       LiRA's ROC curve per method, log-log (low FPR)
 
 Epsilon columns: `epsilon` is the formal (epsilon, delta)-DP guarantee, "inf" where
 there is none (No-DP; the random schedule releasing noiseless steps).
@@ -21,7 +22,10 @@ there is none (No-DP; the random schedule releasing noiseless steps).
 (composition over the noisy steps only): NOT a guarantee when noiseless steps are
 released. `epsilon_claimed` is NeuralDP's figure as its withdrawn preprint argues:
 NOT a guarantee (residual perturbation and NeuralDP have epsilon = inf).
-`epsilon_lower_bound` is what the attacks prove empirically.
+`epsilon_lower_bound` is what the attacks prove empirically. Every method is also attacked
+with LiRA (`lira_*` columns; `--lira_shadows`) and audited in one run with canaries
+(`audit_epsilon_lower_bound`, `..._whitebox`; `--audit_canaries`); `--quick` cuts both and
+the sweep for a first look.
 """
 
 from __future__ import annotations
@@ -45,8 +49,12 @@ from absl import logging as absl_logging  # noqa: E402
 from tfdp import mechanisms  # noqa: E402
 from tfdp.run import OPTIMIZERS, RESIDUAL_NOISE, SAMPLINGS, RunConfig  # noqa: E402
 from tfdp.run.comparison import METHOD_SETTINGS, CompareConfig, compare  # noqa: E402
+from tfdp.run.leakage import CANARY_KINDS, LeakageConfig  # noqa: E402
 
 FLAGS = flags.FLAGS
+# --quick: the leakage measurements at a glance (a few minutes on 2 cores).
+QUICK_SHADOWS = 4
+QUICK_CANARIES = 500
 # The flags' defaults are the library's (the settings of `make demo`), defined there once.
 _DEFAULTS = CompareConfig()
 
@@ -97,6 +105,15 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_train_examples", None, "Use at most this many training examples.")
     flags.DEFINE_integer("max_test_examples", None, "Use at most this many test examples.")
     _cli.define_recipe_flags(base)
+    leak = d.leakage
+    flags.DEFINE_integer("lira_shadows", leak.lira_shadows, "LiRA: shadow models per method "
+                         "(each trained the method's own way; 0: no LiRA).")
+    flags.DEFINE_integer("audit_canaries", leak.audit_canaries, "One-run audits (black-box and, "
+                         "for DP-SGD, white-box): canaries per audit (0: no audit).")
+    flags.DEFINE_enum("canary_kind", leak.canary_kind, list(CANARY_KINDS),
+                      "Black-box audit canaries: noise (random inputs and labels) or mislabeled.")
+    flags.DEFINE_bool("quick", False, f"A fast look: no epsilon sweep, {QUICK_SHADOWS} LiRA shadow "
+                      f"models and {QUICK_CANARIES} canaries (unless those flags are given).")
     flags.DEFINE_bool("verbose", False, "Print every run's epoch lines.")
 
 
@@ -128,6 +145,14 @@ def config_from_flags() -> CompareConfig:
     sweep = _floats("sweep_epsilons", FLAGS.sweep_epsilons)
     if noise_multiplier is not None and FLAGS["sweep_epsilons"].using_default_value:
         sweep = []
+    shadows, canaries = FLAGS.lira_shadows, FLAGS.audit_canaries
+    if FLAGS.quick:  # only the defaults give way: a flag given explicitly still counts
+        if FLAGS["sweep_epsilons"].using_default_value:
+            sweep = []
+        if FLAGS["lira_shadows"].using_default_value:
+            shadows = QUICK_SHADOWS
+        if FLAGS["audit_canaries"].using_default_value:
+            canaries = QUICK_CANARIES
     return CompareConfig(
         methods=tuple(FLAGS.methods), target_epsilon=target, noise_multiplier=noise_multiplier,
         sweep_epsilons=tuple(sweep), noise_probability=FLAGS.noise_probability,
@@ -135,6 +160,8 @@ def config_from_flags() -> CompareConfig:
         attack_types=None if attacks in ([], ["none"]) else tuple(attacks),
         output_dir=FLAGS.output_dir, gamma=FLAGS.gamma, residual_noise=FLAGS.residual_noise,
         activation_clip_norm=FLAGS.activation_clip_norm, base=base,
+        leakage=LeakageConfig(lira_shadows=shadows, audit_canaries=canaries,
+                              canary_kind=FLAGS.canary_kind),
     ).validated()
 
 

@@ -175,7 +175,8 @@ def test_compare_runs_all_eight_methods_and_writes_outputs(tmp_path):
     out = tmp_path / "results"
     result = _run("compare.py", "--epochs=1", "--max_train_examples=160",
                   "--max_test_examples=80", "--batch_size=32", "--target_epsilon=2",
-                  "--sweep_epsilons=1,4", f"--output_dir={out}", timeout=600)
+                  "--sweep_epsilons=1,4", "--lira_shadows=2", "--audit_canaries=40",
+                  f"--output_dir={out}", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     # Progress is printed per run, then the table with all five methods.
     assert "[1/" in result.stdout and "Comparison at target epsilon 2" in result.stdout
@@ -192,8 +193,16 @@ def test_compare_runs_all_eight_methods_and_writes_outputs(tmp_path):
     for column in ("accuracy", "precision", "recall", "f1", "epsilon", "epsilon_noisy_steps_only",
                    "epsilon_claimed",
                    "noisy_steps_per_epoch", "noisy_steps_percent", "seconds_per_epoch",
-                   "attack_auc", "attack_advantage", "epsilon_lower_bound", "train_seconds"):
+                   "attack_auc", "attack_advantage", "epsilon_lower_bound", "train_seconds",
+                   "lira_auc", "lira_tpr_at_0.1pct_fpr", "lira_tpr_at_1pct_fpr",
+                   "audit_epsilon_lower_bound", "audit_epsilon_lower_bound_whitebox"):
         assert column in rows[0]
+    # LiRA and the black-box audit attack every method; the white-box audit needs a DP
+    # optimizer (the five DP-SGD rows).
+    for r in rows:
+        assert 0.0 <= float(r["lira_auc"]) <= 1.0 and float(r["audit_epsilon_lower_bound"]) >= 0
+        has_white_box = r["method"] not in ("No-DP", "Residual perturbation", "NeuralDP")
+        assert (r["audit_epsilon_lower_bound_whitebox"] != "") == has_white_box, r["method"]
     by_name = {r["method"]: r for r in rows}
     # No formal guarantee: No-DP, and the random schedule once it released a noiseless step
     # (with 5 steps all coins can come up "noise", and then the run is an ordinary DP run).
@@ -231,6 +240,7 @@ def test_compare_runs_all_eight_methods_and_writes_outputs(tmp_path):
     assert sorted({r["target_epsilon"] for r in record["sweep"]}) == [1.0, 4.0]
     png = (out / "privacy_utility.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert (out / "lira_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compare_bad_flags_fail_clearly(tmp_path):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import keras
 import numpy as np
 
+import tfdp.attacks
 from tfdp import mechanisms
 from tfdp import models
 from tfdp._validation import check_choice, check_positive, check_positive_int, check_probability
@@ -40,6 +41,7 @@ from tfdp.run.config import (
     RESIDUAL_PERTURBATION,
     RunConfig,
 )
+from tfdp.run.leakage import LEAKAGE_COLUMNS, LeakageConfig, check_bounds, measure_leakage
 from tfdp.run.recipe import recipe_config
 from tfdp.run.result import RunResult
 from tfdp.run.training import load_data, train_and_evaluate
@@ -82,7 +84,8 @@ _NUMERIC = (
 # Every DP-SGD clip-norm field; a run keeps its mechanism's and clears the others.
 _CLIP_ARGUMENTS = tuple(dict.fromkeys(mechanisms.get_mechanism(name).clip_argument
                                       for name in mechanisms.mechanism_names()))
-OUTPUT_FILES = ("comparison.csv", "comparison.json", "sweep.csv", "privacy_utility.png")
+OUTPUT_FILES = ("comparison.csv", "comparison.json", "sweep.csv", "privacy_utility.png",
+                "lira_roc.png")
 
 
 def _default_base() -> RunConfig:
@@ -112,6 +115,8 @@ class CompareConfig:
     gamma: float = 0.5
     residual_noise: str = "additive"
     activation_clip_norm: float = 1.0
+    # LiRA and the one-run audits of every method (at the main budget, first seed).
+    leakage: LeakageConfig = dataclasses.field(default_factory=LeakageConfig)
     base: RunConfig = dataclasses.field(default_factory=_default_base)
 
     def validated(self) -> "CompareConfig":
@@ -148,7 +153,8 @@ class CompareConfig:
         check_positive("activation_clip_norm", self.activation_clip_norm)
         attacks = None if self.attack_types is None else tuple(self.attack_types)
         return dataclasses.replace(self, methods=methods, sweep_epsilons=sweep,
-                                   attack_types=attacks or None)
+                                   attack_types=attacks or None,
+                                   leakage=self.leakage.validated())
 
     @property
     def targets(self) -> List[Optional[float]]:
@@ -250,12 +256,15 @@ def result_row(config: RunConfig, result: RunResult, train_seconds: float) -> Di
 
 
 def run_one(config: RunConfig, data: Any = None, *,
-            log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Trains (and attacks, per `config.attack_types`) one configuration; returns its row."""
+            log: Callable[[str], None] = print, validate: bool = True) -> Dict[str, Any]:
+    """Trains (and attacks, per `config.attack_types`) one configuration; returns its row.
+
+    `validate=False` skips the per-epoch test metrics, which only the epoch lines show.
+    """
     # Each run builds a fresh model: drop the previous runs' graphs and layer names.
     keras.backend.clear_session()
     start = time.perf_counter()
-    result = train_and_evaluate(config, data, log=log)
+    result = train_and_evaluate(config, data, log=log, validate=validate)
     return result_row(config, result, time.perf_counter() - start)
 
 
@@ -367,6 +376,31 @@ def _plot_title(config: CompareConfig, data: Any) -> str:
             + ("; NeuralDP (own model)" if NEURALDP in config.methods else ""))
 
 
+def _measure_leakage(config: CompareConfig, data: Any, log: Callable[[str], None]
+                     ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Tuple[Any, Any]]]:
+    """LiRA and the audits of every method at the main budget and first seed.
+
+    Returns (method name -> leakage columns, method name -> LiRA (fpr, tpr) curve).
+    """
+    if not config.leakage.active:
+        return {}, {}
+    log(f"Leakage: LiRA with {config.leakage.lira_shadows} shadow models and one-run audits "
+        f"with {config.leakage.audit_canaries} canaries, per method (seed {config.seed}).")
+    columns, curves = {}, {}
+    for method in config.methods:
+        calibrated = METHOD_SETTINGS[method]["mechanism"] not in UNCALIBRATED
+        run_config = config.run_config(method, config.targets[0] if calibrated else None,
+                                       config.seed)
+        start = time.perf_counter()
+        row, report = measure_leakage(run_config, data, config.leakage, log=log)
+        row["leakage_seconds"] = time.perf_counter() - start
+        name = run_config.method_name()
+        columns[name] = row
+        if report is not None:
+            curves[name] = (report.fpr_curve, report.tpr_curve)
+    return columns, curves
+
+
 def compare(config: CompareConfig, data: Any = None, *, log: Callable[[str], None] = print,
             verbose: bool = False) -> ComparisonResult:
     """Runs every method x target x seed, writes the outputs to `config.output_dir`.
@@ -391,12 +425,18 @@ def compare(config: CompareConfig, data: Any = None, *, log: Callable[[str], Non
     quiet = log if verbose else (lambda *_: None)
     runs: List[Dict[str, Any]] = []
     for i, (method, run_config) in enumerate(plan, 1):
-        row = run_one(run_config, data, log=quiet)
+        row = run_one(run_config, data, log=quiet, validate=verbose)
         row["method_key"] = method
         runs.append(row)
         log(_progress(i, len(plan), run_config, row))
 
+    leakage, curves = _measure_leakage(config, data, log)
     table = _group(config, runs, config.target_epsilon)
+    for row in table:
+        row.update(leakage.get(row["method"], {}))
+        for message in check_bounds(row):
+            log(message)
+            row.setdefault("leakage_warnings", []).append(message)
     sweep = [r for target in config.sweep_epsilons for r in _group(config, runs, target)
              if r["target_epsilon"] is not None]
     os.makedirs(config.output_dir, exist_ok=True)
@@ -407,6 +447,12 @@ def compare(config: CompareConfig, data: Any = None, *, log: Callable[[str], Non
     else:
         files.pop("sweep.csv")
     plot_privacy_utility(sweep, table, files["privacy_utility.png"], _plot_title(config, data))
+    if curves:
+        tfdp.attacks.plot_log_roc(curves, files["lira_roc.png"],
+                                  title=f"LiRA on {data.name} ({config.leakage.lira_shadows} "
+                                        "shadow models per target)")
+    else:
+        files.pop("lira_roc.png")
     budget = (f"target epsilon {config.target_epsilon:g}" if config.noise_multiplier is None
               else f"noise multiplier {config.noise_multiplier:g}")
     result = ComparisonResult(config=config, dataset=data.summary(), budget=budget, notes=NOTES,

@@ -146,6 +146,7 @@ def train_and_evaluate(
     *,
     log: Callable[[str], None] = print,
     verbose: int = 0,
+    validate: bool = True,
 ) -> RunResult:
     """Trains as configured, evaluates on the test split, accounts, attacks and exports.
 
@@ -154,6 +155,8 @@ def train_and_evaluate(
       data: an already loaded `tfdp.data.Dataset` (otherwise `load_data(config)`).
       log: where progress lines go.
       verbose: Keras's own progress output (0: only the run's lines).
+      validate: measure the test split after every epoch too (for the epoch lines; the
+        final test metrics are computed either way).
 
     Returns:
       A `RunResult` (its `to_dict()` is the metrics JSON record). With
@@ -167,7 +170,7 @@ def train_and_evaluate(
     config = config.validated()
     if data is None:
         data = load_data(config)
-    trained = train_model(config, data, log=log, verbose=verbose)
+    trained = train_model(config, data, log=log, verbose=verbose, validate=validate)
     config, model, optimizer, epoch_log = (trained.config, trained.model, trained.optimizer,
                                            trained.epoch_log)
 
