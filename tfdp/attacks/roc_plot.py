@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 DEFAULT_MIN_RATE = 1e-4
 # The FPR whose TPR the legend reports, as in the LiRA paper's tables.
 LEGEND_FPR = 1e-3
-_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
+_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf",
+           "#e377c2", "#7f7f7f", "#bcbd22"]  # ten distinct curves before a colour repeats
 
 Curve = Tuple[Sequence[float], Sequence[float]]
 

@@ -8,6 +8,7 @@ functions, so importing the comparison library does not load a plotting backend.
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, Dict, List
 
 __all__ = ["plot_privacy_utility", "privacy_utility_figure"]
@@ -127,7 +128,8 @@ def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, An
         "- Attack AUC 0.5 means the membership attack does no better than\n"
         "  guessing; the dotted line is No-DP.",
         transform=key_axis.transAxes, va="top", fontsize=9.5, family="monospace")
-    fig.suptitle(title, fontsize=11)
+    # Wrapped: the settings line is longer than the figure is wide.
+    fig.suptitle(textwrap.fill(title, width=110), fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
 

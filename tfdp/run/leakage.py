@@ -5,7 +5,8 @@
 
 Every model an attack trains goes through `train_model` with the run's own settings (the
 same method, model, recipe and target epsilon; the noise is calibrated again for the
-training set each model sees), on the fast path and without test-split evaluation:
+training set each model sees), on the fast path, without test-split evaluation or per-epoch
+epsilon:
 
 * LiRA (`tfdp.attacks.lira`): `lira_shadows` + 1 models on random halves of the training
   split; each serves in turn as the target of the others.
@@ -95,7 +96,7 @@ def method_train_fn(config: RunConfig, data: "tfdp.data.Dataset") -> TrainFn:
         keras.backend.clear_session()  # a fresh model each time: drop the previous graphs
         subset = dataclasses.replace(data, x_train=x, y_train=y)
         return train_model(dataclasses.replace(config, seed=int(seed)), subset,
-                           log=lambda _: None, validate=False,
+                           log=lambda _: None, validate=False, track_privacy=False,
                            gradient_canaries=gradient_canaries).model
 
     return train_fn
