@@ -1,12 +1,13 @@
 """The likelihood-ratio membership-inference attack (LiRA; Carlini et al., 2022).
 
 "Membership Inference Attacks From First Principles" (IEEE S&P 2022) trains shadow
-models on random halves of a data pool, so that every example is a member of about
-half of them. For each example the attack fits one Gaussian to the model's logit-scaled
-confidence on it across the shadows that trained on it ("in") and one across those that
-did not ("out"), then scores the target model's confidence by the likelihood ratio of the
-two fits. Unlike a global loss threshold it calibrates per example: an easy example
-that every model gets right is not mistaken for a member.
+models on random halves of a data pool (each model takes each example with probability
+1/2, independently), so that every example is a member of about half of them. For each
+example the attack fits one Gaussian to the model's logit-scaled confidence on it across
+the shadows that trained on it ("in") and one across those that did not ("out"), then
+scores the target model's confidence by the likelihood ratio of the two fits. Unlike a
+global loss threshold it calibrates per example: an easy example that every model gets
+right is not mistaken for a member.
 
     report = tfdp.attacks.lira(train_fn, (x, y), num_shadow=16)
     report.auc, report.tpr_at_fpr(0.001), report.to_dict(), report.plot("lira.png")
@@ -15,6 +16,11 @@ As in the paper's evaluation, all models are drawn the same way and each in turn
 the target while the others are its shadows (leave-one-out); the scores of all targets
 are pooled into one ROC curve. The Gaussian fits and the likelihood ratio are TF
 Privacy's `advanced_mia.compute_score_lira`.
+
+Memberships are drawn independently (not balanced per example) so that a model that
+leaks nothing scores an AUC of 0.5: see `membership_matrix`. The price is that for a
+given target a few examples have no "in" or no "out" shadow; `lira_from_statistics`
+says how it scores them.
 """
 
 from __future__ import annotations
@@ -52,9 +58,17 @@ _TRAIN_FN_HELP = (
     "return it: a Keras model or any callable `model(x_batch, training=False)` that returns "
     "logits or probabilities of shape (batch, num_classes)."
 )
-# Membership matrices are redrawn this often before giving up on one where every model
-# trains on at least one example (only tiny pools ever need a second draw).
+# Membership matrices are redrawn this often before giving up on a usable one (see
+# `_draw_keep`; a model is empty, or full, with probability 2**-num_examples, so only tiny
+# pools ever need a second draw).
 _MAX_DRAWS = 1000
+# The online attack (both Gaussians) runs unless more than this fraction of the pooled
+# (target, example) pairs lack an "in" or an "out" shadow. With independent memberships
+# the expected fraction is 2 * 2**-num_shadow: 25% with 3 shadows, 12.5% with 4, 6.25%
+# with 5, 3.1% with 6, 0.8% with 8. Above 5% the "in" Gaussian would be a stand-in (the
+# average over examples) for too many pairs, and the offline attack, which needs only
+# "out" shadows, is the more honest choice.
+_MAX_FALLBACK_FRACTION = 0.05
 
 
 def _check_pool(data: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -91,8 +105,8 @@ def _check_num_shadow(num_shadow: Any) -> int:
     if isinstance(num_shadow, bool) or not isinstance(num_shadow, numbers.Integral) or num_shadow < 1:
         raise ValueError(
             f"`num_shadow` must be a whole number >= 1, got {num_shadow!r}: LiRA needs at least "
-            "one shadow model besides the target (the paper uses 16 or more; with 3 or more "
-            "every example has both 'in' and 'out' shadows and the online attack runs)."
+            "one shadow model besides the target (the paper uses 16 or more; with 6 or more "
+            "nearly every example has both 'in' and 'out' shadows and the online attack runs)."
         )
     return int(num_shadow)
 
@@ -115,31 +129,45 @@ def _check_num_targets(num_targets: Any, num_models: int) -> int:
 def membership_matrix(num_models: int, num_examples: int, rng: np.random.Generator) -> np.ndarray:
     """A random (num_models, num_examples) bool matrix, True where a model trains on an example.
 
-    Balanced per example, as LiRA's Gaussian fits need both kinds of shadow: every
-    example is in exactly floor(M/2) or ceil(M/2) of the M models. Each example ranks the
-    models at random and joins the lowest-ranked half; when M is odd a random half of the
-    examples (rounded either way at random) joins one model more.
+    Every entry is an independent fair coin: keep[k, i] ~ Bernoulli(1/2). Independence,
+    not balance, is what the leave-one-out evaluation needs. If every example were in
+    exactly floor(M/2) or ceil(M/2) of the M models, the target's own membership would
+    tell how many of its shadows hold the example: given that the target trained on it,
+    the shadows hold it one time less. A member's score would then come from one "in"
+    shadow fewer and one "out" shadow more than a non-member's, which lowers its
+    likelihood ratio, so that a model that leaks nothing would score a pooled AUC below
+    0.5: in simulations about 0.46 with 4 or 7 shadows, 0.48 with 8, 0.49 with 16 (an
+    even number of models is worst, every example then being in exactly half), and DP
+    models in a comparison run came out at 0.45-0.46 with 4-8 shadows, "worse than
+    chance". With independent draws the shadows' memberships carry no information
+    about the target's, so a leak-free model's member and non-member scores have the
+    same distribution and its AUC is 0.5 in expectation.
+
+    The price: for a given target, an example has no "in" shadow, or no "out" one, with
+    probability 2**-(M-1) each; `lira_from_statistics` handles those pairs.
     """
     num_models = check_positive_int("num_models", num_models)
     num_examples = check_positive_int("num_examples", num_examples)
-    ranks = np.argsort(rng.random((num_models, num_examples)), axis=0).argsort(axis=0)
-    size = np.full(num_examples, num_models // 2)
-    if num_models % 2:
-        num_extra = num_examples // 2 + int(rng.integers(0, 2)) * (num_examples % 2)
-        size += rng.permutation(num_examples) < num_extra
-    return ranks < size[np.newaxis, :]
+    return rng.random((num_models, num_examples)) < 0.5
 
 
 def _draw_keep(num_models: int, num_examples: int, seed: int) -> np.ndarray:
-    """`membership_matrix` drawn from `seed`, redrawn until every model has a training example."""
+    """`membership_matrix` drawn from `seed`, redrawn until it is usable.
+
+    Usable: every model has a training example, and no M - 1 models all train on the whole
+    pool (else the remaining model, as the target, would have no "out" shadow for any
+    example, and the library no average over examples to fall back on). Only tiny pools
+    ever need a second draw.
+    """
     rng = np.random.default_rng(seed)
     for _ in range(_MAX_DRAWS):
         keep = membership_matrix(num_models, num_examples, rng)
-        if np.all(keep.any(axis=1)):
+        if np.all(keep.any(axis=1)) and int(keep.all(axis=1).sum()) <= num_models - 2:
             return keep
     raise ValueError(
         f"Could not split {num_examples} examples among {num_models} models so that each model "
-        "trains on at least one; give more examples (or fewer shadow models)."
+        "trains on at least one (and no target's shadows all train on every example); give "
+        "more examples (or fewer shadow models)."
     )
 
 
@@ -162,15 +190,30 @@ def _shadow_statistics(
     return stat_in, stat_out
 
 
-def _choose_mode(keep: np.ndarray, num_targets: int) -> str:
-    """ONLINE if, for every target, every example has at least one in and one out shadow."""
+def _missing_shadows(keep: np.ndarray, num_targets: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Bool arrays (num_targets, N): for each target, whether an example has no in / no out shadow."""
     in_count = keep.sum(axis=0)
-    for target in range(num_targets):
-        shadow_in = in_count - keep[target]
-        shadow_out = (len(keep) - 1) - shadow_in
-        if np.any(shadow_in == 0) or np.any(shadow_out == 0):
-            return OFFLINE
-    return ONLINE
+    shadow_in = in_count[np.newaxis, :] - keep[:num_targets]
+    shadow_out = (len(keep) - 1) - shadow_in
+    return shadow_in == 0, shadow_out == 0
+
+
+def _choose_mode(keep: np.ndarray, num_targets: int) -> str:
+    """ONLINE unless more than 5% of the (target, example) pairs lack an in or an out shadow.
+
+    Such a pair still gets a score (the library puts the average over examples in place of
+    the missing Gaussian's mean), but beyond 5% too many online scores would rest on a
+    stand-in Gaussian, and OFFLINE, which needs only the out shadows (and lacks them half
+    as often), is used instead.
+    """
+    no_in, no_out = _missing_shadows(keep, num_targets)
+    return OFFLINE if np.mean(no_in | no_out) > _MAX_FALLBACK_FRACTION else ONLINE
+
+
+def _num_fallback_pairs(keep: np.ndarray, num_targets: int, mode: str) -> int:
+    """Pairs scored with a stand-in mean: lacking a group of shadows that `mode` uses."""
+    no_in, no_out = _missing_shadows(keep, num_targets)
+    return int(np.sum(no_in | no_out) if mode == ONLINE else np.sum(no_out))
 
 
 def lira_from_statistics(
@@ -189,13 +232,20 @@ def lira_from_statistics(
       num_targets: how many of the models (the first ones) play the target in turn;
         None for all M.
       fix_variance: one variance for all examples (recommended by the paper with few
-        shadow models) instead of one per example.
+        shadow models) instead of one per example. One per example is unstable with few
+        shadows: an example with a single in (or out) shadow gets a standard deviation of
+        0 from the library (a spike; its scores become huge), which independent draws
+        produce for a fraction 2 * S * 2**-S of the pairs with S = M - 1 shadows (6% at 8).
 
     Returns:
       A `LiraReport` pooling the scores of all targets (higher = more likely a member).
-      The mode is "online" (both Gaussians) when every example has in and out shadows
-      for every target, else "offline" (the "out" Gaussian only; an example with no out
-      shadow is compared with the average out statistic of the others).
+      The mode is "online" (both Gaussians) unless more than 5% of the (target, example)
+      pairs lack an "in" or an "out" shadow, then "offline" (the "out" Gaussian only).
+      A pair without shadows of a group the mode uses (`report.num_fallback_pairs` of
+      them) is scored, as TF Privacy does, with the average of that group's per-example
+      means over the other examples in place of its own mean (and, with
+      `fix_variance=False`, the average per-example standard deviation in place of its
+      own). Expect a fraction 2 * 2**-(M-1) of the pairs to need it online.
     """
     stats = np.asarray(stats, dtype=np.float64)
     keep = np.asarray(keep)
@@ -215,13 +265,23 @@ def lira_from_statistics(
         raise ValueError(f"`fix_variance` must be True or False, got {fix_variance!r}.")
     num_targets = _check_num_targets(num_targets, num_models)
     mode = _choose_mode(keep, num_targets)
+    no_in, no_out = _missing_shadows(keep, num_targets)
+    lacking = no_out.all(axis=1) | (no_in.all(axis=1) if mode == ONLINE else False)
+    if np.any(lacking):
+        raise ValueError(
+            f"With this `keep`, target model {int(np.argmax(lacking))} has, for every example, "
+            "no shadow model that trained on it or none that did not: LiRA cannot fit a "
+            "Gaussian for it. Give the models different random halves of the pool."
+        )
+    num_fallback_pairs = _num_fallback_pairs(keep, num_targets, mode)
 
     scores, is_member, target_index = [], [], []
     for target in range(num_targets):
         stat_in, stat_out = _shadow_statistics(stats, keep, target)
         with warnings.catch_warnings():
-            # Offline, an example without out shadows has an empty (0, 1) array: its median
-            # is NaN (with a warning) and the library replaces it by the others' average.
+            # An example without in (or out) shadows has an empty (0, 1) array: its median
+            # (and, with fix_variance=False, its std) is NaN, with a warning, and the
+            # library replaces it by the average over the other examples.
             warnings.simplefilter("ignore", RuntimeWarning)
             library_score = advanced_mia.compute_score_lira(
                 stats[target][:, np.newaxis],
@@ -247,6 +307,7 @@ def lira_from_statistics(
         fix_variance=bool(fix_variance),
         keep=keep.copy(),
         stats=stats.copy(),
+        num_fallback_pairs=num_fallback_pairs,
     )
 
 
@@ -265,7 +326,8 @@ def lira(
     """Runs the likelihood-ratio membership-inference attack (LiRA) with `num_shadow` shadows.
 
     Trains M = num_shadow + 1 models with `train_fn`, each on a random half of `data`
-    (every example is in floor(M/2) or ceil(M/2) of them), reads each model's
+    (each model takes each example with probability 1/2, independently; see
+    `membership_matrix` for why not exactly half), reads each model's
     logit-scaled confidence log p_y - log(1 - p_y) on the whole pool, then lets each of
     the first `num_targets` models play the target with the other M - 1 as its shadows.
 
@@ -277,12 +339,10 @@ def lira(
         evaluation was trained: the attack measures that training procedure.
       data: the pool, an `(x, y)` tuple of arrays, or a `tfdp.data.Dataset` (its training
         split).
-      num_shadow: shadow models per target (>= 1). With 3 or more the online attack runs;
-        with 1 or 2 some examples lack in or out shadows and it falls back to offline.
-        With few shadows the leave-one-out evaluation is slightly pessimistic: a target's
-        own group (in for its members, out for the others) has one shadow fewer, so even
-        a model that leaks nothing scores an AUC a little below 0.5 (about 0.46 with 8
-        shadows, 0.49 with 16 in the tests).
+      num_shadow: shadow models per target (>= 1). A pair (target, example) lacks in or
+        out shadows with probability 2 * 2**-num_shadow; the online attack runs when at
+        most 5% of the pairs do (in practice num_shadow >= 6), else the offline one.
+        Either way a model that leaks nothing scores an AUC of 0.5 in expectation.
       seed: seeds the membership matrix and, as `seed + k`, the training of model k.
       num_targets: how many models play the target (None: all M); fewer saves only the
         scoring time, since every model is trained anyway.
@@ -321,9 +381,9 @@ def lira(
     report = lira_from_statistics(stats, keep, num_targets=num_targets, fix_variance=fix_variance)
     if log is not None and report.mode == OFFLINE:
         log(
-            f"LiRA: with num_shadow={num_shadow} some examples have no 'in' or no 'out' shadow "
-            "model, so the offline attack (the 'out' Gaussian only) was used; num_shadow >= 3 "
-            "runs the online attack."
+            f"LiRA: with num_shadow={num_shadow} more than 5% of the (target, example) pairs "
+            "have no 'in' or no 'out' shadow model, so the offline attack (the 'out' Gaussian "
+            "only) was used; num_shadow >= 6 normally runs the online attack."
         )
     return report
 
@@ -344,6 +404,9 @@ class LiraReport:
       fix_variance: whether one variance was shared by all examples.
       keep: bool array (num_models, num_examples), True where a model trained on an example.
       stats: float array (num_models, num_examples), each model's logit-scaled confidence.
+      num_fallback_pairs: pooled pairs whose example had, for that target, no shadows of
+        a group the mode uses (online: no in or no out shadow; offline: no out shadow),
+        scored with the average over examples in place of the missing fit.
       auc: area under the pooled ROC curve (0.5 = chance).
       fpr_curve, tpr_curve, thresholds: the pooled ROC curve, every threshold kept.
     """
@@ -358,6 +421,7 @@ class LiraReport:
     fix_variance: bool
     keep: Optional[np.ndarray] = None
     stats: Optional[np.ndarray] = None
+    num_fallback_pairs: int = 0
     auc: float = dataclasses.field(init=False)
     fpr_curve: np.ndarray = dataclasses.field(init=False, repr=False)
     tpr_curve: np.ndarray = dataclasses.field(init=False, repr=False)
@@ -367,6 +431,7 @@ class LiraReport:
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
         self.is_member = np.asarray(self.is_member).reshape(-1).astype(bool)
         self.target_index = np.asarray(self.target_index, dtype=np.int64).reshape(-1)
+        self.num_fallback_pairs = int(self.num_fallback_pairs)
         if not (len(self.scores) == len(self.is_member) == len(self.target_index)):
             raise ValueError(
                 f"`scores`, `is_member` and `target_index` must have the same length; got "
@@ -426,6 +491,7 @@ class LiraReport:
             "num_nonmembers": self.num_nonmembers,
             "mode": self.mode,
             "fix_variance": bool(self.fix_variance),
+            "fallback_pairs": int(self.num_fallback_pairs),
             "assumptions": ASSUMPTIONS,
         }
 
