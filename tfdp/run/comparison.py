@@ -376,7 +376,8 @@ def _plot_title(config: CompareConfig, data: Any) -> str:
             + ("; NeuralDP (own model)" if NEURALDP in config.methods else ""))
 
 
-def _measure_leakage(config: CompareConfig, data: Any, log: Callable[[str], None]
+def _measure_leakage(config: CompareConfig, data: Any, log: Callable[[str], None],
+                     progress: Optional[Callable[[str], None]] = None,
                      ) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Tuple[Any, Any]]]:
     """LiRA and the audits of every method at the main budget and first seed.
 
@@ -392,7 +393,8 @@ def _measure_leakage(config: CompareConfig, data: Any, log: Callable[[str], None
         run_config = config.run_config(method, config.targets[0] if calibrated else None,
                                        config.seed)
         start = time.perf_counter()
-        row, report = measure_leakage(run_config, data, config.leakage, log=log)
+        row, report = measure_leakage(run_config, data, config.leakage, log=log,
+                                      progress=progress)
         row["leakage_seconds"] = time.perf_counter() - start
         name = run_config.method_name()
         columns[name] = row
@@ -430,7 +432,7 @@ def compare(config: CompareConfig, data: Any = None, *, log: Callable[[str], Non
         runs.append(row)
         log(_progress(i, len(plan), run_config, row))
 
-    leakage, curves = _measure_leakage(config, data, log)
+    leakage, curves = _measure_leakage(config, data, log, progress=log if verbose else None)
     table = _group(config, runs, config.target_epsilon)
     for row in table:
         row.update(leakage.get(row["method"], {}))

@@ -103,12 +103,15 @@ def method_train_fn(config: RunConfig, data: "tfdp.data.Dataset") -> TrainFn:
 
 
 def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: LeakageConfig, *,
-                    log: Callable[[str], None] = print) -> Tuple[Dict[str, Any], Any]:
+                    log: Callable[[str], None] = print,
+                    progress: Optional[Callable[[str], None]] = None,
+                    ) -> Tuple[Dict[str, Any], Any]:
     """LiRA and the one-run audits of `config`'s method; returns (columns, LiRA report).
 
     The columns are `LEAKAGE_COLUMNS` (None where an attack is off or does not apply),
     plus `audit_whitebox_note` when the white-box audit does not apply, and the audits'
-    own records under `audits`. The LiRA report (or None) holds the ROC curve.
+    own records under `audits`. The LiRA report (or None) holds the ROC curve. `log`
+    gets a line per attack, `progress` (if given) a line per model the attacks train.
     """
     leakage = leakage.validated()
     columns: Dict[str, Any] = {key: None for key in LEAKAGE_COLUMNS}
@@ -116,9 +119,12 @@ def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: Leaka
     pool = (data.x_train, data.y_train)
     name = config.method_name()
     report = None
+    trainings = ((leakage.lira_shadows + 1 if leakage.lira_shadows else 0)
+                 + (0 if not leakage.audit_canaries else 2 if config.uses_dp_optimizer else 1))
+    log(f"  {name}: training {trainings} attack models ...")
     if leakage.lira_shadows:
         report = tfdp.attacks.lira(train_fn, pool, num_shadow=leakage.lira_shadows,
-                                   seed=config.seed, log=lambda _: None)
+                                   seed=config.seed, log=progress)
         lira = report.to_dict()
         columns.update({key: lira[key] for key in LIRA_COLUMNS})
         log(f"  {name}: LiRA ({leakage.lira_shadows} shadows) AUC {report.auc:.3f}, "
@@ -129,14 +135,14 @@ def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: Leaka
         settings = dict(num_canaries=leakage.audit_canaries, delta=config.delta,
                         confidence=leakage.confidence, seed=config.seed)
         black = tfdp.attacks.one_run_audit(train_fn, pool, threat_model="blackbox",
-                                           canary_kind=leakage.canary_kind, log=lambda _: None,
+                                           canary_kind=leakage.canary_kind, log=progress,
                                            **settings)
         audits["blackbox"] = black.to_dict()
         columns["audit_epsilon_lower_bound"] = float(black.epsilon_lower_bound)
         line = f"  {name}: one-run audit lower bounds: black-box {black.epsilon_lower_bound:.2f}"
         if config.uses_dp_optimizer:
             white = tfdp.attacks.one_run_audit(train_fn, pool, threat_model="whitebox",
-                                               log=lambda _: None, **settings)
+                                               log=progress, **settings)
             audits["whitebox"] = white.to_dict()
             columns["audit_epsilon_lower_bound_whitebox"] = float(white.epsilon_lower_bound)
             line += f", white-box {white.epsilon_lower_bound:.2f}"
