@@ -68,6 +68,32 @@ class Predictions:
         return -self.log_probs[np.arange(self.num_examples), self.labels]
 
 
+def pool_arrays(data: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """A pool of examples as `(x, y)` NumPy arrays of the same length (the attacks' input).
+
+    Accepts an `(x, y)` tuple or list, or a `tfdp.data.Dataset` (its training split: the
+    private data an attack trains its own models on). Raises ValueError saying what to
+    pass otherwise.
+    """
+    if hasattr(data, "x_train") and hasattr(data, "y_train"):
+        data = (data.x_train, data.y_train)
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            f"`data` has type {type(data).__name__}; pass the pool of examples as an `(x, y)` "
+            "tuple of NumPy arrays (or a tfdp.data.Dataset, whose training split is used)."
+        )
+    x, y = (np.asarray(a) for a in data)
+    if x.ndim == 0 or y.ndim == 0:
+        raise ValueError("`data` must hold arrays with one row per example, not scalars.")
+    if len(x) != len(y):
+        raise ValueError(
+            f"`data` has {len(x)} inputs x but {len(y)} labels y: give one label per example."
+        )
+    if x.dtype == object:
+        raise ValueError("The inputs x must be a single numeric array, not an object array.")
+    return x, y
+
+
 def _iterate_batches(data: Any, batch_size: int, name: str) -> Iterator[Tuple[Any, np.ndarray]]:
     """Yields `(x_batch, y_batch)` from an `(x, y)` tuple or a batched tf.data.Dataset."""
     if isinstance(data, tf.data.Dataset):

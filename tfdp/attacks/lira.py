@@ -36,9 +36,9 @@ from sklearn import metrics
 
 from tfdp._tf_privacy import advanced_mia
 from tfdp._validation import check_positive_int
+from tfdp.attacks._predictions import pool_arrays
 from tfdp.attacks._statistics import model_logit_confidence
-from tfdp.attacks.roc_plot import plot_log_roc
-from tfdp.data.dataset import Dataset
+from tfdp.attacks.roc_plot import curve_tpr_at_fpr, plot_log_roc
 
 ONLINE = "online"
 OFFLINE = "offline"
@@ -72,21 +72,8 @@ _MAX_FALLBACK_FRACTION = 0.05
 
 
 def _check_pool(data: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """The pool as `(x, y)` arrays of the same length >= 2, or a ValueError saying what to pass."""
-    if isinstance(data, Dataset):
-        data = (data.x_train, data.y_train)
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(
-            f"`data` has type {type(data).__name__}; pass the pool of examples as an `(x, y)` "
-            "tuple of NumPy arrays (or a tfdp.data.Dataset, whose training split is used)."
-        )
-    x, y = (np.asarray(a) for a in data)
-    if x.ndim == 0 or y.ndim == 0:
-        raise ValueError("`data` must hold arrays with one row per example, not scalars.")
-    if len(x) != len(y):
-        raise ValueError(
-            f"`data` has {len(x)} inputs x but {len(y)} labels y: give one label per example."
-        )
+    """The pool as `(x, y)` arrays (`pool_arrays`) of at least 2 examples."""
+    x, y = pool_arrays(data)
     if len(x) < 2:
         raise ValueError(
             f"`data` has {len(x)} example(s); LiRA needs at least 2 (hundreds or more for a "
@@ -198,7 +185,7 @@ def _missing_shadows(keep: np.ndarray, num_targets: int) -> Tuple[np.ndarray, np
     return shadow_in == 0, shadow_out == 0
 
 
-def _choose_mode(keep: np.ndarray, num_targets: int) -> str:
+def _choose_mode(no_in: np.ndarray, no_out: np.ndarray) -> str:
     """ONLINE unless more than 5% of the (target, example) pairs lack an in or an out shadow.
 
     Such a pair still gets a score (the library puts the average over examples in place of
@@ -206,13 +193,11 @@ def _choose_mode(keep: np.ndarray, num_targets: int) -> str:
     stand-in Gaussian, and OFFLINE, which needs only the out shadows (and lacks them half
     as often), is used instead.
     """
-    no_in, no_out = _missing_shadows(keep, num_targets)
     return OFFLINE if np.mean(no_in | no_out) > _MAX_FALLBACK_FRACTION else ONLINE
 
 
-def _num_fallback_pairs(keep: np.ndarray, num_targets: int, mode: str) -> int:
+def _num_fallback_pairs(no_in: np.ndarray, no_out: np.ndarray, mode: str) -> int:
     """Pairs scored with a stand-in mean: lacking a group of shadows that `mode` uses."""
-    no_in, no_out = _missing_shadows(keep, num_targets)
     return int(np.sum(no_in | no_out) if mode == ONLINE else np.sum(no_out))
 
 
@@ -264,8 +249,8 @@ def lira_from_statistics(
     if not isinstance(fix_variance, (bool, np.bool_)):
         raise ValueError(f"`fix_variance` must be True or False, got {fix_variance!r}.")
     num_targets = _check_num_targets(num_targets, num_models)
-    mode = _choose_mode(keep, num_targets)
     no_in, no_out = _missing_shadows(keep, num_targets)
+    mode = _choose_mode(no_in, no_out)
     lacking = no_out.all(axis=1) | (no_in.all(axis=1) if mode == ONLINE else False)
     if np.any(lacking):
         raise ValueError(
@@ -273,7 +258,7 @@ def lira_from_statistics(
             "no shadow model that trained on it or none that did not: LiRA cannot fit a "
             "Gaussian for it. Give the models different random halves of the pool."
         )
-    num_fallback_pairs = _num_fallback_pairs(keep, num_targets, mode)
+    num_fallback_pairs = _num_fallback_pairs(no_in, no_out, mode)
 
     scores, is_member, target_index = [], [], []
     for target in range(num_targets):
@@ -475,8 +460,7 @@ class LiraReport:
             raise ValueError(
                 f"`fpr` must be in (0, 1) (e.g. 0.001 for 0.1%), got {fpr!r}."
             )
-        allowed = self.fpr_curve <= fpr
-        return float(self.tpr_curve[allowed].max())  # the curve starts at FPR 0
+        return curve_tpr_at_fpr(self.fpr_curve, self.tpr_curve, fpr)  # the curve starts at FPR 0
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready summary (no per-example arrays)."""

@@ -33,6 +33,7 @@ from scipy import special, stats
 
 from tfdp._json import jsonable
 from tfdp._validation import check_choice
+from tfdp.attacks._predictions import pool_arrays
 from tfdp.attacks._statistics import model_logit_confidence
 
 THREAT_MODELS = ("blackbox", "whitebox")
@@ -376,28 +377,6 @@ def audit_from_scores(
 # ----------------------------------------------------------------------------- driver
 
 
-def _pool_arrays(data: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """(x, y) numpy arrays from an `(x, y)` tuple or a tfdp.data.Dataset's training split."""
-    if hasattr(data, "x_train") and hasattr(data, "y_train"):
-        x, y = data.x_train, data.y_train
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    else:
-        raise ValueError(
-            f"`data` has type {type(data).__name__}; pass an `(x, y)` tuple of numpy arrays "
-            "(the training pool) or a tfdp.data.Dataset."
-        )
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
-        raise ValueError(
-            f"`data` has inputs of shape {x.shape} and labels of shape {y.shape}: give one "
-            "label per example."
-        )
-    if x.dtype == object:
-        raise ValueError("The one-run audit needs the inputs x as a single numeric array.")
-    return x, y
-
-
 def _label_format(y: np.ndarray) -> Tuple[bool, int, np.ndarray]:
     """(one_hot, num_classes, class indices) of labels y: integers (n,), (n, 1) or one-hot."""
     if y.ndim == 2 and y.shape[1] > 1:
@@ -533,7 +512,7 @@ def one_run_audit(
     if not callable(train_fn):
         raise ValueError(f"`train_fn` must be callable, got {type(train_fn).__name__}.")
     say = log if log is not None else (lambda message: None)
-    x, y = _pool_arrays(data)
+    x, y = pool_arrays(data)
 
     rng = np.random.default_rng(seed)
     included = rng.random(m) < 0.5

@@ -41,12 +41,12 @@ from tfdp.run.config import (
     RESIDUAL_PERTURBATION,
     RunConfig,
 )
-from tfdp.run.leakage import LEAKAGE_COLUMNS, LeakageConfig, check_bounds, measure_leakage
+from tfdp.run.leakage import LeakageConfig, check_bounds, measure_leakage
 from tfdp.run.recipe import recipe_config
 from tfdp.run.result import RunResult
 from tfdp.run.training import load_data, train_and_evaluate
 
-__all__ = ["METHOD_SETTINGS", "DEFAULT_SWEEP", "DEFAULT_ATTACKS", "CompareConfig",
+__all__ = ["METHOD_SETTINGS", "DEFAULT_SWEEP", "DEFAULT_ATTACKS", "CompareConfig", "is_calibrated",
            "ComparisonResult", "aggregate", "compare", "result_row", "run_one"]
 
 _REGULAR = mechanisms.NoiseSchedule.REGULAR
@@ -86,6 +86,11 @@ _CLIP_ARGUMENTS = tuple(dict.fromkeys(mechanisms.get_mechanism(name).clip_argume
                                       for name in mechanisms.mechanism_names()))
 OUTPUT_FILES = ("comparison.csv", "comparison.json", "sweep.csv", "privacy_utility.png",
                 "lira_roc.png")
+
+
+def is_calibrated(method: str) -> bool:
+    """Whether the method key's noise is calibrated to each target epsilon (else run once)."""
+    return METHOD_SETTINGS[method]["mechanism"] not in UNCALIBRATED
 
 
 def _default_base() -> RunConfig:
@@ -172,8 +177,7 @@ class CompareConfig:
         """(method key, RunConfig) of every run, method by method (uncalibrated ones once)."""
         runs = []
         for method in self.methods:
-            calibrated = METHOD_SETTINGS[method]["mechanism"] not in UNCALIBRATED
-            for target in (self.targets if calibrated else [None]):
+            for target in (self.targets if is_calibrated(method) else [None]):
                 for seed in self.seed_list:
                     runs.append((method, self.run_config(method, target, seed)))
         return runs
@@ -301,8 +305,7 @@ def _group(config: CompareConfig, runs: List[Dict[str, Any]],
     """The aggregated row of every method at `target` (uncalibrated methods: their one setting)."""
     rows = []
     for method in config.methods:
-        calibrated = METHOD_SETTINGS[method]["mechanism"] not in UNCALIBRATED
-        want = target if calibrated else None
+        want = target if is_calibrated(method) else None
         selected = [r for r in runs if r["method_key"] == method and r["target_epsilon"] == want]
         if selected:
             rows.append(aggregate(selected))
@@ -389,9 +392,8 @@ def _measure_leakage(config: CompareConfig, data: Any, log: Callable[[str], None
         f"with {config.leakage.audit_canaries} canaries, per method (seed {config.seed}).")
     columns, curves = {}, {}
     for method in config.methods:
-        calibrated = METHOD_SETTINGS[method]["mechanism"] not in UNCALIBRATED
-        run_config = config.run_config(method, config.targets[0] if calibrated else None,
-                                       config.seed)
+        run_config = config.run_config(
+            method, config.targets[0] if is_calibrated(method) else None, config.seed)
         start = time.perf_counter()
         row, report = measure_leakage(run_config, data, config.leakage, log=log,
                                       progress=progress)

@@ -159,7 +159,8 @@ def sweep(config: SweepConfig, data: Any = None, *,
     for index, candidate in enumerate(candidates, 1):
         start = time.perf_counter()
         accuracies = [run_one(dataclasses.replace(candidate, seed=config.seed + s), held_out,
-                              log=lambda _: None, validate=False)["accuracy"] for s in range(config.seeds)]
+                              log=lambda _: None, validate=False)["accuracy"]
+                      for s in range(config.seeds)]
         row = {name: getattr(candidate, name) for name in names}
         row.update(val_accuracy=float(np.mean(accuracies)),
                    val_accuracy_std=float(np.std(accuracies)),

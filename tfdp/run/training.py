@@ -51,12 +51,16 @@ def evaluate_utility(model: keras.Model, data: "tfdp.data.Dataset") -> Dict[str,
 
 @dataclasses.dataclass
 class TrainedModel:
-    """What `train_model` produced: the settings as run (noise calibrated), model, optimizer."""
+    """What `train_model` produced: the settings as run (noise calibrated), model, epoch log."""
 
     config: RunConfig
     model: keras.Model
-    optimizer: keras.optimizers.Optimizer
     epoch_log: EpochLog
+
+    @property
+    def optimizer(self) -> keras.optimizers.Optimizer:
+        """The optimizer the model was compiled and trained with (its privacy ledger)."""
+        return self.model.optimizer
 
 
 def train_model(
@@ -76,8 +80,8 @@ def train_model(
     split). `track_privacy=False` leaves out the per-epoch epsilon (`PrivacyCallback`,
     about 0.1 s of accounting per epoch for a new sampling rate): for models nobody
     releases, whose noise is calibrated to the target anyway. `gradient_canaries` (a bool
-    array) installs the white-box audit's canaries
-    in the DP optimizer (`add_gradient_canaries`), sampled at the run's sampling rate.
+    array) installs the white-box audit's canaries in the DP optimizer
+    (`add_gradient_canaries`), sampled at the run's sampling rate.
     """
     if config.export_dir:
         # A bad export name or a stray folder under it fails now, not after training.
@@ -141,7 +145,7 @@ def train_model(
             "evaluating without training.")
         # fit would have ended by writing the weights' moving average into the model.
         optimizer.finalize_variable_values(model.trainable_variables)
-    return TrainedModel(config=config, model=model, optimizer=optimizer, epoch_log=epoch_log)
+    return TrainedModel(config=config, model=model, epoch_log=epoch_log)
 
 
 def train_and_evaluate(
