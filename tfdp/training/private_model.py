@@ -17,6 +17,7 @@ from keras.src.models.functional import Functional
 
 from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
+from tfdp.training.groups import GROUPED_LAYOUT, flatten_groups, group_slots, looks_grouped
 from tfdp.training.per_example import capture, clipped_sum, static_batch_size, unit_means
 from tfdp.training.plan import GradientPlan, make_plan, model_layers
 from tfdp.training.step_options import StepOptions
@@ -131,7 +132,8 @@ class PrivateTrainStep:
         return self.step_options.physical_batch_size
 
     def set_step_options(self, **options: Any) -> None:
-        """Sets the `StepOptions` (augment, augmentation_multiplicity, physical_batch_size).
+        """Sets the `StepOptions` (augment, augmentation_multiplicity, physical_batch_size,
+        grouped).
 
         See `make_private` for their meaning; invalid combinations raise ValueError.
         """
@@ -141,9 +143,19 @@ class PrivateTrainStep:
         """One DP step: per-example losses, norms, clipped sum, noise via the optimizer.
 
         With a physical batch size the batch is taken in chunks of at most that many
-        examples; their clipped sums are added and noised once, as one step.
+        examples; their clipped sums are added and noised once, as one step. With
+        grouped batches (`grouped=True`) every group is one unit: its mean loss's
+        gradient is clipped, and the ledger counts groups.
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        grouped = self.step_options.grouped
+        slots = group_slots(x, sample_weight) if grouped else 1
+        if not grouped and looks_grouped(self._input_rank(), x, sample_weight):
+            raise ValueError(
+                f"These batches hold groups ({GROUPED_LAYOUT}), but the model clips each "
+                "example: make it with tfdp.make_private(model, grouped=True) for per-group "
+                "DP, or build the batches without `groups=`.")
+        unit_size = slots * self.step_options.unit_size
         optimizer = self._dp_optimizer()
         kind = clip_norm_kind(optimizer.dp_sum_query)
         variables = list(self.trainable_variables)
@@ -154,18 +166,19 @@ class PrivateTrainStep:
                     "physical_batch_size needs per-example clipping on the fast path: leave the "
                     "optimizer's num_microbatches at None and use an L2 or L1 clipping query.")
             clipped, nonfinite, loss_sum, y_pred, num_units = self._chunked_clipped_sum(
-                optimizer, kind, variables, x, y, sample_weight)
+                optimizer, kind, variables, x, y, sample_weight, slots)
             gradients = optimizer.privatize_clipped_sum(clipped, num_units, num_units, nonfinite)
         else:
-            xa, ya, swa = self.step_options.expand(x, y, sample_weight)
+            xa, ya, swa = self.step_options.expand(
+                *flatten_groups((x, y, sample_weight), grouped))
             if fast:
                 clipped, nonfinite, loss_sum, y_pred, num_units = self._clipped_chunk_sum(
-                    optimizer, kind, variables, xa, ya, swa)
+                    optimizer, kind, variables, xa, ya, swa, unit_size)
                 gradients = optimizer.privatize_clipped_sum(
                     clipped, num_units, num_units, nonfinite)
             else:
                 gradients, loss_sum, y_pred, num_units = self._jacobian_private_gradients(
-                    optimizer, variables, xa, ya, swa)
+                    optimizer, variables, xa, ya, swa, unit_size)
         # After the forward pass, so that `add_loss` losses of this call are seen (and refused).
         with tf.GradientTape() as reg_tape:
             regularization = self._weight_penalty()
@@ -181,8 +194,16 @@ class PrivateTrainStep:
         if regularization is not None:
             mean_loss = mean_loss + tf.cast(regularization, mean_loss.dtype)
         self._loss_tracker.update_state(mean_loss, sample_weight=num_units)
+        x, y, sample_weight = flatten_groups((x, y, sample_weight), grouped)
         ya, swa = self.step_options.repeat((y, sample_weight))
         return self.compute_metrics(x, ya, y_pred, sample_weight=swa)
+
+    def _input_rank(self) -> Optional[int]:
+        """The rank of the model's (first) input with its batch axis, when known."""
+        try:
+            return len(tf.nest.flatten(self.inputs)[0].shape)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
 
     def _row_losses(self, y, y_pred, sample_weight):
         """[rows] one loss per row of the (expanded) batch, its own mean over extra loss axes."""
@@ -190,10 +211,13 @@ class PrivateTrainStep:
         losses, _, _ = per_unit_losses(values, None)
         return losses
 
-    def _clipped_chunk_sum(self, optimizer, kind, variables, x, y, sample_weight):
-        """(clipped sum, non-finite units, sum of unit losses, predictions, units) of one chunk."""
+    def _clipped_chunk_sum(self, optimizer, kind, variables, x, y, sample_weight, unit_size):
+        """(clipped sum, non-finite units, sum of unit losses, predictions, units) of one chunk.
+
+        Every `unit_size` consecutive rows are one unit (an example's K augmentations, a
+        group's slots), whose mean loss's gradient is clipped.
+        """
         plan = self._gradient_plan(x)
-        k = self.step_options.unit_size
         with tf.GradientTape(persistent=True) as tape:
             with capture(plan, static_batch_size(x)) as captured:
                 y_pred = self(x, training=True)
@@ -202,22 +226,22 @@ class PrivateTrainStep:
         clip = query.derive_sample_params(optimizer.query_global_state())
         _, clipped, nonfinite = clipped_sum(
             tape, captured, plan, variables, row_losses, kind, clip,
-            skip_nonfinite=optimizer.on_nonfinite == "skip", unit_size=k)
+            skip_nonfinite=optimizer.on_nonfinite == "skip", unit_size=unit_size)
         del tape
-        unit_losses = unit_means(row_losses, k)
+        unit_losses = unit_means(row_losses, unit_size)
         num_units = tf.shape(unit_losses)[0]
         return clipped, nonfinite, tf.reduce_sum(unit_losses), y_pred, num_units
 
-    def _jacobian_private_gradients(self, optimizer, variables, x, y, sample_weight):
-        """Per-unit (example or microbatch) gradients from the Jacobian, clipped and noised
-        by the optimizer: for microbatches, queries that clip their own way, --nofast_path."""
-        k = self.step_options.unit_size
+    def _jacobian_private_gradients(self, optimizer, variables, x, y, sample_weight, unit_size):
+        """Per-unit (example, group or microbatch) gradients from the Jacobian, clipped and
+        noised by the optimizer: for microbatches, queries that clip their own way,
+        --nofast_path."""
         handles = [v.value for v in variables]
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(handles)
             y_pred = self(x, training=True)
             row_losses = self._row_losses(y, y_pred, sample_weight)
-            example_losses = unit_means(row_losses, k)
+            example_losses = unit_means(row_losses, unit_size)
             unit_losses, num_units, batch_size = per_unit_losses(
                 example_losses, optimizer.num_microbatches)
         jacobians = tape.jacobian(unit_losses, handles,
@@ -227,18 +251,26 @@ class PrivateTrainStep:
             jacobians, unit_losses, num_units, batch_size)
         return gradients, tf.reduce_sum(example_losses), y_pred, batch_size
 
-    def _chunked_clipped_sum(self, optimizer, kind, variables, x, y, sample_weight):
-        """The clipped sum over chunks of `physical_batch_size` examples, added in a loop."""
-        m = self.step_options.physical_batch_size
+    def _chunked_clipped_sum(self, optimizer, kind, variables, x, y, sample_weight, slots):
+        """The clipped sum over chunks of `physical_batch_size` examples, added in a loop.
+
+        A chunk holds whole units: with grouped batches (`slots` rows per group) it takes
+        physical_batch_size // slots groups (at least one).
+        """
+        grouped = self.step_options.grouped
+        m = max(1, self.step_options.physical_batch_size // slots)
+        unit_size = slots * self.step_options.unit_size
         n = tf.shape(tf.nest.flatten(x)[0])[0]
         # At least one (possibly empty) chunk, so an empty Poisson batch still is one step.
         num_chunks = tf.maximum((n + m - 1) // m, 1)
         take = lambda nest, i: tf.nest.map_structure(lambda t: t[i * m:(i + 1) * m], nest)  # noqa
 
         def chunk(i):
-            xs, ys, ws = self.step_options.expand(take(x, i), take(y, i),
-                                         None if sample_weight is None else take(sample_weight, i))
-            return self._clipped_chunk_sum(optimizer, kind, variables, xs, ys, ws)
+            rows = flatten_groups((take(x, i), take(y, i),
+                                   None if sample_weight is None else take(sample_weight, i)),
+                                  grouped)
+            xs, ys, ws = self.step_options.expand(*rows)
+            return self._clipped_chunk_sum(optimizer, kind, variables, xs, ys, ws, unit_size)
 
         # The first chunk outside the loop fixes the structures (and traces the plan).
         clipped0, nonfinite0, loss0, pred0, _ = chunk(tf.constant(0))
@@ -334,7 +366,8 @@ class PrivateWrapper(PrivateTrainStep, keras.Model):
 
 def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] = None,
                  augmentation_multiplicity: int = 1,
-                 physical_batch_size: Optional[int] = None) -> keras.Model:
+                 physical_batch_size: Optional[int] = None,
+                 grouped: bool = False) -> keras.Model:
     """Returns a model with the same layers and weights whose `fit` clips per example fast.
 
     Compile the result with a tfdp DP optimizer and a loss built with
@@ -357,12 +390,19 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
         at once. A larger (logical) batch is taken in chunks whose clipped sums are
         added and noised once: one step in the ledger, with the logical batch's
         sampling rate. For batches larger than memory; the result is the same.
+      grouped: train on grouped batches, `tfdp.data.poisson_batches(x, y, b, groups=ids)`
+        (user-level DP, e.g. one id per patient): each group's gradient, of its mean loss
+        over its examples, is clipped as one unit, so one group's influence on a step is
+        at most the clip whatever its size, and the ledger counts groups. Account with
+        the number of groups and the group sampling rate (`PrivacyCallback(num_groups,
+        privacy_unit="patient")`).
     """
+    options = dict(augment=augment, augmentation_multiplicity=augmentation_multiplicity,
+                   physical_batch_size=physical_batch_size, grouped=grouped)
     if isinstance(model, PrivateTrainStep):
-        if augment is not None or augmentation_multiplicity != 1 or physical_batch_size:
-            model.set_step_options(augment=augment,
-                                   augmentation_multiplicity=augmentation_multiplicity,
-                                   physical_batch_size=physical_batch_size)
+        if augment is not None or augmentation_multiplicity != 1 or physical_batch_size \
+                or grouped:
+            model.set_step_options(**options)
         return model
     if not isinstance(model, keras.Model):
         kind = type(model).__module__ + "." + type(model).__name__
@@ -393,6 +433,5 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
             )
         # Keras scope names may not start with "_" (a class named _Net gives "_net").
         private = PrivateWrapper(model, name=f"{model.name.lstrip('_') or 'model'}_private")
-    private.set_step_options(augment=augment, augmentation_multiplicity=augmentation_multiplicity,
-                             physical_batch_size=physical_batch_size)
+    private.set_step_options(**options)
     return private

@@ -1,9 +1,10 @@
 """`StepOptions`: what a private train step does besides clipping one example at a time.
 
 Augmentation multiplicity (De et al., 2022: K augmented copies of each example whose mean
-gradient is clipped once, so the sensitivity is one example's) and physical batches (a
-logical batch taken through the model in chunks, their clipped sums noised once). Set by
-`tfdp.make_private`, saved with the model's config.
+gradient is clipped once, so the sensitivity is one example's), physical batches (a
+logical batch taken through the model in chunks, their clipped sums noised once) and
+groups as the privacy unit (user-level DP: each group's mean gradient is clipped once).
+Set by `tfdp.make_private`, saved with the model's config.
 """
 
 from __future__ import annotations
@@ -28,11 +29,16 @@ class StepOptions:
         augmented when `augment` is given).
       physical_batch_size: at most this many examples (times K) through the model at once;
         None: the whole batch.
+      grouped: the batches hold groups (e.g. patients), as `tfdp.data.poisson_batches(...,
+        groups=...)` yields them: x [groups, slots, ...], y [groups, slots, ...] and sample
+        weights [groups, slots] (0 on empty slots). Each group's gradient (of its mean
+        loss) is clipped as one unit, so the DP guarantee is per group.
     """
 
     augment: Optional[Callable[[Any], Any]] = None
     augmentation_multiplicity: int = 1
     physical_batch_size: Optional[int] = None
+    grouped: bool = False
 
     def __post_init__(self):
         k = check_positive_int("augmentation_multiplicity", self.augmentation_multiplicity)
@@ -48,6 +54,8 @@ class StepOptions:
                 "(weightless) augmentation, e.g. Keras's Random* preprocessing layers.")
         if self.physical_batch_size is not None:
             check_positive_int("physical_batch_size", self.physical_batch_size)
+        if not isinstance(self.grouped, bool):
+            raise ValueError(f"`grouped` must be True or False, got {self.grouped!r}.")
 
     def expand(self, x: Any, y: Any, sample_weight: Any) -> Tuple[Any, Any, Any]:
         """Each example repeated K times (rows u*K .. u*K+K-1) and augmented, with its labels."""
@@ -80,6 +88,7 @@ class StepOptions:
                         else keras.saving.serialize_keras_object(self.augment)),
             "augmentation_multiplicity": self.augmentation_multiplicity,
             "physical_batch_size": self.physical_batch_size,
+            "grouped": self.grouped,
         }
 
     @classmethod
@@ -90,4 +99,5 @@ class StepOptions:
             augment=None if augment is None else keras.saving.deserialize_keras_object(
                 augment, custom_objects=custom_objects),
             augmentation_multiplicity=config.pop("augmentation_multiplicity", 1),
-            physical_batch_size=config.pop("physical_batch_size", None))
+            physical_batch_size=config.pop("physical_batch_size", None),
+            grouped=config.pop("grouped", False))
