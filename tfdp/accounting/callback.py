@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 import keras
 
 from tfdp._validation import check_choice, check_positive, check_positive_int
-from tfdp.accounting.epsilon import check_delta
+from tfdp.accounting.epsilon import check_delta, check_privacy_unit
 from tfdp.accounting.ledger import check_dp_optimizer, epsilon_for_steps, ledger_batch_size, read_ledger
 from tfdp.accounting.privacy_result import PrivacyResult
 from tfdp.mechanisms import NO_NOISE, NoiseSchedule, OnSkip, Sampling, values
@@ -40,6 +40,10 @@ class PrivacyCallback(keras.callbacks.Callback):
         formal guarantee) or "epsilon_noisy_steps_only" (the paper's convention
         for the released random schedule; not a guarantee).
       verbose: 1 prints a line when training is stopped for the budget.
+      privacy_unit: "example", or the group's name (e.g. "patient") for a model
+        made with `make_private(model, grouped=True)` trained on
+        `tfdp.data.poisson_batches(..., groups=ids)`; then `num_examples` is the
+        number of groups. A mismatch with the model's clipping is refused.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class PrivacyCallback(keras.callbacks.Callback):
         accountant: Optional[str] = None,
         target_metric: str = "epsilon",
         verbose: int = 1,
+        privacy_unit: str = "example",
     ):
         super().__init__()
         self.num_examples = check_positive_int("num_examples", num_examples)
@@ -65,6 +70,7 @@ class PrivacyCallback(keras.callbacks.Callback):
         self.accountant = accountant
         self.target_metric = check_choice("target_metric", target_metric, TARGET_METRICS)
         self.verbose = verbose
+        self.privacy_unit = check_privacy_unit(privacy_unit, self.sampling)
         self.result: Optional[PrivacyResult] = None
         self.stopped_epoch: Optional[int] = None
         self._steps_at_epoch_start = 0
@@ -86,11 +92,29 @@ class PrivacyCallback(keras.callbacks.Callback):
         return epsilon_for_steps(
             optimizer, self.num_examples, steps, noisy_steps, batch_size=batch_size,
             delta=self.delta, sampling=self.sampling, accountant=self.accountant,
+            privacy_unit=self.privacy_unit,
         )
 
     # ----- Keras hooks -----
 
+    def _check_unit(self) -> None:
+        """Refuses a privacy unit the model does not clip by (an overstated guarantee)."""
+        options = getattr(self.model, "step_options", None)
+        if options is None:  # a custom loop: the caller vouches for its units
+            return
+        if options.grouped and self.privacy_unit == "example":
+            raise ValueError(
+                "The model clips each group's gradient (make_private(..., grouped=True)) and "
+                "its ledger counts groups: give PrivacyCallback the number of groups as "
+                "num_examples and their name, e.g. privacy_unit='patient'.")
+        if not options.grouped and self.privacy_unit != "example":
+            raise ValueError(
+                f"privacy_unit={self.privacy_unit!r}, but the model clips each example: a "
+                f"per-{self.privacy_unit} guarantee needs tfdp.make_private(model, "
+                f"grouped=True) and batches from tfdp.data.poisson_batches(..., groups=ids).")
+
     def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
+        self._check_unit()
         optimizer = self._optimizer()
         self._steps_at_epoch_start = self._ledger(optimizer)["steps"]
         settings = optimizer.dp_settings

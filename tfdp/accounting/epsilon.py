@@ -54,6 +54,22 @@ class _Run:
         return self.batch_size / self.num_examples
 
 
+def check_privacy_unit(privacy_unit, sampling: str = "poisson") -> str:
+    """The privacy unit's name: "example", or a group's (e.g. "patient"), lower case."""
+    if not isinstance(privacy_unit, str) or not privacy_unit.strip() or \
+            not privacy_unit.replace("_", " ").replace("-", " ").replace(" ", "").isalpha():
+        raise ValueError(
+            "`privacy_unit` names what one unit of the guarantee is: 'example', or a group "
+            f"such as 'patient' or 'user' (letters only); got {privacy_unit!r}.")
+    privacy_unit = privacy_unit.strip().lower()
+    if privacy_unit != "example" and sampling != Sampling.POISSON:
+        raise ValueError(
+            f"privacy_unit={privacy_unit!r} is accounted under Poisson sampling of the "
+            "groups (tfdp.data.poisson_batches(..., groups=ids)); sampling='shuffle' has "
+            "no group-level version here. Use sampling='poisson'.")
+    return privacy_unit
+
+
 def check_delta(delta) -> float:
     """delta as a float strictly between 0 and 1."""
     value = check_positive("delta", delta)
@@ -207,12 +223,15 @@ def compute_epsilon(
     noisy_steps: Optional[int] = None,
     used_microbatching: bool = False,
     value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION,
+    privacy_unit: str = "example",
 ) -> PrivacyResult:
-    """Example-level (epsilon, delta) of DP-SGD training, with a plain-language statement.
+    """The (epsilon, delta) of DP-SGD training per example (or per group), with a statement.
 
     Args:
-      num_examples: training examples n.
-      batch_size: (expected) batch size b; q = b / n is the Poisson sampling rate.
+      num_examples: training examples n; with a group `privacy_unit`, the number of
+        groups (e.g. patients).
+      batch_size: (expected) batch size b; q = b / n is the Poisson sampling rate
+        (groups per batch with a group `privacy_unit`).
       noise_multiplier: noise std / L2 clip (Gaussian) or noise scale / L1 clip
         (Laplace), as set on the optimizer. Must be > 0 for a private mechanism;
         ignored for mechanism="none".
@@ -241,6 +260,11 @@ def compute_epsilon(
         sensitivity doubles, so the composition uses noise_multiplier / 2.
       value_discretization_interval: PLD grid; coarser is faster and gives a
         larger (still valid) epsilon.
+      privacy_unit: "example" (example-level DP), or the name of the group whose
+        examples were sampled and clipped together (e.g. "patient": user-level DP,
+        `tfdp.data.poisson_batches(..., groups=ids)` and `make_private(model,
+        grouped=True)`). The arithmetic is the same over groups; the statement and
+        `PrivacyResult.privacy_unit` say which unit the epsilon protects.
 
     Returns:
       A `PrivacyResult`.
@@ -253,6 +277,7 @@ def compute_epsilon(
         noise_schedule, noise_probability, on_skip, sampling, accountant, noisy_steps,
         used_microbatching, value_discretization_interval,
     )
+    privacy_unit = check_privacy_unit(privacy_unit, run.sampling)
     q = run.sampling_probability
     poisson = _figures(run, run.steps, q)
     if run.sampling == Sampling.POISSON:
@@ -269,12 +294,12 @@ def compute_epsilon(
         ),
         statement.scope_paragraph(
             run.num_examples, run.batch_size, run.steps, run.delta,
-            private=run.mechanism != NO_NOISE,
+            private=run.mechanism != NO_NOISE, privacy_unit=privacy_unit,
         ),
     ]
     if run.mechanism != NO_NOISE:
         if run.sampling == Sampling.POISSON:
-            paragraphs.append(statement.poisson_paragraph(q))
+            paragraphs.append(statement.poisson_paragraph(q, privacy_unit))
         else:
             paragraphs.append(
                 statement.shuffle_paragraph(
@@ -317,4 +342,5 @@ def compute_epsilon(
         noisy_steps=run.noisy_steps,
         accounted_steps=formal.count if run.mechanism != NO_NOISE else None,
         epsilon_assuming_poisson=epsilon_assuming_poisson,
+        privacy_unit=privacy_unit,
     )

@@ -6,7 +6,7 @@ from typing import Any, Dict, Optional
 
 import keras
 
-from tfdp.accounting.epsilon import check_delta, compute_epsilon
+from tfdp.accounting.epsilon import check_delta, check_privacy_unit, compute_epsilon
 from tfdp.accounting.privacy_result import PrivacyResult
 from tfdp.mechanisms import NO_NOISE, NoiseSchedule, OnSkip, Sampling, mechanism_names
 
@@ -71,6 +71,7 @@ def epsilon_for_steps(
     delta: float = 1e-5,
     sampling: str = Sampling.POISSON,
     accountant: Optional[str] = None,
+    privacy_unit: str = "example",
 ) -> PrivacyResult:
     """`compute_epsilon` for the given counters under the optimizer's privacy settings."""
     settings = optimizer.dp_settings
@@ -91,6 +92,7 @@ def epsilon_for_steps(
         accountant=accountant,
         noisy_steps=noisy_steps,
         used_microbatching=bool(settings.get("used_microbatching", False)),
+        privacy_unit=privacy_unit,
     )
 
 
@@ -102,17 +104,20 @@ def epsilon_from_ledger(
     sampling: str = Sampling.POISSON,
     batch_size: Optional[float] = None,
     accountant: Optional[str] = None,
+    privacy_unit: str = "example",
 ) -> PrivacyResult:
     """The privacy a DP optimizer's training has spent so far, read off its ledger.
 
     Args:
       optimizer: a tfdp DP optimizer (after or during training).
-      num_examples: training examples n.
+      num_examples: training examples n (groups, with a group `privacy_unit`).
       delta: the delta of the guarantee.
       sampling: "poisson" or "shuffle", as in `compute_epsilon`.
       batch_size: the (expected) batch size; default the optimizer's
         `expected_batch_size`, else the largest batch it has seen (conservative).
       accountant: None (the mechanism's default), "rdp" or "pld".
+      privacy_unit: "example", or the group's name (e.g. "patient"), as in
+        `compute_epsilon`.
 
     Returns:
       A `PrivacyResult` over the ledger's steps and noisy steps; before any step,
@@ -130,10 +135,10 @@ def epsilon_from_ledger(
             noise_probability=settings.get("noise_probability", 1.0),
             on_skip=settings.get("on_skip", OnSkip.RELEASE), sampling=sampling,
             noise_multiplier=settings.get("noise_multiplier"), num_examples=num_examples,
-            steps=0, noisy_steps=0,
+            steps=0, noisy_steps=0, privacy_unit=check_privacy_unit(privacy_unit, sampling),
         )
     return epsilon_for_steps(
         optimizer, num_examples, ledger["steps"], ledger["noisy_steps"],
         batch_size=ledger_batch_size(optimizer, ledger, batch_size), delta=delta,
-        sampling=sampling, accountant=accountant,
+        sampling=sampling, accountant=accountant, privacy_unit=privacy_unit,
     )

@@ -14,9 +14,10 @@ class PrivacyResult(RecordMethods):
     """What a training run's privacy accounting says, in numbers and in words.
 
     Attributes:
-      epsilon: the formal (epsilon, delta)-DP guarantee for one example
-        (add-or-remove-one adjacency, every intermediate model released), or
-        `math.inf` when the method has no formal guarantee.
+      epsilon: the formal (epsilon, delta)-DP guarantee for one privacy unit
+        (add-or-remove-one-unit adjacency, every intermediate model released), or
+        `math.inf` when the method has no formal guarantee. The unit is one
+        example, or one group of examples (e.g. a patient) with `privacy_unit`.
       epsilon_noisy_steps_only: epsilon composed over the noisy steps only. For
         the random noise schedule with released noiseless steps this is the
         dynamic-DP paper's convention and NOT a guarantee; for a planning
@@ -32,13 +33,17 @@ class PrivacyResult(RecordMethods):
       accounted_noise_multiplier: the one composed (half of it with
         microbatching, whose sensitivity is twice the clip).
       num_examples, batch_size, sampling_probability: data size, (expected)
-        batch size and q = batch_size / num_examples.
+        batch size and q = batch_size / num_examples, all counted in privacy units
+        (groups, e.g. patients, when `privacy_unit` is not "example").
       steps: training steps taken or planned (noisy + noiseless + dropped).
       accounted_steps: how many noisy releases per example `epsilon` composes
         (None when epsilon is infinite for lack of noise).
       epsilon_assuming_poisson: for sampling="shuffle", the figure that assumes
         Poisson sampling, labelled as not a guarantee for shuffled batches;
         None for sampling="poisson".
+      privacy_unit: what one unit of the guarantee is: "example", or the name
+        of a group (e.g. "patient") whose examples are sampled, clipped and
+        accounted together (user-level DP).
     """
 
     epsilon: float
@@ -61,6 +66,7 @@ class PrivacyResult(RecordMethods):
     noisy_steps: Optional[int] = None
     accounted_steps: Optional[int] = None
     epsilon_assuming_poisson: Optional[float] = None
+    privacy_unit: str = "example"
 
     @property
     def is_guarantee(self) -> bool:

@@ -30,7 +30,8 @@ fmt_epsilon = format_epsilon  # the name the statement builders have always used
 
 
 def _fill(text: str) -> str:
-    return textwrap.fill(" ".join(text.split()), width=_WIDTH)
+    # No breaks at hyphens: "data-dependent" must not read "data- dependent" once unwrapped.
+    return textwrap.fill(" ".join(text.split()), width=_WIDTH, break_on_hyphens=False)
 
 
 def mechanism_paragraph(
@@ -50,32 +51,53 @@ def mechanism_paragraph(
     return _fill(get_mechanism(mechanism).statement(noise_multiplier, accountant, halved))
 
 
+def plural(unit: str) -> str:
+    """The plural of a privacy unit's name ("example" -> "examples", "patient" -> "patients")."""
+    return unit if unit.endswith("s") else unit + "s"
+
+
 def scope_paragraph(
-    num_examples: int, batch_size: float, steps: int, delta: float, private: bool = True
+    num_examples: int, batch_size: float, steps: int, delta: float, private: bool = True,
+    privacy_unit: str = "example",
 ) -> str:
     """Data, steps, adjacency and what the guarantee covers."""
     epochs = steps * batch_size / num_examples
+    units = plural(privacy_unit)
+    size = (f"batch size {batch_size:g}" if privacy_unit == "example"
+            else f"batch size {batch_size:g} {units}")
     training = (
-        f"Training: {num_examples} examples, batch size {batch_size:g}, {steps} steps "
+        f"Training: {num_examples} {units}, {size}, {steps} steps "
         f"(about {epochs:.3g} epochs)."
     )
     if not private:
         return _fill(training)
+    if privacy_unit == "example":
+        level = f"Example-level DP with add-or-remove-one adjacency at delta = {delta:g}."
+    else:
+        level = (
+            f"{privacy_unit.capitalize()}-level (user-level) DP: adjacent data sets differ by "
+            f"all the examples of one {privacy_unit} (add or remove one {privacy_unit}), at "
+            f"delta = {delta:g}; each {privacy_unit}'s examples were sampled together and "
+            f"their mean gradient clipped as one unit. This protects a {privacy_unit}'s "
+            "presence whatever the number of their examples; an example-level epsilon "
+            f"would give a {privacy_unit} with k examples only group privacy, k x epsilon."
+        )
     return _fill(
-        f"{training} Example-level DP with add-or-remove-one "
-        f"adjacency at delta = {delta:g}. It covers every intermediate model (all "
+        f"{training} {level} It covers every intermediate model (all "
         "checkpoints), not only the final one; it does not cover hyperparameter "
         "tuning, data-dependent preprocessing, or the training loss and metrics "
         "Keras computes on the raw batches."
     )
 
 
-def poisson_paragraph(sampling_probability: float) -> str:
+def poisson_paragraph(sampling_probability: float, privacy_unit: str = "example") -> str:
     """The Poisson sampling assumption, and what to do when it does not hold."""
+    made_by = ("tfdp.data.poisson_batches produces such batches" if privacy_unit == "example"
+               else "tfdp.data.poisson_batches(..., groups=ids) produces such batches")
     return _fill(
-        "Sampling: assumes Poisson sampling, each example joining each step "
+        f"Sampling: assumes Poisson sampling, each {privacy_unit} joining each step "
         f"independently with probability q = {sampling_probability:.4g} "
-        "(tfdp.data.poisson_batches produces such batches). If training used "
+        f"({made_by}). If training used "
         "shuffled fixed-size batches (plain model.fit), this figure is not a "
         "guarantee: use sampling='shuffle'."
     )
