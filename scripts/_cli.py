@@ -106,6 +106,22 @@ def define_recipe_flags(defaults) -> None:
                          "batch is accumulated and noised once per step.")
 
 
+def define_privacy_unit_flags(defaults) -> None:
+    """Defines --privacy_unit and --max_examples_per_patient (defaults from a RunConfig)."""
+    from absl import flags
+
+    from tfdp.run import config as run_config
+
+    flags.DEFINE_enum("privacy_unit", defaults.privacy_unit, run_config.PRIVACY_UNITS,
+                      "What epsilon protects: one example, or one patient (all of a patient's "
+                      "examples: patients are sampled, --batch_size counts patients, and each "
+                      "patient's mean gradient is clipped once). Patient ids come from the "
+                      "data (chest X-ray file names); digits get synthetic pseudo-patients.")
+    flags.DEFINE_integer("max_examples_per_patient", defaults.max_examples_per_patient,
+                         "--privacy_unit=patient: at most this many of a patient's examples "
+                         "per step (fixed in advance; default: all).")
+
+
 def recipe_values(flag_values) -> dict:
     """{RunConfig field: value} of the parsed recipe flags."""
     return {name: flag_values[name].value for name in RECIPE_FLAGS}

@@ -105,6 +105,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_train_examples", None, "Use at most this many training examples.")
     flags.DEFINE_integer("max_test_examples", None, "Use at most this many test examples.")
     _cli.define_recipe_flags(base)
+    _cli.define_privacy_unit_flags(base)
     leak = d.leakage
     flags.DEFINE_integer("lira_shadows", leak.lira_shadows, "LiRA: shadow models per method "
                          "(each trained the method's own way; 0: no LiRA).")
@@ -135,6 +136,7 @@ def config_from_flags() -> CompareConfig:
         optimizer=FLAGS.optimizer, l2_norm_clip=FLAGS.l2_norm_clip,
         l1_norm_clip=FLAGS.l1_norm_clip, delta=FLAGS.delta, sampling=FLAGS.sampling,
         max_train_examples=FLAGS.max_train_examples, max_test_examples=FLAGS.max_test_examples,
+        max_examples_per_patient=FLAGS.max_examples_per_patient,
         **_cli.recipe_values(FLAGS),
     )
     attacks = [a for a in FLAGS.attack_types if a.strip()]
@@ -160,6 +162,7 @@ def config_from_flags() -> CompareConfig:
         attack_types=None if attacks in ([], ["none"]) else tuple(attacks),
         output_dir=FLAGS.output_dir, gamma=FLAGS.gamma, residual_noise=FLAGS.residual_noise,
         activation_clip_norm=FLAGS.activation_clip_norm, base=base,
+        privacy_unit=FLAGS.privacy_unit,
         leakage=LeakageConfig(lira_shadows=shadows, audit_canaries=canaries,
                               canary_kind=FLAGS.canary_kind),
     ).validated()

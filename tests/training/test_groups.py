@@ -133,3 +133,16 @@ def test_grouped_option_survives_save_and_load(tmp_path):
     loaded = keras.models.load_model(path)
     assert loaded.step_options.grouped
     assert loaded.get_config()["grouped"] is True
+
+
+def test_training_metrics_leave_the_empty_slots_out():
+    x, y, w = _grouped_batch((5, 5, 1))
+    model = tfdp.make_private(_conv(), grouped=True)
+    model.compile(optimizer=tfdp.DPKerasSGDOptimizer(l2_norm_clip=CLIP, noise_multiplier=0.0,
+                                                     learning_rate=0.0), loss=LOSS,
+                  metrics=["accuracy"])
+    before = model.predict(x.reshape(-1, 5, 5, 1), verbose=0).argmax(-1).reshape(y.shape)
+    real = w > 0
+    want = float(np.mean(before[real] == y[real]))
+    logs = model.fit(tf.data.Dataset.from_tensors((x, y, w)), epochs=1, verbose=0).history
+    assert logs["accuracy"][0] == pytest.approx(want)

@@ -34,9 +34,12 @@ from tfdp.run.comparison_table import (
     write_json,
 )
 from tfdp.run.config import (
+    EXAMPLE,
     NEURALDP,
     NO_DP,
     OTHER_METHODS,
+    PATIENT,
+    PRIVACY_UNITS,
     RESIDUAL_NOISE,
     RESIDUAL_PERTURBATION,
     RunConfig,
@@ -44,7 +47,7 @@ from tfdp.run.config import (
 from tfdp.run.leakage import LeakageConfig, check_bounds, measure_leakage
 from tfdp.run.recipe import recipe_config
 from tfdp.run.result import RunResult
-from tfdp.run.training import load_data, train_and_evaluate
+from tfdp.run.training import load_data, patient_data, train_and_evaluate
 
 __all__ = ["METHOD_SETTINGS", "DEFAULT_SWEEP", "DEFAULT_ATTACKS", "CompareConfig", "is_calibrated",
            "ComparisonResult", "aggregate", "compare", "result_row", "run_one"]
@@ -69,6 +72,10 @@ METHOD_SETTINGS: Dict[str, Dict[str, Any]] = {
     # NeuralDP keeps Adam at 0.01: with the recipe's plain SGD the noise it adds to the
     # privatized activations makes training diverge at the small budgets of the sweep.
     "neuraldp": dict(mechanism=NEURALDP, optimizer="adam", learning_rate=0.01),
+    # Gaussian RegN with a patient as the privacy unit (user-level DP): patients are sampled
+    # at the example rows' sampling rate, each patient's mean gradient is clipped once.
+    "gaussian_regn_patient": dict(mechanism="gaussian", noise_schedule=_REGULAR,
+                                  privacy_unit=PATIENT),
 }
 # Mechanisms run once, not calibrated to a target epsilon (they have no epsilon to calibrate).
 UNCALIBRATED: Tuple[str, ...] = (NO_DP, RESIDUAL_PERTURBATION)
@@ -123,6 +130,11 @@ class CompareConfig:
     # LiRA and the one-run audits of every method (at the main budget, first seed).
     leakage: LeakageConfig = dataclasses.field(default_factory=LeakageConfig)
     base: RunConfig = dataclasses.field(default_factory=_default_base)
+    # The privacy unit of the DP-SGD methods (the per-patient row is always per patient).
+    privacy_unit: str = EXAMPLE
+    # Expected patients per batch of the per-patient runs; None: set by `compare` from the
+    # data, so that patients are sampled at the rate examples are (same steps per epoch).
+    patients_per_batch: Optional[int] = None
 
     def validated(self) -> "CompareConfig":
         """A checked copy (sequences as tuples); raises ValueError on settings that cannot run."""
@@ -156,6 +168,12 @@ class CompareConfig:
         check_positive("gamma", self.gamma)
         check_choice("residual_noise", self.residual_noise, RESIDUAL_NOISE)
         check_positive("activation_clip_norm", self.activation_clip_norm)
+        check_choice("privacy_unit", self.privacy_unit, PRIVACY_UNITS)
+        if self.patients_per_batch is not None:
+            check_positive_int("patients_per_batch", self.patients_per_batch)
+        if self.privacy_unit == PATIENT and "gaussian_regn" in methods:
+            # Every DP-SGD row is per patient: the extra row would repeat gaussian_regn.
+            methods = tuple(m for m in methods if m != "gaussian_regn_patient")
         attacks = None if self.attack_types is None else tuple(self.attack_types)
         return dataclasses.replace(self, methods=methods, sweep_epsilons=sweep,
                                    attack_types=attacks or None,
@@ -185,7 +203,7 @@ class CompareConfig:
     def run_config(self, method: str, target: Optional[float], seed: int) -> RunConfig:
         """The RunConfig of one run: `method` at `target` (or the fixed noise), with `seed`."""
         fields = dict(METHOD_SETTINGS[method], seed=seed, attack_types=self.attack_types,
-                      model_dir=None, export_dir=None)
+                      model_dir=None, export_dir=None, max_examples_per_patient=None)
         mechanism = fields["mechanism"]
         budget = dict(target_epsilon=target if self.noise_multiplier is None else None,
                       noise_multiplier=self.noise_multiplier)
@@ -209,7 +227,30 @@ class CompareConfig:
                           on_skip=METHOD_SETTINGS[method].get("on_skip", self.on_skip))
         clip = mechanisms.get_mechanism(mechanism).clip_argument
         fields.update(budget, **{clip: getattr(self.base, clip) or 1.0})
+        if self.privacy_unit == PATIENT:
+            fields["privacy_unit"] = PATIENT
+        if fields.get("privacy_unit") == PATIENT:
+            fields["max_examples_per_patient"] = self.base.max_examples_per_patient
+            if self.patients_per_batch is not None:
+                fields["batch_size"] = self.patients_per_batch
         return dataclasses.replace(self.base, **fields)
+
+    def with_patient_batches(self, data: Any) -> "CompareConfig":
+        """A copy whose per-patient runs sample patients at the rate examples are sampled.
+
+        patients per batch = round(batch_size x patients / examples): the same sampling
+        rate, so the same steps per epoch and about the same examples per step as the
+        example-level rows; only the unit (and its epsilon) differs.
+        """
+        if self.patients_per_batch is not None or not any(
+                self.run_config(m, self.targets[0], self.seed).per_patient
+                for m in self.methods if is_calibrated(m)):
+            return self
+        patients = patient_data(dataclasses.replace(self.base, privacy_unit=PATIENT,
+                                                    mechanism="gaussian"), data,
+                                log=lambda _: None).num_groups
+        batch = max(1, round(self.base.batch_size * patients / data.num_train))
+        return dataclasses.replace(self, patients_per_batch=min(batch, patients))
 
 
 # ----- one run -----
@@ -232,6 +273,7 @@ def result_row(config: RunConfig, result: RunResult, train_seconds: float) -> Di
         # Only NeuralDP's record has one (the preprint's figure; not a guarantee).
         "epsilon_claimed": getattr(privacy, "epsilon_claimed", None),
         "statement": privacy.statement,
+        "privacy_unit": getattr(privacy, "privacy_unit", "example"),
         "steps": ledger["steps"],
         "noisy_steps": ledger["noisy_steps"],
         "dropped_steps": ledger["dropped_steps"],
@@ -281,7 +323,7 @@ def aggregate(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     epsilon is kept otherwise (never an average that could understate one run).
     """
     out = {k: rows[0].get(k) for k in ("method", "target_epsilon", "noise_multiplier",
-                                          "statement")}
+                                          "statement", "privacy_unit")}
     out["seeds"] = len(rows)
     if any(r.get("audit_consistent") is not None for r in rows):
         out["audit_consistent"] = all(r.get("audit_consistent", True) for r in rows)
@@ -422,6 +464,7 @@ def compare(config: CompareConfig, data: Any = None, *, log: Callable[[str], Non
     base = config.base
     if data is None:
         data = load_data(base)
+    config = config.with_patient_batches(data)
     plan = config.plan()
     log(f"Comparing {len(config.methods)} methods on {data.name} ({data.num_train} train / "
         f"{data.num_test} test), {len(plan)} training runs of {base.epochs} epochs "

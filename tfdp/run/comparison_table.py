@@ -25,7 +25,7 @@ TABLE_COLUMNS = (
     "noisy_steps_percent", "seconds_per_epoch", "attack_auc", "attack_advantage",
     "epsilon_lower_bound", "audit_consistent", "lira_auc", "lira_tpr_at_0.1pct_fpr",
     "lira_tpr_at_1pct_fpr", "audit_epsilon_lower_bound", "audit_epsilon_lower_bound_whitebox",
-    "train_seconds", "leakage_seconds", "seeds",
+    "train_seconds", "leakage_seconds", "seeds", "privacy_unit",
 )
 
 NOTES = (
@@ -43,7 +43,11 @@ NOTES = (
     "own way on random halves of the training split); its TPR at 0.1% FPR is what a confident "
     "attacker gets (chance: 0.1%). audit_LB, audit_LB_wb: one-run audit lower bounds on epsilon "
     "(95%; black-box canary examples, white-box gradient canaries seen in every noised step); "
-    "0 means no evidence found, not proof of privacy."
+    "0 means no evidence found, not proof of privacy. "
+    "'per patient': the privacy unit is a patient (all of one patient's examples; on digits "
+    "synthetic pseudo-patients of 1-5 images), sampled at the example rows' rate, its mean "
+    "gradient clipped once; its eps is per patient. Every other eps is per example, which for "
+    "a patient with k images only gives group privacy (k x eps, delta x k x e^((k-1) eps))."
 )
 
 _HEADER = ("method", "acc", "prec", "recall", "f1", "eps", "eps_noisy", "eps_claim", "noise/ep",

@@ -34,6 +34,9 @@ OPTIMIZERS: Tuple[str, ...] = ("sgd", "adam", "adagrad")
 # constant: the learning rate throughout; cosine: decays to 0 over the planned steps.
 LEARNING_RATE_SCHEDULES: Tuple[str, ...] = ("constant", "cosine")
 AUGMENTATIONS: Tuple[str, ...] = augmentation_names()
+# What one unit of the guarantee is: an example, or a patient (all of one person's examples).
+EXAMPLE, PATIENT = "example", "patient"
+PRIVACY_UNITS: Tuple[str, ...] = (EXAMPLE, PATIENT)
 
 _REGULAR = mechanisms.NoiseSchedule.REGULAR.value
 _RANDOM = mechanisms.NoiseSchedule.RANDOM.value
@@ -54,7 +57,8 @@ LEDGER_KEYS: Tuple[str, ...] = (
     "dataset", "data_dir", "split_seed", "max_train_examples", "model", "mechanism",
     "noise_schedule", "noise_probability", "on_skip", "noise_multiplier", "l2_norm_clip",
     "l1_norm_clip", "batch_size", "optimizer", "delta", "sampling", "image_size",
-    "gamma", "residual_noise", "activation_clip_norm",
+    "gamma", "residual_noise", "activation_clip_norm", "privacy_unit",
+    "max_examples_per_patient",
 )
 # Local paths: they say nothing about the model or its privacy (kept out of export records).
 PATH_SETTINGS: Tuple[str, ...] = ("model_dir", "export_dir", "metrics_path")
@@ -109,6 +113,12 @@ class RunConfig:
     augmentation: str = "none"
     augmentation_multiplicity: int = 1
     physical_batch_size: Optional[int] = None
+    # The privacy unit. "patient": patients are sampled (batch_size counts patients) and each
+    # patient's mean gradient is clipped, so epsilon is per patient (user-level DP). The ids
+    # come from the data (file names), or are synthetic where the source has none (digits).
+    privacy_unit: str = EXAMPLE
+    # At most this many of a patient's examples per step (fixed in advance); None: all.
+    max_examples_per_patient: Optional[int] = None
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
@@ -121,6 +131,7 @@ class RunConfig:
                      LEARNING_RATE_SCHEDULES)
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         _check_recipe(self)
+        _check_privacy_unit(self)
         common: Dict[str, Any] = dict(
             noise_probability=check_probability("noise_probability", self.noise_probability),
             batch_size=check_positive_int("batch_size", self.batch_size),
@@ -160,6 +171,11 @@ class RunConfig:
         return self.mechanism in DP_SGD_MECHANISMS
 
     @property
+    def per_patient(self) -> bool:
+        """True when the privacy unit is a patient (user-level DP)."""
+        return self.privacy_unit == PATIENT
+
+    @property
     def has_formal_guarantee(self) -> bool:
         """False for No-DP, the other methods, and the random schedule releasing noiseless steps."""
         if not self.uses_dp_optimizer:
@@ -192,7 +208,8 @@ class RunConfig:
             return "NeuralDP"
         schedule = "RanN" if self.noise_schedule == _RANDOM else "RegN"
         drop = " (drop)" if self.noise_schedule == _RANDOM and self.on_skip == _DROP else ""
-        return f"{mechanisms.get_mechanism(self.mechanism).title} {schedule}-DP-SGD{drop}"
+        unit = " per patient" if self.per_patient else ""
+        return f"{mechanisms.get_mechanism(self.mechanism).title} {schedule}-DP-SGD{drop}{unit}"
 
 
 TrainConfig = RunConfig  # the name scripts/train.py gave it
@@ -214,6 +231,26 @@ def _check_recipe(c: RunConfig) -> None:
         raise ValueError(f"--augmentation_multiplicity and --physical_batch_size belong to "
                          f"DP-SGD's per-example clipping; --mechanism={c.mechanism} does not "
                          "clip examples.")
+
+
+def _check_privacy_unit(c: RunConfig) -> None:
+    """--privacy_unit=patient: a DP-SGD mechanism under Poisson sampling; the cap with it only."""
+    check_choice("privacy_unit", c.privacy_unit, PRIVACY_UNITS)
+    if c.max_examples_per_patient is not None:
+        check_positive_int("max_examples_per_patient", c.max_examples_per_patient)
+        if c.privacy_unit != PATIENT:
+            raise ValueError("--max_examples_per_patient caps a patient's examples per step: "
+                             "it needs --privacy_unit=patient.")
+    if c.privacy_unit != PATIENT:
+        return
+    if c.mechanism not in DP_SGD_MECHANISMS:
+        raise ValueError(
+            f"--privacy_unit=patient samples and clips patients in DP-SGD's train step; "
+            f"--mechanism={c.mechanism} has no such step (and no per-patient guarantee). Use "
+            f"--mechanism={'|'.join(DP_SGD_MECHANISMS)} or --privacy_unit=example.")
+    if c.sampling != mechanisms.Sampling.POISSON.value:
+        raise ValueError("--privacy_unit=patient samples patients by Poisson sampling: use "
+                         "--sampling=poisson.")
 
 
 def _check_no_dp(c: RunConfig) -> None:

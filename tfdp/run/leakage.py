@@ -32,7 +32,7 @@ import tfdp.attacks
 from tfdp._validation import check_choice, check_probability
 from tfdp.attacks.one_run_audit import CANARY_KINDS
 from tfdp.run.config import RunConfig
-from tfdp.run.training import train_model
+from tfdp.run.training import patient_data, train_model
 
 # comparison.csv's columns (names fixed by the issue that asked for them).
 LIRA_COLUMNS: Tuple[str, ...] = ("lira_auc", "lira_tpr_at_0.1pct_fpr", "lira_tpr_at_1pct_fpr")
@@ -89,17 +89,34 @@ def method_train_fn(config: RunConfig, data: "tfdp.data.Dataset") -> TrainFn:
     """
     config = dataclasses.replace(config, attack_types=None, model_dir=None, export_dir=None,
                                  metrics_path=None).validated()
+    data = patient_data(config, data, log=lambda _: None)
 
     def train_fn(train_data: Tuple[np.ndarray, np.ndarray], seed: int,
                  gradient_canaries: Optional[np.ndarray] = None) -> keras.Model:
         x, y = train_data
         keras.backend.clear_session()  # a fresh model each time: drop the previous graphs
-        subset = dataclasses.replace(data, x_train=x, y_train=y)
+        subset = dataclasses.replace(data, x_train=x, y_train=y,
+                                     groups_train=patient_ids_of(data, x))
         return train_model(dataclasses.replace(config, seed=int(seed)), subset,
                            log=lambda _: None, validate=False, track_privacy=False,
                            gradient_canaries=gradient_canaries).model
 
     return train_fn
+
+
+def patient_ids_of(data: "tfdp.data.Dataset", x: np.ndarray) -> Optional[np.ndarray]:
+    """The patient id of each row of `x` (an attack's training set drawn from `data`'s pool).
+
+    A row of the pool keeps its patient; any other row (a black-box canary) is a patient of
+    its own, so that including a canary adds one patient: the adjacency the per-patient
+    guarantee covers, which the audit's bound is compared against. None without ids.
+    """
+    if data.groups_train is None:
+        return None
+    pool = np.ascontiguousarray(data.x_train).reshape(data.num_train, -1)
+    owner = {row.tobytes(): str(g) for row, g in zip(pool, data.groups_train)}
+    rows = np.ascontiguousarray(np.asarray(x, pool.dtype)).reshape(len(x), -1)
+    return np.array([owner.get(row.tobytes(), f"canary-{i}") for i, row in enumerate(rows)])
 
 
 def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: LeakageConfig, *,

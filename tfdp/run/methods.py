@@ -74,7 +74,8 @@ def make_trainable(config: RunConfig, model: keras.Model) -> keras.Model:
         return model
     options = dict(augment=make_augmentation(config, model.input_shape[1:]),
                    augmentation_multiplicity=config.augmentation_multiplicity,
-                   physical_batch_size=config.physical_batch_size)
+                   physical_batch_size=config.physical_batch_size,
+                   grouped=config.per_patient)
     private = tfdp.training.make_private(model, **options)
     if config.fast_path:
         return private
@@ -179,13 +180,16 @@ def _calibrated(target_epsilon, delta, num_train, batch_size, steps, mechanism, 
 
 def privacy_record(config: RunConfig, optimizer: keras.optimizers.Optimizer,
                    num_train: int) -> "tfdp.accounting.PrivacyRecord":
-    """The privacy record of the steps the optimizer took (its ledger, for DP-SGD)."""
+    """The privacy record of the steps the optimizer took (its ledger, for DP-SGD).
+
+    `num_train` counts the privacy units: patients for a per-patient run.
+    """
     if not config.is_private:
         return tfdp.accounting.no_privacy(config.delta)
     if config.uses_dp_optimizer:
         return tfdp.accounting.epsilon_from_ledger(
             optimizer, num_train, delta=config.delta, sampling=config.sampling,
-            batch_size=config.batch_size)
+            batch_size=config.batch_size, privacy_unit=config.privacy_unit)
     steps = int(optimizer.iterations.numpy())
     if config.mechanism == RESIDUAL_PERTURBATION:
         return tfdp.accounting.residual_perturbation_privacy(

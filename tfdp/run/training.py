@@ -13,6 +13,7 @@ import tfdp.attacks
 import tfdp.data
 import tfdp.export
 from tfdp.accounting import format_epsilon
+from tfdp.accounting.statement import with_paragraph
 from tfdp.mechanisms import NoiseSchedule, Sampling
 from tfdp.run import checkpoint, exporting, methods, recipe
 from tfdp.run.config import RunConfig
@@ -35,6 +36,48 @@ def load_data(config: RunConfig) -> "tfdp.data.Dataset":
 
 
 UTILITY_KEYS = ("accuracy", "precision", "recall", "f1", "auc")
+# Bundled data without patient ids, given documented pseudo-patients for --privacy_unit=patient.
+SYNTHETIC_PATIENTS = {"digits": dict(min_size=1, max_size=5)}
+
+
+def patient_data(config: RunConfig, data: "tfdp.data.Dataset",
+                 log: Callable[[str], None] = print) -> "tfdp.data.Dataset":
+    """`data` with a patient id per training example when the run is per patient.
+
+    The ids come from the source (chest X-ray file names; breast_cancer's one row per
+    patient). The bundled digits have none: each run then groups the training examples
+    into synthetic pseudo-patients of 1 to 5 examples (`Dataset.with_synthetic_groups`,
+    seeded by --split_seed). Any other source without ids is refused with the reason.
+    """
+    if not config.per_patient or data.groups_train is not None:
+        return data
+    if data.name in SYNTHETIC_PATIENTS:
+        grouped = data.with_synthetic_groups(**SYNTHETIC_PATIENTS[data.name],
+                                             seed=config.split_seed)
+        log(f"{data.name} has no patient ids: {grouped.num_groups} synthetic pseudo-patients of "
+            f"{SYNTHETIC_PATIENTS[data.name]['min_size']} to "
+            f"{SYNTHETIC_PATIENTS[data.name]['max_size']} examples (seed {config.split_seed}).")
+        return grouped
+    raise ValueError(
+        f"--privacy_unit=patient needs a patient id for every training example, and "
+        f"{data.name} has none ({data.group_source or 'the loader gives no ids'}). Use "
+        "--privacy_unit=example, or data whose source names the patient (the chest X-ray "
+        "folders' personN_... / IM-NNNN-... file names).")
+
+
+def num_units(config: RunConfig, data: "tfdp.data.Dataset") -> int:
+    """How many privacy units the training split holds: patients or examples."""
+    return int(data.num_groups) if config.per_patient else data.num_train
+
+
+def unit_paragraph(config: RunConfig, data: "tfdp.data.Dataset") -> str:
+    """The privacy statement's words on the patients: where the ids come from, the cap."""
+    taken = ("all of their examples" if config.max_examples_per_patient is None else
+             f"at most {config.max_examples_per_patient} of their examples (a cap fixed in "
+             "advance; a patient's others wait for a later step)")
+    return (f"Privacy unit: patient. {data.num_groups} patients hold the {data.num_train} "
+            f"training examples; patient ids: {data.group_source}. Each sampled patient "
+            f"contributes {taken}, averaged into one gradient that is clipped once.")
 
 
 def diverged(model: keras.Model, data: "tfdp.data.Dataset") -> bool:
@@ -87,24 +130,27 @@ def train_model(
         # A bad export name or a stray folder under it fails now, not after training.
         tfdp.export.check_export_target(config.export_dir, exporting.export_name(config))
     keras.utils.set_random_seed(config.seed)
-    if config.is_private and config.batch_size > data.num_train:
+    data = patient_data(config, data, log)
+    units = num_units(config, data)
+    unit_name = "patients" if config.per_patient else "examples"
+    if config.is_private and config.batch_size > units:
         raise ValueError(f"--batch_size={config.batch_size} is larger than the training set "
-                         f"({data.num_train} examples).")
+                         f"({units} {unit_name}).")
     if config.target_epsilon is not None:
         config = dataclasses.replace(
-            config, noise_multiplier=methods.calibrate(config, data.num_train))
+            config, noise_multiplier=methods.calibrate(config, units))
         log(f"Calibrated noise multiplier {config.noise_multiplier:.4f} for target epsilon "
             f"{config.target_epsilon} (delta {config.delta}).")
 
     model = methods.make_trainable(config, methods.build_model(config, data))
-    optimizer = methods.make_optimizer(config, data.num_train)
+    optimizer = methods.make_optimizer(config, units)
     model.compile(optimizer=optimizer, loss=methods.make_loss(config), metrics=["accuracy"])
     if gradient_canaries is not None:
         if not config.uses_dp_optimizer:
             raise ValueError(f"{config.method_name()} has no DP optimizer to carry gradient "
                              "canaries: the white-box audit is for the DP-SGD mechanisms.")
         optimizer.add_gradient_canaries(np.asarray(gradient_canaries, bool),
-                                        min(1.0, config.batch_size / data.num_train),
+                                        min(1.0, config.batch_size / units),
                                         seed=config.seed)
 
     callbacks: List[keras.callbacks.Callback] = []
@@ -112,7 +158,8 @@ def train_model(
         # With a target, stop before an epoch would exceed it. Only for the regular schedule:
         # the callback projects the next epoch as all-noisy, which the random one is not.
         callbacks.append(tfdp.accounting.PrivacyCallback(
-            data.num_train, delta=config.delta, sampling=config.sampling, verbose=0,
+            units, delta=config.delta, sampling=config.sampling, verbose=0,
+            privacy_unit=config.privacy_unit,
             target_epsilon=(config.target_epsilon
                             if config.noise_schedule == NoiseSchedule.REGULAR else None),
         ))
@@ -123,13 +170,19 @@ def train_model(
         initial_epoch, saver = checkpoint.open_model_dir(config, model, optimizer, log)
         callbacks.append(saver)
 
-    if config.sampling == Sampling.POISSON and config.is_private:
+    if config.per_patient:
+        train_batches = data.poisson_batches(
+            config.batch_size, seed=config.seed, groups=data.groups_train,
+            max_examples_per_group=config.max_examples_per_patient)
+    elif config.sampling == Sampling.POISSON and config.is_private:
         train_batches = data.poisson_batches(config.batch_size, seed=config.seed)
     else:
         train_batches = data.train_batches(config.batch_size, seed=config.seed)
     if not config.uses_dp_optimizer:
         train_batches = methods.augmented_batches(config, train_batches, data.input_shape)
-    log(f"{config.method_name()} on {data.name} ({data.num_train} train / {data.num_test} test, "
+    patients = f"{units} patients, " if config.per_patient else ""
+    log(f"{config.method_name()} on {data.name} ({patients}{data.num_train} train / "
+        f"{data.num_test} test, "
         f"input {data.input_shape}, {data.num_classes} classes), model {model.name}, "
         f"{config.epochs} epochs of batch {config.batch_size}"
         + (f", noise multiplier {config.noise_multiplier:.4g}" if config.noise_multiplier
@@ -178,6 +231,7 @@ def train_and_evaluate(
     config = config.validated()
     if data is None:
         data = load_data(config)
+    data = patient_data(config, data, log)
     trained = train_model(config, data, log=log, verbose=verbose, validate=validate)
     config, model, optimizer, epoch_log = (trained.config, trained.model, trained.optimizer,
                                            trained.epoch_log)
@@ -192,7 +246,10 @@ def train_and_evaluate(
     else:
         utility = evaluate_utility(model, data)
     privacy = recipe.with_hyperparameter_paragraph(
-        methods.privacy_record(config, optimizer, data.num_train), config)
+        methods.privacy_record(config, optimizer, num_units(config, data)), config)
+    if config.per_patient:
+        privacy = dataclasses.replace(privacy, statement=with_paragraph(
+            privacy.statement, unit_paragraph(config, data)))
     seconds = [h["seconds"] for h in epoch_log.history]
     result = RunResult(
         config=config, method=config.method_name(), dataset=data.summary(), model=model,

@@ -196,6 +196,11 @@ class PrivateTrainStep:
         self._loss_tracker.update_state(mean_loss, sample_weight=num_units)
         x, y, sample_weight = flatten_groups((x, y, sample_weight), grouped)
         ya, swa = self.step_options.repeat((y, sample_weight))
+        if grouped:
+            # Keras's plain `metrics` ignore sample weights: leave the empty slots out.
+            keep = swa > 0
+            ya, y_pred, swa = tf.nest.map_structure(lambda t: tf.boolean_mask(t, keep),
+                                                    (ya, y_pred, swa))
         return self.compute_metrics(x, ya, y_pred, sample_weight=swa)
 
     def _input_rank(self) -> Optional[int]:
