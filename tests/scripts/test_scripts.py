@@ -171,7 +171,7 @@ def test_train_config_checks_of_the_other_methods():
 from tfdp.run import comparison, comparison_plot  # noqa: E402  (scripts/compare.py's library)
 
 
-def test_compare_runs_all_eight_methods_and_writes_outputs(tmp_path):
+def test_compare_runs_every_method_and_writes_outputs(tmp_path):
     out = tmp_path / "results"
     result = _run("compare.py", "--epochs=1", "--max_train_examples=160",
                   "--max_test_examples=80", "--batch_size=32", "--target_epsilon=2",
@@ -182,7 +182,7 @@ def test_compare_runs_all_eight_methods_and_writes_outputs(tmp_path):
     assert "[1/" in result.stdout and "Comparison at target epsilon 2" in result.stdout
     names = ["No-DP", "Gaussian RegN-DP-SGD", "Gaussian RanN-DP-SGD",
              "Gaussian RanN-DP-SGD (drop)", "Laplace RegN-DP-SGD", "Laplace RanN-DP-SGD",
-             "Residual perturbation", "NeuralDP"]
+             "Residual perturbation", "NeuralDP", "Gaussian RegN-DP-SGD per patient"]
     for name in names:
         assert name in result.stdout
     import csv
@@ -234,9 +234,15 @@ def test_compare_runs_all_eight_methods_and_writes_outputs(tmp_path):
     assert by_name["Residual perturbation"]["epsilon_claimed"] == ""
     assert 2.0 * 0.97 <= float(by_name["NeuralDP"]["epsilon_claimed"]) <= 2.0 * 1.0001
     record = json.loads((out / "comparison.json").read_text())
-    assert len(record["table"]) == 8
-    # 5 DP-SGD methods and NeuralDP x {1, 2, 4} targets + 1 No-DP + 1 residual perturbation run.
-    assert len(record["runs"]) == 20
+    # The per-patient row: patients sampled at the examples' rate (the same 5 steps per
+    # epoch), its epsilon per patient at the target.
+    patient = by_name["Gaussian RegN-DP-SGD per patient"]
+    assert patient["privacy_unit"] == "patient" and by_name["No-DP"]["privacy_unit"] == "example"
+    assert 2.0 * 0.97 <= float(patient["epsilon"]) <= 2.0 * 1.0001
+    assert float(patient["steps_per_epoch"]) == 5
+    assert len(record["table"]) == 9
+    # 6 DP-SGD methods and NeuralDP x {1, 2, 4} targets + 1 No-DP + 1 residual perturbation run.
+    assert len(record["runs"]) == 23
     assert sorted({r["target_epsilon"] for r in record["sweep"]}) == [1.0, 4.0]
     png = (out / "privacy_utility.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
