@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+import tfdp
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tfdp import run  # noqa: E402  (the library scripts/train.py runs)
@@ -58,6 +61,8 @@ def test_train_script_runs_and_writes_metrics(tmp_path):
     (["--dataset=pneumonia_mnist", "--data_dir=/nonexistent/pm", "--noise_multiplier=1"],
      "does not exist.*train_images"),
     (["--mechanism=laplace", "--l2_norm_clip=1", "--noise_multiplier=1"], "l1_norm_clip"),
+    (["--privacy_unit=patient", "--mechanism=none"], "--privacy_unit=patient samples and clips"),
+    (["--max_examples_per_patient=2", "--noise_multiplier=1"], "needs --privacy_unit=patient"),
 ])
 def test_train_script_bad_flags_fail_with_a_clear_message(args, message):
     import re
@@ -105,6 +110,51 @@ def test_resumed_run_continues_the_ledger(tmp_path):
 
 def _statement(record):
     return " ".join(record["privacy"]["statement"].split())
+
+
+def _xray_folder(root):
+    """Chest X-ray folders named as in the public collection: several images per child."""
+    import tensorflow as tf
+
+    names = {"NORMAL": ["IM-0115-0001", "IM-0115-0002", "IM-0117-0001",
+                        "NORMAL2-IM-0135-0001", "NORMAL2-IM-0135-0002-0001"],
+             "PNEUMONIA": ["person1_virus_6", "person1_virus_8", "person12_bacteria_47",
+                           "person12_bacteria_48", "person12_bacteria_49", "person3_virus_1"]}
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label, files in names.items():
+            for name in files:
+                path = root / split / label / f"{name}.jpeg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pixels = rng.integers(0, 255, size=(12, 12, 1)).astype(np.uint8)
+                tf.io.write_file(str(path), tf.io.encode_jpeg(pixels))
+    return root
+
+
+def test_train_script_per_patient_on_chest_xray_folders_resumes_its_ledger(tmp_path):
+    data_dir = _xray_folder(tmp_path / "xray")
+    args = ["--dataset=chest_xray", f"--data_dir={data_dir}", "--image_size=12",
+            "--model=mlp", "--privacy_unit=patient", "--max_examples_per_patient=2",
+            "--noise_multiplier=1.2", "--batch_size=3", "--learning_rate=0.5",
+            f"--model_dir={tmp_path / 'run'}"]
+    first = _run("train.py", *args, "--epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = _run("train.py", *args, "--epochs=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # 11 images of 6 children: person1, person12, person3, IM-0115, IM-0117, NORMAL2-IM-0135.
+    steps = 2 * math.ceil(6 / 3)
+    assert record["ledger"]["steps"] == steps
+    want = tfdp.compute_epsilon(6, 3, 1.2, steps=steps, privacy_unit="patient")
+    assert record["privacy"]["epsilon"] == pytest.approx(want.epsilon, rel=1e-9)
+    assert record["privacy"]["privacy_unit"] == "patient"
+    statement = _statement(record)
+    assert "6 patients hold the 11 training examples" in statement
+    assert "patient ids from the file names" in statement
+    assert "at most 2 of their examples" in statement
+    # Resuming as an example-level run would change what the ledger means: refused.
+    third = _run("train.py", *args[:4], *args[6:], "--epochs=3")
+    assert third.returncode != 0 and "privacy_unit" in third.stderr
 
 
 def test_train_script_residual_perturbation_one_epoch(tmp_path):
