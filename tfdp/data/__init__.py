@@ -3,11 +3,15 @@
     load_dataset(name, data_dir=None, **kw)  one entry point: "digits", "breast_cancer" (bundled),
                                               "chest_xray", "pneumonia_mnist", "tfds:<name>"
     Dataset                                   arrays + metadata + train/test/Poisson pipelines
+    poisson_batches(x, y, b, groups=...)      Poisson sampling of examples, or of groups
+                                              (patients) for per-patient DP
+    count_groups, synthetic_groups            group ids: how many, pseudo-patients
 """
 
 from tfdp.data.bundled import load_breast_cancer, load_digits
 from tfdp.data.chest_xray import load_chest_xray
 from tfdp.data.dataset import Dataset
+from tfdp.data.groups import count_groups, patient_id_from_filename, synthetic_groups
 from tfdp.data.npz import load_pneumonia_mnist
 from tfdp.data.poisson import poisson_batches
 from tfdp.data.registry import available_datasets, load_dataset, register_dataset
@@ -23,4 +27,8 @@ __all__ = [
     "load_chest_xray",
     "load_pneumonia_mnist",
     "load_tfds",
+    "poisson_batches",
+    "count_groups",
+    "synthetic_groups",
+    "patient_id_from_filename",
 ]

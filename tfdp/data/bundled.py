@@ -31,6 +31,7 @@ def load_digits(
         x_test=x_test,
         y_test=y_test,
         class_names=tuple(str(c) for c in raw.target_names),
+        group_source="no patient ids (use Dataset.with_synthetic_groups for pseudo-patients)",
         description=(
             "scikit-learn load_digits (UCI optical handwritten digits), 8x8x1 in [0, 1]; "
             f"stratified split, test fraction {test_fraction}, seed {seed}."
@@ -65,6 +66,9 @@ def load_breast_cancer(
         x_test=(x_test - mean) / std,
         y_test=y_test,
         class_names=tuple(str(c) for c in raw.target_names),
+        groups_train=np.arange(len(y_train)),
+        group_source=("one example per patient (the Wisconsin data has one row per patient): "
+                      "per-patient and per-example DP coincide"),
         description=(
             "scikit-learn load_breast_cancer (Wisconsin diagnostic), 30 features standardized "
             f"with train-split statistics (not privatized); stratified split, test fraction {test_fraction}, "

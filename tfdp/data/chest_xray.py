@@ -5,6 +5,8 @@
     DATA_DIR/val/...                  (optional, same class folders)
 
 JPEG or PNG, any size and colour; loaded as grayscale, resized to a square.
+The public collection's file names carry patient ids (personN_bacteria_M.jpeg,
+IM-NNNN-MMMM.jpeg, ...): they become `Dataset.groups_train` for per-patient DP.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfdp.data.dataset import Dataset
+from tfdp.data.groups import PATIENT_FILE_PATTERNS, patient_id_from_filename
 from tfdp.data.images import IMAGE_EXTENSIONS, check_image_size, load_image_files
 
 DEFAULT_IMAGE_SIZE = 64
@@ -54,6 +57,24 @@ def _resolve_root(data_dir: Optional[str]) -> str:
     return data_dir
 
 
+def patient_groups(paths: List[str]) -> Tuple[Optional[np.ndarray], str]:
+    """Patient ids parsed from the file names, and where they come from (or why none).
+
+    All or nothing: a single name that does not parse leaves no ids, since an
+    image of unknown patient could belong to any of them.
+    """
+    ids = [patient_id_from_filename(path) for path in paths]
+    unmatched = [os.path.basename(p) for p, i in zip(paths, ids) if i is None]
+    if not unmatched:
+        return np.asarray(ids), f"patient ids from the file names ({PATIENT_FILE_PATTERNS})"
+    return None, (
+        f"no patient ids: {len(unmatched)} of {len(paths)} training file names (e.g. "
+        f"{unmatched[0]!r}) do not match the public collection's patterns "
+        f"({PATIENT_FILE_PATTERNS}), so per-patient training is not available (use "
+        "Dataset.with_synthetic_groups for pseudo-patients)"
+    )
+
+
 def load_chest_xray(
     data_dir: Optional[str], *, image_size: Optional[int] = DEFAULT_IMAGE_SIZE,
     seed: int = 0,  # pylint: disable=unused-argument  (the folders fix the split)
@@ -62,7 +83,10 @@ def load_chest_xray(
 
     Classes are the class folders in sorted order (NORMAL = 0, PNEUMONIA = 1). The
     data are imbalanced (about 3 pneumonia images per normal one in the Kaggle
-    release): see `Dataset.class_weights`.
+    release): see `Dataset.class_weights`. When every training file name follows
+    the public collection's patterns, `groups_train` holds the patient ids (see
+    `tfdp.data.patient_id_from_filename`); otherwise it is None and `group_source`
+    says why.
     """
     root = _resolve_root(data_dir)
     image_size = check_image_size(image_size) or DEFAULT_IMAGE_SIZE
@@ -91,14 +115,19 @@ def load_chest_xray(
                 f"chest_xray: no .jpeg/.jpg/.png images in {split}/{empty[0]}. {LAYOUT_HELP}"
             )
 
-    def arrays(split: str) -> Tuple[np.ndarray, np.ndarray]:
+    def listing(split: str) -> Tuple[List[str], np.ndarray]:
         paths, labels = [], []
         for index, name in enumerate(class_names):
             paths += splits[split][name]
             labels += [index] * len(splits[split][name])
-        return load_image_files(paths, image_size, channels=1), np.asarray(labels, np.int64)
+        return paths, np.asarray(labels, np.int64)
+
+    def arrays(split: str) -> Tuple[np.ndarray, np.ndarray]:
+        paths, labels = listing(split)
+        return load_image_files(paths, image_size, channels=1), labels
 
     x_train, y_train = arrays("train")
+    groups_train, group_source = patient_groups(listing("train")[0])
     x_test, y_test = arrays("test")
     x_val = y_val = None
     if "val" in splits and any(splits["val"].values()):
@@ -108,6 +137,8 @@ def load_chest_xray(
         x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
         x_val=x_val, y_val=y_val,
         class_names=class_names,
+        groups_train=groups_train,
+        group_source=group_source,
         description=(
             f"chest X-ray folders at {root}, grayscale, resized to {image_size}x{image_size}, "
             "scaled to [0, 1]; train/test/val as given by the folders."

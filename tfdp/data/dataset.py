@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdp._validation import check_positive_int, check_probability
+from tfdp.data.groups import count_groups, synthetic_groups
 
 
 @dataclasses.dataclass
@@ -25,6 +26,9 @@ class Dataset:
       class_names: one name per class index.
       x_val, y_val: optional validation split (None when the source has none).
       description: where the data came from and how it was split and normalized.
+      groups_train: optional privacy-unit id (e.g. patient id) per training example,
+        for per-patient DP (`poisson_batches(groups=...)`); None when there are none.
+      group_source: in words, where `groups_train` comes from (or why there is none).
     """
 
     name: str
@@ -36,6 +40,8 @@ class Dataset:
     x_val: Optional[np.ndarray] = None
     y_val: Optional[np.ndarray] = None
     description: str = ""
+    groups_train: Optional[np.ndarray] = None
+    group_source: str = ""
 
     def __post_init__(self):
         self.class_names = tuple(str(c) for c in self.class_names)
@@ -66,6 +72,19 @@ class Dataset:
                 f"Dataset {self.name!r}: train and test inputs differ in shape "
                 f"({self.x_train.shape[1:]} vs {self.x_test.shape[1:]})."
             )
+        self._check_groups()
+
+    def _check_groups(self) -> None:
+        if self.groups_train is None:
+            return
+        groups = np.asarray(self.groups_train)
+        if groups.ndim != 1 or len(groups) != self.num_train:
+            raise ValueError(
+                f"Dataset {self.name!r}: groups_train needs one id per training example "
+                f"({self.num_train}), got shape {groups.shape}; subset it together with "
+                "x_train, or pass groups_train=None."
+            )
+        self.groups_train = groups
 
     # ----- metadata -----
 
@@ -83,6 +102,11 @@ class Dataset:
     def num_train(self) -> int:
         """Number of training examples (the `num_examples` of the accountant)."""
         return int(len(self.y_train))
+
+    @property
+    def num_groups(self) -> Optional[int]:
+        """Number of distinct groups (e.g. patients) in the training split; None without ids."""
+        return None if self.groups_train is None else count_groups(self.groups_train)
 
     @property
     def num_test(self) -> int:
@@ -110,7 +134,7 @@ class Dataset:
         }
 
     def summary(self) -> Dict[str, Any]:
-        """A JSON-friendly description (sizes, shapes, classes, class weights)."""
+        """A JSON-friendly description (sizes, shapes, classes, class weights, groups)."""
         return {
             "name": self.name,
             "num_train": self.num_train,
@@ -122,6 +146,8 @@ class Dataset:
             "class_counts": self.class_counts,
             "class_weights": {str(k): v for k, v in self.class_weights.items()},
             "description": self.description,
+            "num_groups": self.num_groups,
+            "group_source": self.group_source,
         }
 
     # ----- derived data sets -----
@@ -130,13 +156,17 @@ class Dataset:
         self, max_train_examples: Optional[int] = None, max_test_examples: Optional[int] = None,
         *, seed: int = 0,
     ) -> "Dataset":
-        """A copy keeping at most that many train / test examples (stratified, seeded)."""
-        def take(x, y, limit):
+        """A copy keeping at most that many train / test examples (stratified, seeded).
+
+        The kept training examples keep their group ids.
+        """
+        def take(y, limit):
+            """Sorted indices of the examples to keep (a view-making slice for all)."""
             if limit is None:
-                return x, y
+                return slice(None)
             limit = check_positive_int("max_examples", limit)
             if limit >= len(y):
-                return x, y
+                return slice(None)
             counts = np.bincount(y)
             stratify = y if limit >= self.num_classes and counts[counts > 0].min() >= 2 else None
             if stratify is None:
@@ -147,29 +177,53 @@ class Dataset:
                 picked, _ = train_test_split(
                     np.arange(len(y)), train_size=limit, random_state=seed, stratify=stratify
                 )
-            picked = np.sort(picked)
-            return x[picked], y[picked]
+            return np.sort(picked)
 
-        x_train, y_train = take(self.x_train, self.y_train, max_train_examples)
-        x_test, y_test = take(self.x_test, self.y_test, max_test_examples)
+        train = take(self.y_train, max_train_examples)
+        test = take(self.y_test, max_test_examples)
         return dataclasses.replace(
-            self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+            self, x_train=self.x_train[train], y_train=self.y_train[train],
+            x_test=self.x_test[test], y_test=self.y_test[test],
+            groups_train=self._groups_at(train),
         )
 
     def validation_split(self, fraction: float = 0.2, *, seed: int = 0) -> "Dataset":
         """A copy for tuning: `fraction` of the training split held out as its test split.
 
         The real test split is dropped, so nothing tuned on the copy has seen it. The
-        held-out part is stratified and fixed by `seed`.
+        held-out part is stratified (by example, not by group) and fixed by `seed`; the
+        training part keeps its group ids.
         """
-        x_train, x_val, y_train, y_val = stratified_split(self.x_train, self.y_train,
-                                                          fraction, seed)
+        # Splitting indices draws the same split as splitting the arrays (it depends on
+        # y and seed only) and lets the group ids follow their examples.
+        train, held_out, _, _ = stratified_split(np.arange(self.num_train), self.y_train,
+                                                 fraction, seed)
         return dataclasses.replace(
-            self, x_train=x_train, y_train=y_train, x_test=x_val, y_test=y_val,
-            x_val=None, y_val=None,
+            self, x_train=self.x_train[train], y_train=self.y_train[train],
+            x_test=self.x_train[held_out], y_test=self.y_train[held_out],
+            x_val=None, y_val=None, groups_train=self._groups_at(train),
             description=(f"{self.description} Validation copy: {fraction:g} of the training "
                          f"split held out (stratified, seed {seed}) as its test split; the "
                          "real test split is not included."))
+
+    def with_synthetic_groups(
+        self, *, min_size: int = 1, max_size: int = 5, seed: int = 0
+    ) -> "Dataset":
+        """A copy whose training examples are grouped into seeded pseudo-patients.
+
+        For sources without patient ids: see `tfdp.data.synthetic_groups`. The
+        pseudo-patients exercise per-group training; they say nothing about real patients.
+        """
+        groups = synthetic_groups(self.num_train, min_size=min_size, max_size=max_size,
+                                  seed=seed)
+        return dataclasses.replace(
+            self, groups_train=groups,
+            group_source=(f"synthetic pseudo-patients of {min_size}..{max_size} examples "
+                          f"(seed {seed}); the source has no patient ids"))
+
+    def _groups_at(self, indices: Any) -> Optional[np.ndarray]:
+        """The group ids of the training examples at `indices` (None without ids)."""
+        return None if self.groups_train is None else self.groups_train[indices]
 
     # ----- tf.data pipelines -----
 

@@ -85,6 +85,8 @@ def load_pneumonia_mnist(
         name="pneumonia_mnist",
         x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, x_val=x_val, y_val=y_val,
         class_names=class_names_or_indices(class_names, num_classes),
+        group_source=("PneumoniaMNIST carries no patient ids (each image is its own unit; "
+                      "per-patient DP is not available for this source)"),
         description=(
             f"MedMNIST npz {path}, images scaled to [0, 1]"
             + (f", resized to {image_size}x{image_size}" if image_size else "")
