@@ -21,8 +21,9 @@ def test_method_table_keeps_the_contract_keys_and_every_run_config_validates():
     assert set(CONTRACT_KEYS) <= set(METHOD_SETTINGS)
     config = CompareConfig(target_epsilon=2.0, sweep_epsilons=(1.0, 4.0)).validated()
     plan = config.plan()
-    # 5 DP-SGD methods and NeuralDP x {2, 1, 4} targets + 1 No-DP + 1 residual perturbation run.
-    assert len(plan) == 20
+    # 6 DP-SGD methods (one per patient) and NeuralDP x {2, 1, 4} targets + 1 No-DP + 1
+    # residual perturbation run.
+    assert len(plan) == 23
     names = {}
     for key, run_config in plan:
         resolved = run_config.validated()  # every planned run is a valid RunConfig
@@ -33,7 +34,8 @@ def test_method_table_keeps_the_contract_keys_and_every_run_config_validates():
         "no_dp": "No-DP", "gaussian_regn": "Gaussian RegN-DP-SGD",
         "gaussian_rann": "Gaussian RanN-DP-SGD", "laplace_regn": "Laplace RegN-DP-SGD",
         "laplace_rann": "Laplace RanN-DP-SGD", "residual_perturbation": "Residual perturbation",
-        "neuraldp": "NeuralDP", "gaussian_rann_drop": "Gaussian RanN-DP-SGD (drop)"}
+        "neuraldp": "NeuralDP", "gaussian_rann_drop": "Gaussian RanN-DP-SGD (drop)",
+        "gaussian_regn_patient": "Gaussian RegN-DP-SGD per patient"}
     # The sound variant drops noiseless steps whatever --on_skip says for the paper's RanN.
     drop = dict(plan)["gaussian_rann_drop"].validated()
     assert drop.on_skip == "drop" and drop.has_formal_guarantee
