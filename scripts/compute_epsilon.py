@@ -74,6 +74,9 @@ def define_flags() -> None:
     flags.DEFINE_float("target_epsilon", None,
                        "Calibrate: print the smallest noise multiplier reaching this epsilon "
                        "(with --epochs or --steps; random schedule: over its expected noisy steps).")
+    flags.DEFINE_string("privacy_unit", "example",
+                        "What one unit of the guarantee is: example, or a group such as "
+                        "patient (then --num_examples and --batch_size count patients).")
     flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
 
 
@@ -89,7 +92,8 @@ def _calibrate() -> Dict[str, Any]:
         FLAGS.target_epsilon, FLAGS.delta, FLAGS.num_examples, FLAGS.batch_size, FLAGS.epochs,
         steps=FLAGS.steps, **{k: v for k, v in common.items() if k != "delta"})
     result = compute_epsilon(FLAGS.num_examples, FLAGS.batch_size, multiplier,
-                             epochs=FLAGS.epochs, steps=FLAGS.steps, **common)
+                             epochs=FLAGS.epochs, steps=FLAGS.steps,
+                             privacy_unit=FLAGS.privacy_unit, **common)
     report = {"noise_multiplier": multiplier, "target_epsilon": FLAGS.target_epsilon}
     report.update(result.to_dict())
     return report
@@ -103,6 +107,7 @@ def _compute() -> Dict[str, Any]:
         on_skip=FLAGS.on_skip, sampling=FLAGS.sampling, accountant=FLAGS.accountant,
         noisy_steps=FLAGS.noisy_steps, used_microbatching=FLAGS.used_microbatching,
         value_discretization_interval=FLAGS.value_discretization_interval,
+        privacy_unit=FLAGS.privacy_unit,
     )
     return result.to_dict()
 

@@ -49,7 +49,7 @@ def test_statement_says_per_patient_and_the_group_sampling_rate():
     assert "Example-level DP" in example and "patient" not in example
 
 
-@pytest.mark.parametrize("bad", ["", "patient 2", 3, None])
+@pytest.mark.parametrize("bad", ["", "patient 2", "two words", 3, None])
 def test_bad_privacy_unit_is_refused(bad):
     with pytest.raises(ValueError, match="privacy_unit"):
         tfdp.compute_epsilon(100, 10, 1.0, steps=10, privacy_unit=bad)

@@ -353,3 +353,16 @@ def test_aggregate_over_seeds_never_understates_epsilon():
     assert out["accuracy"] == pytest.approx(0.7)
     assert out["accuracy_std"] == pytest.approx(math.sqrt(0.02))  # sample std of (0.6, 0.8)
     assert out["seeds"] == 2
+
+
+def test_compute_epsilon_script_per_patient():
+    result = _run("compute_epsilon.py", "--num_examples=480", "--batch_size=160",
+                  "--noise_multiplier=2", "--steps=60", "--privacy_unit=patient", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads(result.stdout)
+    want = tfdp.compute_epsilon(480, 160, 2.0, steps=60, privacy_unit="patient")
+    assert record["privacy_unit"] == "patient" and record["epsilon"] == pytest.approx(want.epsilon)
+    assert "each patient joining each step" in " ".join(record["statement"].split())
+    bad = _run("compute_epsilon.py", "--num_examples=480", "--batch_size=160",
+               "--noise_multiplier=2", "--steps=60", "--privacy_unit=two words")
+    assert bad.returncode != 0 and "privacy_unit" in bad.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Optional
 
 from tfdp._validation import (
@@ -56,11 +57,11 @@ class _Run:
 
 def check_privacy_unit(privacy_unit, sampling: str = "poisson") -> str:
     """The privacy unit's name: "example", or a group's (e.g. "patient"), lower case."""
-    if not isinstance(privacy_unit, str) or not privacy_unit.strip() or \
-            not privacy_unit.replace("_", " ").replace("-", " ").replace(" ", "").isalpha():
+    if not isinstance(privacy_unit, str) or not re.fullmatch(r"[A-Za-z][A-Za-z_-]*",
+                                                             privacy_unit.strip()):
         raise ValueError(
             "`privacy_unit` names what one unit of the guarantee is: 'example', or a group "
-            f"such as 'patient' or 'user' (letters only); got {privacy_unit!r}.")
+            f"such as 'patient' or 'user' (one word of letters); got {privacy_unit!r}.")
     privacy_unit = privacy_unit.strip().lower()
     if privacy_unit != "example" and sampling != Sampling.POISSON:
         raise ValueError(
