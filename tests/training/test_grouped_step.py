@@ -32,7 +32,23 @@ def _lstm(seed=0):
     return keras.Sequential([keras.Input((4, 2)), L.LSTM(3), L.Dense(3)])
 
 
-MODELS = {"conv": (_conv, (5, 5, 1)), "lstm": (_lstm, (4, 2))}
+def _attention(seed=0):
+    keras.utils.set_random_seed(seed)
+    tokens = keras.Input((4, 6))
+    h = L.LayerNormalization()(tokens)
+    h = h + L.MultiHeadAttention(num_heads=2, key_dim=3)(h, h)
+    h = L.GroupNormalization(groups=2)(h)
+    return keras.Model(tokens, L.Dense(3)(L.Flatten()(h)))
+
+
+def _embedding(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((5,), dtype="int32"), L.Embedding(9, 4),
+                             L.GlobalAveragePooling1D(), L.Dense(3)])
+
+
+MODELS = {"conv": (_conv, (5, 5, 1)), "lstm": (_lstm, (4, 2)),
+          "attention": (_attention, (4, 6)), "embedding": (_embedding, (5,))}
 
 
 def _grouped_batch(shape, sizes=SIZES, slots=SLOTS, seed=0, pad_value=0.0):
@@ -42,14 +58,16 @@ def _grouped_batch(shape, sizes=SIZES, slots=SLOTS, seed=0, pad_value=0.0):
     y = np.zeros((len(sizes), slots), np.int64)
     w = np.zeros((len(sizes), slots), np.float32)
     for g, n in enumerate(sizes):
-        x[g, :n] = rng.normal(size=(n, *shape)) * 3
+        x[g, :n] = (rng.integers(0, 9, size=(n, *shape)) if shape == (5,)
+                    else rng.normal(size=(n, *shape)) * 3)
         y[g, :n] = rng.integers(0, 3, size=n)
         w[g, :n] = slots / n
     return x, y, w
 
 
 def _flat(arrays):
-    return np.concatenate([np.ravel(np.asarray(a)) for a in arrays])
+    # tf.convert_to_tensor densifies an embedding's IndexedSlices gradient.
+    return np.concatenate([np.ravel(np.asarray(tf.convert_to_tensor(a))) for a in arrays])
 
 
 def _brute_force_update(model, x, y, sizes, clip):
