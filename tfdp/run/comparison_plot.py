@@ -114,9 +114,14 @@ def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, An
                               linestyle="none", label="hollow marker: a run with eps = inf"))
     labels = [h.get_label() for h in handles]
     key_axis.axis("off")
-    key_axis.legend(handles, labels, loc="upper left", frameon=False, fontsize=10)
+    legend = key_axis.legend(handles, labels, loc="upper left", frameon=False, fontsize=9,
+                             borderaxespad=0.0)
+    # The notes go right below the legend, whose height depends on the number of methods.
+    fig.canvas.draw()
+    legend_bottom = key_axis.transAxes.inverted().transform(
+        legend.get_window_extent())[0][1]
     key_axis.text(
-        0.0, 0.42,
+        0.0, min(0.42, legend_bottom - 0.04),
         "How to read it\n"
         "- Formal epsilon: the (epsilon, delta)-DP guarantee of the run.\n"
         "- The column right of the dashed line holds runs with NO formal\n"
@@ -126,8 +131,10 @@ def privacy_utility_figure(sweep: List[Dict[str, Any]], table: List[Dict[str, An
         "- Epsilon over noisy steps only: the dynamic-DP paper's figure for\n"
         "  RanN; it ignores the noiseless steps, so it is not a guarantee.\n"
         "- Attack AUC 0.5 means the membership attack does no better than\n"
-        "  guessing; the dotted line is No-DP.",
-        transform=key_axis.transAxes, va="top", fontsize=9.5, family="monospace")
+        "  guessing; the dotted line is No-DP.\n"
+        "- 'per patient': epsilon protects all of one patient's examples;\n"
+        "  every other epsilon protects one example.",
+        transform=key_axis.transAxes, va="top", fontsize=8.5, family="monospace")
     # Wrapped: the settings line is longer than the figure is wide.
     fig.suptitle(textwrap.fill(title, width=110), fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
