@@ -52,8 +52,22 @@ def noise_std_of_one_global_step(strategy, units=400, width=100, sigma=3.0):
     }
 
 
-def train(strategy, fast, dp, seed=0, epochs=2):
-    """Trains a small MLP on fixed global batches; returns weights and the ledger."""
+def _grouped_data(rng, groups=16, slots=3):
+    """Fixed grouped batches of 4 groups (x [4, 3, 6], y, weights), as poisson_batches lays out."""
+    sizes = rng.integers(1, slots + 1, size=groups)
+    x = rng.normal(size=(groups, slots, 6)).astype("float32")
+    y = rng.integers(0, 3, size=(groups, slots))
+    w = np.zeros((groups, slots), "float32")
+    for g, n in enumerate(sizes):
+        x[g, n:], y[g, n:], w[g, :n] = 0.0, 0, slots / n
+    return tf.data.Dataset.from_tensor_slices((x, y, w)).batch(4)
+
+
+def train(strategy, fast, dp, seed=0, epochs=2, grouped=False):
+    """Trains a small MLP on fixed global batches; returns weights and the ledger.
+
+    `grouped`: the batches hold groups of up to 3 examples, each group clipped as one unit.
+    """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(64, 6)).astype("float32")
     y = rng.integers(0, 3, size=64)
@@ -63,10 +77,11 @@ def train(strategy, fast, dp, seed=0, epochs=2):
             keras.Input((6,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(3)])
         # The optimizer path: per-example losses to the optimizer's own minimize (Keras 3
         # optimizers see only averaged gradients, so a train_step must hand them over).
-        trained = tfdp.make_private(model) if fast else OptimizerPath(model)
+        trained = tfdp.make_private(model, grouped=grouped) if fast else OptimizerPath(model)
         optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=0.5, **dp)
         trained.compile(optimizer=optimizer, loss=LOSS)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    data = (_grouped_data(rng) if grouped
+            else tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
     trained.fit(data, epochs=epochs, verbose=0)
     weights = [v.numpy().tolist() for v in model.trainable_variables]
     locals_identical = all(
@@ -93,6 +108,8 @@ def main():
         key = "fast" if fast else "optimizer"
         results[key] = {"mirrored": train(mirrored, fast, noiseless),
                         "single": train(single, fast, noiseless)}
+    results["grouped"] = {"mirrored": train(mirrored, True, noiseless, grouped=True),
+                          "single": train(single, True, noiseless, grouped=True)}
     drop = dict(l2_norm_clip=0.3, noise_multiplier=1.0, noise_schedule="random",
                 noise_probability=0.5, on_skip="drop", seed=3)
     results["drop"] = {"mirrored": train(mirrored, True, drop, epochs=3),

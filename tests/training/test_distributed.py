@@ -54,6 +54,18 @@ def test_noiseless_two_replica_training_matches_single_device(results, path):
     assert mirrored["iterations"] == 2 * 4 and mirrored["largest_batch_size"] == 16
 
 
+def test_grouped_two_replica_training_matches_single_device(results):
+    """Each replica clips whole groups (the batch splits along the group axis)."""
+    mirrored, single = results["grouped"]["mirrored"], results["grouped"]["single"]
+    assert mirrored["replicas_identical"]
+    for m, s in zip(mirrored["weights"], single["weights"]):
+        np.testing.assert_allclose(np.array(m), np.array(s), rtol=1e-4, atol=1e-6)
+    for key in ("iterations", "noisy_steps", "largest_batch_size"):
+        assert mirrored[key] == single[key], key
+    # 16 groups in batches of 4, 2 epochs; the ledger counts groups, not examples.
+    assert mirrored["iterations"] == 2 * 4 and mirrored["largest_batch_size"] == 4
+
+
 def test_random_schedule_coin_is_the_same_on_every_replica(results):
     mirrored, single = results["drop"]["mirrored"], results["drop"]["single"]
     assert mirrored["replicas_identical"]

@@ -203,6 +203,27 @@ class PrivateTrainStep:
                                                     (ya, y_pred, swa))
         return self.compute_metrics(x, ya, y_pred, sample_weight=swa)
 
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        """Keras's build from the first batch's shapes, seeing a grouped batch as its rows.
+
+        Under a tf.distribute strategy Keras builds the metrics from the model's output on
+        the first batch before training (a private Keras hook); the model takes the rows
+        of a grouped batch, [groups * slots, ...], not its [groups, slots, ...] blocks.
+        """
+        if self.step_options.grouped:
+            if data_batch is None and iterator is not None:
+                for _, _, data_or_iterator in iterator:  # as Keras takes the first batch
+                    data_batch = (data_or_iterator[0]
+                                  if isinstance(data_or_iterator, (list, tuple))
+                                  else next(data_or_iterator))
+                    break
+            if data_batch is not None:
+                x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data_batch)
+                data_batch = flatten_groups(tf.nest.map_structure(
+                    lambda t: None if t is None else tf.convert_to_tensor(t),
+                    (x, y, sample_weight)), True)
+        return super()._symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _input_rank(self) -> Optional[int]:
         """The rank of the model's (first) input with its batch axis, when known."""
         try:
