@@ -1,5 +1,6 @@
 """Per-group (per-patient) Poisson sampling, group ids and where the loaders get them."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -331,17 +332,26 @@ def test_subset_and_validation_split_keep_ids_with_their_examples():
     assert small.num_train == 20
     np.testing.assert_array_equal(small.groups_train, groups[small.x_train[:, 0].astype(int)])
     tuning = ds.validation_split(0.25, seed=1)
-    assert tuning.num_train == 45 and tuning.num_test == 15
+    assert tuning.num_train + tuning.num_test == 60
     np.testing.assert_array_equal(tuning.groups_train,
                                   groups[tuning.x_train[:, 0].astype(int)])
     assert tuning.group_source == "made up"
+    # Whole patients are held out: a quarter of the 23 (rounded up), none on both sides.
+    held_out = set(groups[tuning.x_test[:, 0].astype(int)])
+    assert len(held_out) == 6 and not held_out & set(tuning.groups_train)
+    assert "whole patients" in tuning.description
+    again = ds.validation_split(0.25, seed=1)
+    np.testing.assert_array_equal(again.x_test, tuning.x_test)
+    assert set(groups[ds.validation_split(0.25, seed=2).x_test[:, 0].astype(int)]) != held_out
     np.testing.assert_array_equal(ds.subset().groups_train, groups)
     plain = load_dataset("digits").subset(50)
     assert plain.groups_train is None and plain.validation_split().groups_train is None
 
 
-def test_validation_split_draws_the_same_split_as_before():
+@pytest.mark.parametrize("ids", ["none", "one_per_patient"])
+def test_validation_split_without_shared_patients_draws_the_same_split_as_before(ids):
     ds, _ = _indexed_dataset()
+    ds = dataclasses.replace(ds, groups_train=None if ids == "none" else np.arange(60))
     from tfdp.data.dataset import stratified_split
 
     x_train, x_val, _, _ = stratified_split(ds.x_train, ds.y_train, 0.25, 1)

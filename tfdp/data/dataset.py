@@ -191,19 +191,26 @@ class Dataset:
         """A copy for tuning: `fraction` of the training split held out as its test split.
 
         The real test split is dropped, so nothing tuned on the copy has seen it. The
-        held-out part is stratified (by example, not by group) and fixed by `seed`; the
-        training part keeps its group ids.
+        held-out part is fixed by `seed`: stratified by class, or, when the examples have
+        group ids (patients), `fraction` of the patients with all their examples, so that
+        no patient is on both sides (a patient's other images would flatter the score).
+        The training part keeps its group ids.
         """
-        # Splitting indices draws the same split as splitting the arrays (it depends on
-        # y and seed only) and lets the group ids follow their examples.
-        train, held_out, _, _ = stratified_split(np.arange(self.num_train), self.y_train,
-                                                 fraction, seed)
+        if self.groups_train is None or self.num_groups == self.num_train:
+            # One example per patient (or no ids): a stratified split by example. Splitting
+            # indices draws the same split as splitting the arrays (it depends on y and seed).
+            train, held_out, _, _ = stratified_split(np.arange(self.num_train), self.y_train,
+                                                     fraction, seed)
+            how = "stratified"
+        else:
+            train, held_out = group_split(self.groups_train, fraction, seed)
+            how = "whole patients"
         return dataclasses.replace(
             self, x_train=self.x_train[train], y_train=self.y_train[train],
             x_test=self.x_train[held_out], y_test=self.y_train[held_out],
             x_val=None, y_val=None, groups_train=self._groups_at(train),
             description=(f"{self.description} Validation copy: {fraction:g} of the training "
-                         f"split held out (stratified, seed {seed}) as its test split; the "
+                         f"split held out ({how}, seed {seed}) as its test split; the "
                          "real test split is not included."))
 
     def with_synthetic_groups(
@@ -284,6 +291,21 @@ def stratified_split(
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"`test_fraction` must be strictly between 0 and 1, got {test_fraction}.")
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+
+
+def group_split(groups: np.ndarray, test_fraction: float, seed: int
+                ) -> Tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices): `test_fraction` of the groups held out whole (seeded)."""
+    test_fraction = check_probability("test_fraction", test_fraction)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"`test_fraction` must be strictly between 0 and 1, got {test_fraction}.")
+    from sklearn.model_selection import GroupShuffleSplit
+
+    if count_groups(groups) < 2:
+        raise ValueError("A split by group needs at least two groups.")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    train, held_out = next(splitter.split(np.zeros(len(groups)), groups=groups))
+    return np.sort(train), np.sort(held_out)
 
 
 def ensure_channel_axis(images: np.ndarray) -> np.ndarray:
