@@ -115,23 +115,21 @@ def load_chest_xray(
                 f"chest_xray: no .jpeg/.jpg/.png images in {split}/{empty[0]}. {LAYOUT_HELP}"
             )
 
-    def listing(split: str) -> Tuple[List[str], np.ndarray]:
+    def arrays(split: str) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+        """(images, labels, file paths) of one split."""
         paths, labels = [], []
         for index, name in enumerate(class_names):
             paths += splits[split][name]
             labels += [index] * len(splits[split][name])
-        return paths, np.asarray(labels, np.int64)
+        images = load_image_files(paths, image_size, channels=1)
+        return images, np.asarray(labels, np.int64), paths
 
-    def arrays(split: str) -> Tuple[np.ndarray, np.ndarray]:
-        paths, labels = listing(split)
-        return load_image_files(paths, image_size, channels=1), labels
-
-    x_train, y_train = arrays("train")
-    groups_train, group_source = patient_groups(listing("train")[0])
-    x_test, y_test = arrays("test")
+    x_train, y_train, train_paths = arrays("train")
+    groups_train, group_source = patient_groups(train_paths)
+    x_test, y_test, _ = arrays("test")
     x_val = y_val = None
     if "val" in splits and any(splits["val"].values()):
-        x_val, y_val = arrays("val")
+        x_val, y_val, _ = arrays("val")
     return Dataset(
         name="chest_xray",
         x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,

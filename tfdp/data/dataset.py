@@ -281,24 +281,28 @@ class Dataset:
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
 
 
+def _check_test_fraction(test_fraction) -> float:
+    """A held-out fraction strictly between 0 and 1."""
+    test_fraction = check_probability("test_fraction", test_fraction)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"`test_fraction` must be strictly between 0 and 1, got {test_fraction}.")
+    return test_fraction
+
+
 def stratified_split(
     x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A seeded stratified train/test split (scikit-learn's), as (x_train, x_test, y_train, y_test)."""
     from sklearn.model_selection import train_test_split
 
-    test_fraction = check_probability("test_fraction", test_fraction)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"`test_fraction` must be strictly between 0 and 1, got {test_fraction}.")
+    test_fraction = _check_test_fraction(test_fraction)
     return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
 
 
 def group_split(groups: np.ndarray, test_fraction: float, seed: int
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices): `test_fraction` of the groups held out whole (seeded)."""
-    test_fraction = check_probability("test_fraction", test_fraction)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"`test_fraction` must be strictly between 0 and 1, got {test_fraction}.")
+    test_fraction = _check_test_fraction(test_fraction)
     from sklearn.model_selection import GroupShuffleSplit
 
     if count_groups(groups) < 2:

@@ -166,11 +166,7 @@ class _GroupLayout:
 
     def __init__(self, groups: Any, num_examples: int, max_examples_per_group: Optional[int]):
         ids = np.asarray(groups)
-        if ids.ndim != 1:
-            raise ValueError(
-                f"`groups` must be 1-D (one id per example), got shape {ids.shape}."
-            )
-        if len(ids) != num_examples:
+        if ids.ndim == 1 and len(ids) != num_examples:
             raise ValueError(
                 f"`groups` has {len(ids)} ids but `x` has {num_examples} examples; give one "
                 "id per example."
@@ -178,7 +174,7 @@ class _GroupLayout:
         if max_examples_per_group is not None:
             max_examples_per_group = check_positive_int(
                 "max_examples_per_group", max_examples_per_group)
-        codes, self.num_groups = group_codes(ids)
+        codes, self.num_groups = group_codes(ids)  # refuses ids that are not 1-D
         self.sizes = np.bincount(codes, minlength=self.num_groups).astype(np.int64)
         self.longest = int(self.sizes.max())
         self.slots = (self.longest if max_examples_per_group is None

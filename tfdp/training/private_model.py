@@ -156,6 +156,8 @@ class PrivateTrainStep:
                 "example: make it with tfdp.make_private(model, grouped=True) for per-group "
                 "DP, or build the batches without `groups=`.")
         unit_size = slots * self.step_options.unit_size
+        # The rows the model sees: a grouped batch's [groups, slots] blocks flattened.
+        rows = flatten_groups((x, y, sample_weight), grouped)
         optimizer = self._dp_optimizer()
         kind = clip_norm_kind(optimizer.dp_sum_query)
         variables = list(self.trainable_variables)
@@ -169,8 +171,7 @@ class PrivateTrainStep:
                 optimizer, kind, variables, x, y, sample_weight, slots)
             gradients = optimizer.privatize_clipped_sum(clipped, num_units, num_units, nonfinite)
         else:
-            xa, ya, swa = self.step_options.expand(
-                *flatten_groups((x, y, sample_weight), grouped))
+            xa, ya, swa = self.step_options.expand(*rows)
             if fast:
                 clipped, nonfinite, loss_sum, y_pred, num_units = self._clipped_chunk_sum(
                     optimizer, kind, variables, xa, ya, swa, unit_size)
@@ -194,7 +195,7 @@ class PrivateTrainStep:
         if regularization is not None:
             mean_loss = mean_loss + tf.cast(regularization, mean_loss.dtype)
         self._loss_tracker.update_state(mean_loss, sample_weight=num_units)
-        x, y, sample_weight = flatten_groups((x, y, sample_weight), grouped)
+        x, y, sample_weight = rows
         ya, swa = self.step_options.repeat((y, sample_weight))
         if grouped:
             # Keras's plain `metrics` ignore sample weights: leave the empty slots out.
