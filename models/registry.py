@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
 from tfdp.models.mlp import linear, mlp, normalized_linear
+from tfdp.models.pretrained import pretrained_linear, prior_linear
 from tfdp.models.resnet import resnet
 
 _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
@@ -18,6 +19,8 @@ _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "mlp": mlp,
     "linear": linear,
     "normalized_linear": normalized_linear,
+    "pretrained_linear": pretrained_linear,
+    "prior_linear": prior_linear,
     "resnet": resnet,
 }
 

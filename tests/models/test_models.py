@@ -17,6 +17,9 @@ CASES = [
     ("resnet", (16, 16, 1), 3),
     ("linear", (8, 8, 1), 10),
     ("normalized_linear", (8, 8, 1), 10),
+    ("pretrained_linear", (8, 8, 1), 10),
+    ("prior_linear", (8, 8, 1), 10),
+    ("prior_linear", (30,), 2),
 ]
 
 

@@ -6,6 +6,8 @@
     poisson_batches(x, y, b, groups=...)      Poisson sampling of examples, or of groups
                                               (patients) for per-patient DP
     count_groups, synthetic_groups            group ids: how many, pseudo-patients
+    render_digits(n, seed=0)                  public synthetic 8x8 digits drawn from fonts
+                                              (a prior to pretrain on: no private data)
 """
 
 from tfdp.data.bundled import load_breast_cancer, load_digits
@@ -14,6 +16,7 @@ from tfdp.data.dataset import Dataset
 from tfdp.data.groups import count_groups, patient_id_from_filename, synthetic_groups
 from tfdp.data.npz import load_pneumonia_mnist
 from tfdp.data.poisson import poisson_batches
+from tfdp.data.synthetic_digits import render_digits
 from tfdp.data.registry import available_datasets, load_dataset, register_dataset
 from tfdp.data.tfds_data import load_tfds
 
@@ -31,4 +34,5 @@ __all__ = [
     "count_groups",
     "synthetic_groups",
     "patient_id_from_filename",
+    "render_digits",
 ]

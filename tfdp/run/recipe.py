@@ -11,9 +11,12 @@ hyperparameters were chosen and what that costs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict
+from typing import Any, Dict, Optional
+
+import keras
 
 from tfdp.accounting.statement import with_paragraph
+from tfdp.models.pretrained import has_public_prior, prior_statement
 from tfdp.run.config import RunConfig
 
 # The data set the recipe was tuned on and the recorded sweep.
@@ -59,7 +62,11 @@ def hyperparameter_paragraph(config: RunConfig) -> str:
             "tuning is not covered by epsilon.")
 
 
-def with_hyperparameter_paragraph(record: Any, config: RunConfig) -> Any:
-    """`record` (a frozen privacy record with a `statement`) with the paragraph added."""
-    return dataclasses.replace(record, statement=with_paragraph(
-        record.statement, hyperparameter_paragraph(config)))
+def with_hyperparameter_paragraph(record: Any, config: RunConfig,
+                                  model: Optional[keras.Model] = None) -> Any:
+    """`record` (a frozen privacy record with a `statement`) with the paragraphs added:
+    how the hyperparameters were chosen, and the public prior when `model` holds one."""
+    statement = with_paragraph(record.statement, hyperparameter_paragraph(config))
+    if model is not None and has_public_prior(model):
+        statement = with_paragraph(statement, prior_statement())
+    return dataclasses.replace(record, statement=statement)

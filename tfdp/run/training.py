@@ -246,7 +246,7 @@ def train_and_evaluate(
     else:
         utility = evaluate_utility(model, data)
     privacy = recipe.with_hyperparameter_paragraph(
-        methods.privacy_record(config, optimizer, num_units(config, data)), config)
+        methods.privacy_record(config, optimizer, num_units(config, data)), config, model)
     if config.per_patient:
         privacy = dataclasses.replace(privacy, statement=with_paragraph(
             privacy.statement, unit_paragraph(config, data)))

@@ -1,0 +1,232 @@
+"""A public prior for 8x8 digits: CNNs pretrained on synthetic digits, frozen, under a DP head.
+
+Public pretraining is the largest single lever on accuracy under DP (De et al., 2022; Tramer
+and Boneh, 2021): the private data then only trains a small head, on features that already
+separate the classes. No public digit data can be downloaded here, so the prior is pretrained
+on digits rendered from matplotlib's fonts (`tfdp.data.render_digits`). It reads no private
+example, so it costs no privacy.
+
+    pretrained_linear(input_shape=(8, 8, 1), num_classes=10)   frozen features + zero head
+    prior_linear(input_shape, num_classes)     the prior for 8x8x1 digits, normalized_linear
+                                               for any other input (the recipe's model)
+    public_digits_weights()                                    the extractors' weights
+    prior_statement()                                          what a privacy statement says
+
+The features are those of `PRETRAIN["extractors"]` small CNNs pretrained with different seeds,
+side by side: one extractor's quality varies with its pretraining seed by about a point of
+DP accuracy, the ensemble's much less. The default weights ship with tfdp
+(`models/public_digits_prior.npz`, rebuilt by `python scripts/pretrain_prior.py`), so nothing
+is pretrained at run time; other settings are pretrained once (a minute or so per extractor
+on two cores) and cached in this process and on disk (`$TFDP_CACHE_DIR`, default
+~/.cache/tfdp), keyed by every setting and the Keras version.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from typing import Dict, List, Sequence, Tuple
+
+import keras
+import numpy as np
+
+from tfdp._validation import check_positive_int
+
+# Pretraining settings: fixed on synthetic data only, before the private data was used.
+PRETRAIN: Dict[str, object] = dict(
+    num_examples=40000, epochs=8, elastic=60.0, extractors=3, feature_units=128,
+    batch_size=128, learning_rate=1e-3)
+_VERSION = 2  # bump when the renderer or the network changes: old caches are then ignored
+DIGITS_SHAPE = (8, 8, 1)
+BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "public_digits_prior.npz")
+PUBLIC_PRIOR_STATEMENT = (
+    "Public prior: the model's feature extractors were pretrained before this run on "
+    "{num_examples} synthetic digits each, rendered from the fonts bundled with matplotlib "
+    "(tfdp.data.render_digits; no private example was read), and are frozen; only the final "
+    "layer is trained, with DP. Pretraining on public data costs no privacy.")
+
+
+def _standardize(name: str = "per_image_standardization") -> keras.layers.Layer:
+    # Each image on its own scale (its own mean and spread): no statistic of any data set.
+    return keras.layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False,
+                                           epsilon=1e-6, name=name)
+
+
+def _feature_layers(feature_units: int, seed: int, trainable: bool) -> List[keras.layers.Layer]:
+    """One extractor's layers, in order; `seed` makes its pretraining repeatable."""
+    def init(i):
+        return keras.initializers.GlorotUniform(seed=seed * 100 + i)
+    conv = dict(kernel_size=3, padding="same", activation="relu", trainable=trainable)
+    tag = f"public{seed}"
+    return [
+        keras.layers.Conv2D(32, kernel_initializer=init(1), name=f"{tag}_conv1", **conv),
+        keras.layers.Conv2D(32, kernel_initializer=init(2), name=f"{tag}_conv2", **conv),
+        keras.layers.MaxPool2D(2, name=f"{tag}_pool1"),
+        keras.layers.Conv2D(64, kernel_initializer=init(3), name=f"{tag}_conv3", **conv),
+        keras.layers.MaxPool2D(2, name=f"{tag}_pool2"),
+        keras.layers.Flatten(name=f"{tag}_flatten"),
+        keras.layers.Dense(feature_units, activation="relu", kernel_initializer=init(4),
+                           trainable=trainable, name=f"{tag}_features"),
+    ]
+
+
+def _pretrain(settings: dict, seed: int) -> List[np.ndarray]:
+    """One extractor pretrained on synthetic digits (images drawn with `seed`)."""
+    from tfdp.data.synthetic_digits import render_digits
+
+    images, labels = render_digits(settings["num_examples"], seed=seed,
+                                   elastic=settings["elastic"])
+    features = _feature_layers(settings["feature_units"], seed, trainable=True)
+    network = keras.Sequential(
+        [keras.Input(shape=DIGITS_SHAPE), _standardize(),
+         # Shifts fill with 0 after standardizing: the images' own middle grey.
+         keras.layers.RandomTranslation(0.125, 0.125, fill_mode="constant", seed=seed),
+         *features, keras.layers.Dropout(0.3, seed=seed),
+         keras.layers.Dense(10, kernel_initializer=keras.initializers.GlorotUniform(seed=seed))])
+    network.compile(keras.optimizers.Adam(settings["learning_rate"]),
+                    keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    order = np.random.default_rng(seed)
+    for _ in range(settings["epochs"]):  # our own shuffles: no global random state is touched
+        perm = order.permutation(len(images))
+        network.fit(images[perm], labels[perm], batch_size=settings["batch_size"], epochs=1,
+                    shuffle=False, verbose=0)
+    return [np.asarray(w) for layer in features for w in layer.get_weights()]
+
+
+def _key(settings: dict) -> str:
+    return json.dumps({**settings, "version": _VERSION}, sort_keys=True)
+
+
+def _read(path: str, key: str) -> Tuple[np.ndarray, ...]:
+    """The weights stored at `path` for these settings, or () if absent, stale or damaged."""
+    try:
+        with np.load(path) as stored:
+            if str(stored["settings"]) != key:
+                return ()
+            return tuple(stored[f"w{i}"] for i in range(len(stored.files) - 1))
+    except (OSError, ValueError, KeyError):
+        return ()
+
+
+def write_weights(path: str, settings: dict, weights: Sequence[np.ndarray]) -> None:
+    """Stores `weights` with their settings; atomic, so no process reads half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".npz")
+    with os.fdopen(handle, "wb") as out:
+        np.savez(out, settings=np.array(_key(settings)),
+                 **{f"w{i}": w for i, w in enumerate(weights)})
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shipped file from other users
+    os.replace(tmp, path)
+
+
+def pretrain_weights(settings: dict) -> Tuple[np.ndarray, ...]:
+    """Every extractor pretrained afresh (seeds 0, 1, ...), weights concatenated in order."""
+    weights: List[np.ndarray] = []
+    for seed in range(int(settings["extractors"])):
+        weights += _pretrain(settings, seed)
+    return tuple(weights)
+
+
+@functools.lru_cache(maxsize=4)
+def _weights(key: str) -> Tuple[np.ndarray, ...]:
+    settings = json.loads(key)
+    settings.pop("version")
+    weights = _read(BUNDLED, key)
+    if weights:
+        return weights
+    root = os.environ.get("TFDP_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                            "tfdp")
+    cached = os.path.join(root, "public_digits_"
+                          f"{hashlib.sha256((key + keras.__version__).encode()).hexdigest()[:16]}.npz")
+    weights = _read(cached, key)
+    if weights:
+        return weights
+    weights = pretrain_weights(settings)
+    try:
+        write_weights(cached, settings, weights)
+    except OSError:
+        pass  # a read-only home: the in-process cache still holds them
+    return weights
+
+
+def public_digits_weights(**overrides: object) -> Tuple[np.ndarray, ...]:
+    """The frozen extractors' weights for the `PRETRAIN` settings (with `overrides`).
+
+    The defaults ship with tfdp; other settings (tests use a small `num_examples`) are
+    pretrained once and cached.
+    """
+    unknown = set(overrides) - set(PRETRAIN)
+    if unknown:
+        raise ValueError(f"Unknown pretraining settings {sorted(unknown)}; "
+                         f"known: {sorted(PRETRAIN)}.")
+    settings = {**PRETRAIN, **overrides}
+    for name in ("num_examples", "epochs", "extractors", "feature_units"):
+        check_positive_int(name, settings[name])
+    return _weights(_key(settings))
+
+
+def prior_statement(**pretrain_overrides: object) -> str:
+    """The privacy statement's paragraph on the public prior (the pretraining data)."""
+    return PUBLIC_PRIOR_STATEMENT.format(**{**PRETRAIN, **pretrain_overrides})
+
+
+def pretrained_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 10, *,
+                      name: str = "pretrained_linear", **pretrain_overrides: object
+                      ) -> keras.Model:
+    """A linear head from zero on frozen features pretrained on public synthetic digits.
+
+    Each image is standardized on its own, goes through every frozen extractor, and the
+    concatenated features (standardized per example) feed one trainable Dense layer that
+    starts from zero: DP-SGD noises only `extractors * 128 * num_classes + num_classes`
+    weights. The extractors were pretrained on digits rendered from fonts
+    (`tfdp.data.render_digits`), never on private data: a public prior that costs no
+    privacy. For 8x8x1 images (the bundled digits) only.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if shape != DIGITS_SHAPE:
+        raise ValueError(
+            f"pretrained_linear's features were pretrained on 8x8x1 digits, got inputs of "
+            f"shape {shape}. Use 'normalized_linear' (no pretraining) for other data.")
+    settings = {**PRETRAIN, **pretrain_overrides}
+    weights = iter(public_digits_weights(**pretrain_overrides))
+    image = keras.Input(shape=shape, name="image")
+    standardized = _standardize()(image)
+    branches = []
+    for seed in range(int(settings["extractors"])):
+        h = standardized
+        for layer in _feature_layers(int(settings["feature_units"]), seed, trainable=False):
+            h = layer(h)
+            layer.set_weights([next(weights) for _ in layer.get_weights()])
+        branches.append(h)
+    features = (keras.layers.Concatenate(name="public_features")(branches)
+                if len(branches) > 1 else branches[0])
+    features = keras.layers.LayerNormalization(center=False, scale=False, epsilon=1e-6,
+                                               name="feature_standardization")(features)
+    logits = keras.layers.Dense(check_positive_int("num_classes", num_classes),
+                                kernel_initializer="zeros", name="logits")(features)
+    return keras.Model(image, logits, name=name)
+
+
+def prior_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 10, *,
+                 name: str = "prior_linear") -> keras.Model:
+    """`pretrained_linear` where tfdp ships a public prior for the input, else `normalized_linear`.
+
+    The choice reads only the input's shape (public): 8x8x1 images (the bundled digits)
+    get the frozen features pretrained on synthetic digits; any other input gets logistic
+    regression on each example's standardized features. `has_public_prior(model)` says
+    which, and a run's privacy statement says so when the prior is used.
+    """
+    if tuple(int(d) for d in input_shape) == DIGITS_SHAPE:
+        return pretrained_linear(input_shape, num_classes, name=name)
+    from tfdp.models.mlp import normalized_linear
+
+    return normalized_linear(input_shape, num_classes, name=name)
+
+
+def has_public_prior(model: keras.Model) -> bool:
+    """True when `model` holds frozen features of tfdp's public digits prior."""
+    return any(layer.name.startswith("public") and layer.name.endswith("_features")
+               and not layer.trainable for layer in model.layers)
