@@ -41,8 +41,8 @@ TUNABLE: Tuple[str, ...] = (
 # the public prior's features.
 DEFAULT_GRID: Tuple[Tuple[str, Tuple[Any, ...]], ...] = (
     ("model", ("prior_linear", "normalized_linear")),
-    ("batch_size", (256, 512)),
-    ("learning_rate", (0.5, 1.0, 2.0)),
+    ("batch_size", (256, 512, 1024)),
+    ("learning_rate", (0.25, 0.5, 1.0, 2.0)),
     ("ema_momentum", (None, 0.9)),
 )
 
