@@ -4,7 +4,9 @@
 the ranking is committed in `recipes/digits/`) on a validation split of the digits
 training examples, never on the test split, for Gaussian RegN-DP-SGD at epsilon 1.62.
 Every method of the comparison, No-DP included, trains with it (the same model and the
-same steps). `hyperparameter_paragraph` says in a run's privacy statement how its
+same steps). Its model, `prior_linear`, is a DP head on features pretrained on public
+synthetic digits (`tfdp.models.pretrained`), and logistic regression on standardized
+features for any input that is not an 8x8x1 digit. `hyperparameter_paragraph` says in a run's privacy statement how its
 hyperparameters were chosen and what that costs.
 """
 
@@ -24,13 +26,13 @@ RECIPE_DATASET = "digits"
 RECIPE_RECORD = "recipes/digits/recipe_sweep.json"
 RECIPE_COMMAND = "python scripts/sweep.py --output_dir=recipes/digits"
 RECIPE: Dict[str, Any] = dict(
-    model="normalized_linear",
+    model="prior_linear",
     batch_size=512,
     epochs=40,
-    learning_rate=1.0,
+    learning_rate=0.5,
     optimizer="sgd",
     learning_rate_schedule="constant",
-    ema_momentum=None,
+    ema_momentum=0.9,
     augmentation="none",
     augmentation_multiplicity=1,
 )
