@@ -186,6 +186,10 @@ def prior_statement(dataset: str = "", **pretrain_overrides: object) -> str:
     return text
 
 
+def _is_digits(input_shape: Sequence[int]) -> bool:
+    return tuple(int(d) for d in input_shape) == DIGITS_SHAPE
+
+
 def pretrained_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 10, *,
                       name: str = "pretrained_linear", **pretrain_overrides: object
                       ) -> keras.Model:
@@ -198,14 +202,14 @@ def pretrained_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: in
     (`tfdp.data.render_digits`), never on private data: a public prior that costs no
     privacy. For 8x8x1 images (the bundled digits) only.
     """
-    shape = tuple(int(d) for d in input_shape)
-    if shape != DIGITS_SHAPE:
+    if not _is_digits(input_shape):
         raise ValueError(
             f"pretrained_linear's features were pretrained on 8x8x1 digits, got inputs of "
-            f"shape {shape}. Use 'normalized_linear' (no pretraining) for other data.")
+            f"shape {tuple(input_shape)}. Use 'normalized_linear' (no pretraining) for other "
+            "data.")
     settings = {**PRETRAIN, **pretrain_overrides}
     weights = iter(public_digits_weights(**pretrain_overrides))
-    image = keras.Input(shape=shape, name="image")
+    image = keras.Input(shape=DIGITS_SHAPE, name="image")
     standardized = _standardize()(image)
     branches = []
     for seed in range(int(settings["extractors"])):
@@ -232,7 +236,7 @@ def prior_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 1
     regression on each example's standardized features. `has_public_prior(model)` says
     which, and a run's privacy statement says so when the prior is used.
     """
-    if tuple(int(d) for d in input_shape) == DIGITS_SHAPE:
+    if _is_digits(input_shape):
         return pretrained_linear(input_shape, num_classes, name=name)
     from tfdp.models.mlp import normalized_linear
 

@@ -6,8 +6,8 @@ randomly slanted, sheared, thickened and elastically bent like handwriting, then
 the UCI optical digits were: a 32x32 bitmap whose 4x4 blocks are counted into an 8x8 image
 of 0..16 ink, scaled to [0, 1]. No example of any private data set is read, so a model
 pretrained on these images is a public prior: using it costs no privacy. It is the public
-data that tfdp's digits recipe pretrains its feature extractor on
-(`tfdp.models.public_digits_features`).
+data that tfdp's digits recipe pretrains its feature extractors on
+(`tfdp.models.pretrained_linear`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ training examples, never on the test split, for Gaussian RegN-DP-SGD at epsilon 
 Every method of the comparison, No-DP included, trains with it (the same model and the
 same steps). Its model, `prior_linear`, is a DP head on features pretrained on public
 synthetic digits (`tfdp.models.pretrained`), and logistic regression on standardized
-features for any input that is not an 8x8x1 digit. `hyperparameter_paragraph` says in a run's privacy statement how its
-hyperparameters were chosen and what that costs.
+features for any input that is not an 8x8x1 digit. `hyperparameter_paragraph` says in a
+run's privacy statement how its hyperparameters were chosen and what that costs.
 """
 
 from __future__ import annotations
