@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -227,6 +227,18 @@ class Dataset:
             self, groups_train=groups,
             group_source=(f"synthetic pseudo-patients of {min_size}..{max_size} examples "
                           f"(seed {seed}); the source has no patient ids"))
+
+    def map_inputs(self, transform: Callable[[np.ndarray], np.ndarray],
+                   description: str = "") -> "Dataset":
+        """A copy whose inputs (train, test and validation) are `transform(x)`.
+
+        Labels, patient ids and the split are unchanged: for a fixed function of each
+        example (a frozen feature extractor's output), computed once.
+        """
+        x_val = None if self.x_val is None else transform(self.x_val)
+        return dataclasses.replace(
+            self, x_train=transform(self.x_train), x_test=transform(self.x_test), x_val=x_val,
+            description=f"{self.description} {description}".strip())
 
     def _groups_at(self, indices: Any) -> Optional[np.ndarray]:
         """The group ids of the training examples at `indices` (None without ids)."""

@@ -19,6 +19,7 @@ from tfdp.run import checkpoint, exporting, methods, recipe
 from tfdp.run.config import RunConfig
 from tfdp.run.progress import EpochLog
 from tfdp.run.result import RunResult
+from tfdp.training.frozen_features import FrozenSplit, split_frozen_prefix
 
 
 def load_data(config: RunConfig) -> "tfdp.data.Dataset":
@@ -115,6 +116,7 @@ def train_model(
     validate: bool = True,
     track_privacy: bool = True,
     gradient_canaries: Optional[np.ndarray] = None,
+    cache_frozen_features: bool = True,
 ) -> TrainedModel:
     """Calibrates, builds and trains one configured model on `data`'s training split.
 
@@ -142,9 +144,18 @@ def train_model(
         log(f"Calibrated noise multiplier {config.noise_multiplier:.4f} for target epsilon "
             f"{config.target_epsilon} (delta {config.delta}).")
 
-    model = methods.make_trainable(config, methods.build_model(config, data))
+    full_model = methods.build_model(config, data)
+    split = _frozen_split(config, full_model, data) if cache_frozen_features else None
+    model = methods.make_trainable(config, full_model)
     optimizer = methods.make_optimizer(config, units)
     model.compile(optimizer=optimizer, loss=methods.make_loss(config), metrics=["accuracy"])
+    # What fit trains: the model on the data, or its trainable head on the frozen features.
+    fit_model, fit_data = model, data
+    if split is not None:
+        fit_model = methods.make_trainable(config, split.head)
+        fit_model.compile(optimizer=optimizer, loss=methods.make_loss(config),
+                          metrics=["accuracy"])
+        fit_data = data.map_inputs(split.features_of, "(inputs: the model's frozen features)")
     if gradient_canaries is not None:
         if not config.uses_dp_optimizer:
             raise ValueError(f"{config.method_name()} has no DP optimizer to carry gradient "
@@ -171,13 +182,13 @@ def train_model(
         callbacks.append(saver)
 
     if config.per_patient:
-        train_batches = data.poisson_batches(
+        train_batches = fit_data.poisson_batches(
             config.batch_size, seed=config.seed, groups=data.groups_train,
             max_examples_per_group=config.max_examples_per_patient)
     elif config.sampling == Sampling.POISSON and config.is_private:
-        train_batches = data.poisson_batches(config.batch_size, seed=config.seed)
+        train_batches = fit_data.poisson_batches(config.batch_size, seed=config.seed)
     else:
-        train_batches = data.train_batches(config.batch_size, seed=config.seed)
+        train_batches = fit_data.train_batches(config.batch_size, seed=config.seed)
     if not config.uses_dp_optimizer:
         train_batches = methods.augmented_batches(config, train_batches, data.input_shape)
     patients = f"{units} patients, " if config.per_patient else ""
@@ -187,18 +198,31 @@ def train_model(
         f"{config.epochs} epochs of batch {config.batch_size}"
         + (f", noise multiplier {config.noise_multiplier:.4g}" if config.noise_multiplier
            else "") + (f", gamma {config.gamma:g}" if config.gamma else "")
-        + (f"; {config.recipe_description()}" if config.recipe_description() else ""))
+        + (f"; {config.recipe_description()}" if config.recipe_description() else "")
+        + ("; the frozen layers' features computed once, the head trained on them"
+           if split is not None else ""))
     if initial_epoch < config.epochs:
         # shuffle=False: the batches come shuffled or Poisson-sampled from tfdp.data already.
-        model.fit(train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
-                  validation_data=data.test_batches() if validate else None,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        fit_model.fit(train_batches, epochs=config.epochs, initial_epoch=initial_epoch,
+                      validation_data=fit_data.test_batches() if validate else None,
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
     else:
         log(f"--model_dir already holds {initial_epoch} epochs (>= --epochs={config.epochs}); "
             "evaluating without training.")
         # fit would have ended by writing the weights' moving average into the model.
         optimizer.finalize_variable_values(model.trainable_variables)
     return TrainedModel(config=config, model=model, epoch_log=epoch_log)
+
+
+def _frozen_split(config: RunConfig, model: keras.Model, data: "tfdp.data.Dataset"
+                  ) -> Optional[FrozenSplit]:
+    """The model's frozen prefix and trainable head, when its features can be cached.
+
+    Not with augmentation: the extractor then sees new inputs at every step.
+    """
+    if methods.make_augmentation(config, data.input_shape) is not None:
+        return None
+    return split_frozen_prefix(model, sample=data.x_train)
 
 
 def train_and_evaluate(

@@ -5,11 +5,13 @@ step is traced (`gradient_plan`): a layer rule (`rules/`, one module per layer t
 open to users through `register_layer_rule`), the layer's own vectorized per-example
 VJP (`local_gradients`), or the model's per-example Jacobian. `make_private` also
 takes augmentation multiplicity (`augmentation` holds named augmentations) and
-physical batches smaller than the logical one.
+physical batches smaller than the logical one. `split_frozen_prefix` cuts a model whose
+first layers are frozen, so that their features are computed once and only the head trains.
 """
 
 from tfdp.training.augmentation import augmentation_names, make_augmentation
 
+from tfdp.training.frozen_features import FrozenSplit, split_frozen_prefix
 from tfdp.training.per_example import ClippedGradientSum, clipped_gradient_sum, gradient_plan
 from tfdp.training.plan import GradientPlan, make_plan
 from tfdp.training.private_model import PrivateModel, check_dp_compatible, make_private
@@ -22,4 +24,5 @@ __all__ = ["make_private", "PrivateModel", "check_dp_compatible", "LayerRule",
            "PerExampleGradientRule", "layer_rule", "register_layer_rule", "unregister_layer_rule",
            "registered_rules", "rule_for", "rule_names", "gradient_plan", "GradientPlan",
            "make_plan", "clipped_gradient_sum", "ClippedGradientSum", "var_key",
-           "make_augmentation", "augmentation_names", "StepOptions"]
+           "make_augmentation", "augmentation_names", "StepOptions", "split_frozen_prefix",
+           "FrozenSplit"]
