@@ -528,6 +528,31 @@ def test_script_restores_plain_and_private_checkpoints_and_refuses_others(tmp_pa
         exporting.load_keras_model(str(folder))
 
 
+@pytest.mark.parametrize("mechanism", ["gaussian", "none"])
+def test_export_from_model_dir_holds_the_weight_average_the_run_evaluated(tmp_path, mechanism):
+    """With EMA a checkpoint holds the last weights and the average apart; the run ends by
+    writing the average into the model, and an export from its model_dir must do the same."""
+    from tfdp import run
+
+    model_dir = str(tmp_path / "run")
+    config = run.RunConfig(
+        dataset="digits", model="mlp", mechanism=mechanism, epochs=2, batch_size=64,
+        learning_rate=0.5, max_train_examples=300, max_test_examples=60, ema_momentum=0.9,
+        noise_multiplier=1.1 if mechanism != "none" else None, model_dir=model_dir)
+    result = run.train_and_evaluate(config, log=lambda *_: None)
+    run.write_metrics(result, os.path.join(model_dir, "metrics.json"))
+    restored, privacy, _, _ = exporting.load_from_model_dir(model_dir)
+    data = run.load_data(result.config)
+    x = data.x_test
+    expected = result.model.predict(x, verbose=0)
+    np.testing.assert_allclose(restored.predict(x, verbose=0), expected, atol=1e-5)
+    # The last weights alone are another model: the average was really written in.
+    last = run_checkpoint.restore_model(run.build_model(result.config, data),
+                                        run_checkpoint.latest_checkpoint(model_dir))
+    assert np.abs(last.predict(x, verbose=0) - expected).max() > 1e-3
+    assert privacy["epsilon"] == result.to_dict()["privacy"]["epsilon"]
+
+
 @pytest.mark.parametrize("script_name, flag", [("export.py", "--model_dir"),
                                                ("serving_client.py", "--address")])
 @pytest.mark.slow

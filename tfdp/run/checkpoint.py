@@ -117,13 +117,19 @@ def checkpoint_counters(checkpoint: str) -> Dict[str, int]:
             for k, key in COUNTER_KEYS.items()}
 
 
-def restore_model(model: keras.Model, checkpoint: str) -> keras.Model:
+def restore_model(model: keras.Model, checkpoint: str,
+                  optimizer: Optional[keras.optimizers.Optimizer] = None) -> keras.Model:
     """The model as the run checkpointed it (itself or its make_private wrap), weights restored.
 
     A run checkpoints the model it trained: `tfdp.training.make_private(model)` for DP runs on
     the fast path, the plain model otherwise. In Keras 3 the two are tracked under
     different checkpoint paths (a Sequential keeps its layers in an inner functional
     model), so the weights are restored through whichever matches every weight.
+
+    A run with a moving average of the weights (EMA) checkpoints the last weights and the
+    average separately, and ends by writing the average into the model: give `optimizer`
+    (a fresh one built as the run's, `use_ema=True`) and the restored model holds the
+    average too, so it is the model the run evaluated.
     """
     candidates = [model]
     try:
@@ -138,6 +144,21 @@ def restore_model(model: keras.Model, checkpoint: str) -> keras.Model:
         except AssertionError as error:
             errors.append(f"as {type(candidate).__name__}: {error}")
             continue
+        if optimizer is not None and getattr(optimizer, "use_ema", False):
+            _write_weight_average(candidate, checkpoint, optimizer)
         return candidate
     raise ValueError(f"Checkpoint {checkpoint} does not hold every weight of the rebuilt "
                      f"model {model.name!r} ({'; '.join(errors)})")
+
+
+def _write_weight_average(model: keras.Model, checkpoint: str,
+                          optimizer: keras.optimizers.Optimizer) -> None:
+    """Restores the optimizer's moving average of the weights and writes it into `model`."""
+    optimizer.build(model.trainable_variables)
+    status = tf.train.Checkpoint(optimizer=optimizer).restore(checkpoint).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ValueError(f"Checkpoint {checkpoint} does not hold the optimizer's moving average "
+                         f"of the weights that the run's settings (EMA) imply: {error}") from error
+    optimizer.finalize_variable_values(model.trainable_variables)

@@ -102,7 +102,7 @@ def load_from_model_dir(model_dir: str, metrics_path: Optional[str] = None) -> T
     Checks that the metrics JSON belongs to the model_dir (same settings) and to its
     latest checkpoint (same step ledger): its epsilon must hold for these weights.
     """
-    from tfdp.run.methods import build_model  # the models (imported only when exporting)
+    from tfdp.run.methods import build_model, make_optimizer  # (imported only when exporting)
 
     if not os.path.isdir(model_dir):
         raise ValueError(f"--model_dir {model_dir!r} does not exist.")
@@ -136,7 +136,10 @@ def load_from_model_dir(model_dir: str, metrics_path: Optional[str] = None) -> T
                           if k in fields and k != "attack_types"})
     shape = types.SimpleNamespace(input_shape=tuple(metrics["dataset"]["input_shape"]),
                                   num_classes=int(metrics["dataset"]["num_classes"]))
-    model = checkpoint.restore_model(build_model(config, shape), latest)
+    # With EMA, the run evaluated (and its record describes) the weights' moving average.
+    optimizer = (None if config.ema_momentum is None else
+                 make_optimizer(config, int(metrics["dataset"].get("num_train") or 1)))
+    model = checkpoint.restore_model(build_model(config, shape), latest, optimizer)
     training = training_settings(metrics)
     training["checkpoint"] = os.path.basename(latest)
     return model, metrics["privacy"], training, config
