@@ -122,6 +122,18 @@ def define_privacy_unit_flags(defaults) -> None:
                          "per step (fixed in advance; default: all).")
 
 
+def define_accountant_flag(defaults) -> None:
+    """Defines --accountant (default from a RunConfig): calibration and reported epsilon."""
+    from absl import flags
+
+    from tfdp.run import config as run_config
+
+    flags.DEFINE_enum("accountant", defaults.accountant, run_config.ACCOUNTANTS,
+                      "How the DP-SGD methods' epsilon is computed, for the calibration to "
+                      "--target_epsilon and the reported figure alike: pld (privacy loss "
+                      "distributions, the tighter bound) or rdp (Renyi DP; Gaussian only).")
+
+
 def recipe_values(flag_values) -> dict:
     """{RunConfig field: value} of the parsed recipe flags."""
     return {name: flag_values[name].value for name in RECIPE_FLAGS}

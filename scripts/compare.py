@@ -106,6 +106,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("max_test_examples", None, "Use at most this many test examples.")
     _cli.define_recipe_flags(base)
     _cli.define_privacy_unit_flags(base)
+    _cli.define_accountant_flag(base)
     leak = d.leakage
     flags.DEFINE_integer("lira_shadows", leak.lira_shadows, "LiRA: shadow models per method "
                          "(each trained the method's own way; 0: no LiRA).")
@@ -136,7 +137,7 @@ def config_from_flags() -> CompareConfig:
         optimizer=FLAGS.optimizer, l2_norm_clip=FLAGS.l2_norm_clip,
         l1_norm_clip=FLAGS.l1_norm_clip, delta=FLAGS.delta, sampling=FLAGS.sampling,
         max_train_examples=FLAGS.max_train_examples, max_test_examples=FLAGS.max_test_examples,
-        max_examples_per_patient=FLAGS.max_examples_per_patient,
+        max_examples_per_patient=FLAGS.max_examples_per_patient, accountant=FLAGS.accountant,
         **_cli.recipe_values(FLAGS),
     )
     attacks = [a for a in FLAGS.attack_types if a.strip()]

@@ -50,12 +50,14 @@ def define_flags() -> None:
     flags.DEFINE_float("validation_fraction", _DEFAULTS.validation_fraction,
                        "Part of the training split held out to score the candidates.")
     flags.DEFINE_string("output_dir", _DEFAULTS.output_dir, "Where the ranking goes.")
+    _cli.define_accountant_flag(_DEFAULTS.base)
 
 
 def config_from_flags() -> SweepConfig:
     """The validated SweepConfig the parsed flags describe."""
     base = dataclasses.replace(_DEFAULTS.base, dataset=FLAGS.dataset,
-                               target_epsilon=FLAGS.target_epsilon, epochs=FLAGS.epochs)
+                               target_epsilon=FLAGS.target_epsilon, epochs=FLAGS.epochs,
+                               accountant=FLAGS.accountant)
     return SweepConfig(grid=parse_grid(FLAGS.grid), seeds=FLAGS.seeds,
                        validation_fraction=FLAGS.validation_fraction,
                        output_dir=FLAGS.output_dir, base=base).validated()

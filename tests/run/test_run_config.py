@@ -68,3 +68,13 @@ def test_method_names_and_guarantees():
 def test_planned_steps():
     config = run.RunConfig(noise_multiplier=1.0, epochs=3, batch_size=64).validated()
     assert run.planned_steps(config, 1437) == 3 * math.ceil(1437 / 64)
+
+
+def test_accountant_is_checked_against_the_mechanism():
+    assert run.RunConfig(target_epsilon=1.0).validated().accountant == "pld"
+    assert run.RunConfig(target_epsilon=1.0, accountant="rdp").validated().accountant == "rdp"
+    with pytest.raises(ValueError, match="accountant"):
+        run.RunConfig(target_epsilon=1.0, accountant="moments").validated()
+    # Sampled Laplace has no RDP composition in dp_accounting: refused, with the way out.
+    with pytest.raises(ValueError, match="--accountant=rdp cannot account for Laplace.*pld"):
+        run.RunConfig(mechanism="laplace", target_epsilon=1.0, accountant="rdp").validated()

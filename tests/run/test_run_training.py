@@ -46,3 +46,22 @@ def test_no_dp_record_is_infinite_and_strict_json(tmp_path):
     assert result.attack_report is None and result.audit is None
     text = json.dumps(result.to_dict(), allow_nan=False)
     assert json.loads(text)["privacy"]["epsilon"] == "inf"
+
+
+def test_the_accountant_calibrates_and_reports_alike():
+    """PLD's bound is the tighter: the same target takes less noise, and each run reports
+    its own accountant's epsilon at the target (never above it)."""
+    results = {acc: run.train_and_evaluate(run.RunConfig(target_epsilon=2.0, accountant=acc,
+                                                          **_SMALL), log=_quiet)
+               for acc in ("rdp", "pld")}
+    for acc, result in results.items():
+        assert result.privacy.accountant == acc
+        assert result.privacy.epsilon == pytest.approx(2.0, rel=1e-3)
+        assert result.privacy.epsilon <= 2.0 * 1.0001
+        assert acc.upper() + " accounting" in " ".join(result.privacy.statement.split())
+    assert results["pld"].config.noise_multiplier < 0.99 * results["rdp"].config.noise_multiplier
+    # The same noise accounted by RDP gives the larger epsilon: both are upper bounds.
+    from tfdp.accounting import compute_epsilon
+    rdp_of_pld_run = compute_epsilon(96, 32, results["pld"].config.noise_multiplier, steps=3,
+                                     delta=1e-5, accountant="rdp").epsilon
+    assert rdp_of_pld_run > results["pld"].privacy.epsilon

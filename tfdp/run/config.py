@@ -31,6 +31,7 @@ SCHEDULES: Tuple[str, ...] = mechanisms.values(mechanisms.NoiseSchedule)
 ON_SKIP: Tuple[str, ...] = mechanisms.values(mechanisms.OnSkip)
 SAMPLINGS: Tuple[str, ...] = mechanisms.values(mechanisms.Sampling)
 OPTIMIZERS: Tuple[str, ...] = ("sgd", "adam", "adagrad")
+ACCOUNTANTS: Tuple[str, ...] = mechanisms.values(mechanisms.Accountant)
 # constant: the learning rate throughout; cosine: decays to 0 over the planned steps.
 LEARNING_RATE_SCHEDULES: Tuple[str, ...] = ("constant", "cosine")
 AUGMENTATIONS: Tuple[str, ...] = augmentation_names()
@@ -119,6 +120,10 @@ class RunConfig:
     privacy_unit: str = EXAMPLE
     # At most this many of a patient's examples per step (fixed in advance); None: all.
     max_examples_per_patient: Optional[int] = None
+    # The dp_accounting accountant of the DP-SGD mechanisms, for calibration and the reported
+    # epsilon alike. Both are upper bounds; PLD's (pessimistic discretization) is the tighter,
+    # so the same target needs less noise. RDP reads only Gaussian events.
+    accountant: str = "pld"
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
@@ -130,6 +135,7 @@ class RunConfig:
         check_choice("learning_rate_schedule", self.learning_rate_schedule,
                      LEARNING_RATE_SCHEDULES)
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
+        check_choice("accountant", self.accountant, ACCOUNTANTS)
         _check_recipe(self)
         _check_privacy_unit(self)
         common: Dict[str, Any] = dict(
@@ -312,6 +318,9 @@ def _dp_sgd_settings(c: RunConfig) -> Dict[str, Any]:
                          f"--mechanism={owner.name}.")
     value = getattr(c, clip)
     out[clip] = check_positive(clip, 1.0 if value is None else value)
+    if c.accountant not in mechanism.accountants:
+        raise ValueError(f"--accountant={c.accountant} cannot account for {mechanism.title} "
+                         f"noise; use --accountant={'|'.join(mechanism.accountants)}.")
     return out
 
 

@@ -159,22 +159,26 @@ def calibrate(config: RunConfig, num_train: int) -> float:
     guarantee) with on_skip="release".
     """
     if config.mechanism == NEURALDP:
+        # The claim's own accounting (tfdp.accounting.neuraldp_privacy): RDP.
         mechanism, schedule, probability = "gaussian", mechanisms.NoiseSchedule.REGULAR, 1.0
+        accountant = mechanisms.Accountant.RDP.value
     else:
         mechanism, schedule, probability = (config.mechanism, config.noise_schedule,
                                             config.noise_probability)
+        accountant = config.accountant
     return _calibrated(config.target_epsilon, config.delta, num_train, config.batch_size,
                        planned_steps(config, num_train), mechanism, str(schedule),
-                       float(probability), str(config.sampling))
+                       float(probability), str(config.sampling), str(accountant))
 
 
 @functools.lru_cache(maxsize=256)
 def _calibrated(target_epsilon, delta, num_train, batch_size, steps, mechanism, schedule,
-                probability, sampling) -> float:
+                probability, sampling, accountant) -> float:
     # A pure function of its settings, and ~1 s each: seeds and shadow models reuse it.
     return float(tfdp.accounting.calibrate_noise_multiplier(
         target_epsilon, delta, num_train, batch_size, steps=steps, mechanism=mechanism,
         noise_schedule=schedule, noise_probability=probability, sampling=sampling,
+        accountant=accountant,
     ))
 
 
@@ -189,7 +193,8 @@ def privacy_record(config: RunConfig, optimizer: keras.optimizers.Optimizer,
     if config.uses_dp_optimizer:
         return tfdp.accounting.epsilon_from_ledger(
             optimizer, num_train, delta=config.delta, sampling=config.sampling,
-            batch_size=config.batch_size, privacy_unit=config.privacy_unit)
+            batch_size=config.batch_size, privacy_unit=config.privacy_unit,
+            accountant=config.accountant)
     steps = int(optimizer.iterations.numpy())
     if config.mechanism == RESIDUAL_PERTURBATION:
         return tfdp.accounting.residual_perturbation_privacy(

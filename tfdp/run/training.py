@@ -170,7 +170,7 @@ def train_model(
         # the callback projects the next epoch as all-noisy, which the random one is not.
         callbacks.append(tfdp.accounting.PrivacyCallback(
             units, delta=config.delta, sampling=config.sampling, verbose=0,
-            privacy_unit=config.privacy_unit,
+            privacy_unit=config.privacy_unit, accountant=config.accountant,
             target_epsilon=(config.target_epsilon
                             if config.noise_schedule == NoiseSchedule.REGULAR else None),
         ))
