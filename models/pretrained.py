@@ -37,7 +37,7 @@ from tfdp._validation import check_positive_int
 
 # Pretraining settings: fixed on synthetic data only, before the private data was used.
 PRETRAIN: Dict[str, object] = dict(
-    num_examples=40000, epochs=8, elastic=60.0, extractors=3, feature_units=128,
+    num_examples=40000, epochs=8, elastic=60.0, extractors=4, feature_units=128,
     batch_size=128, learning_rate=1e-3)
 _VERSION = 2  # bump when the renderer or the network changes: old caches are then ignored
 DIGITS_SHAPE = (8, 8, 1)

@@ -1,6 +1,6 @@
 r"""Rebuilds the public prior that ships with tfdp: `models/public_digits_prior.npz`.
 
-    .venv/bin/python scripts/pretrain_prior.py            # about 4 minutes on two cores
+    .venv/bin/python scripts/pretrain_prior.py            # about 6 minutes on two cores
 
 Pretrains `tfdp.models.pretrained.PRETRAIN["extractors"]` small CNNs on synthetic digits
 rendered from matplotlib's fonts (no private data, no download) and stores their weights

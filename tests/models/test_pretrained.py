@@ -99,7 +99,8 @@ def test_the_shipped_prior_is_read_not_pretrained(monkeypatch):
 
     monkeypatch.setattr(pretrained, "_pretrain", refuse)
     model = pretrained.pretrained_linear()
-    assert [w.shape for w in model.trainable_weights] == [(384, 10), (10,)]
+    units = pretrained.PRETRAIN["extractors"] * pretrained.PRETRAIN["feature_units"]
+    assert [w.shape for w in model.trainable_weights] == [(units, 10), (10,)] == [(512, 10), (10,)]
     pretrained._weights.cache_clear()
 
 

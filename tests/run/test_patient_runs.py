@@ -63,10 +63,13 @@ def test_a_per_patient_run_is_accounted_over_patients(tmp_path):
     patients = grouped.num_groups
     steps = 2 * math.ceil(patients / 20)
     assert result.ledger["steps"] == result.ledger["noisy_steps"] == steps
-    want = tfdp.compute_epsilon(patients, 20, 1.5, steps=steps, privacy_unit="patient")
+    accountant = result.config.accountant  # the run's (PLD by default)
+    want = tfdp.compute_epsilon(patients, 20, 1.5, steps=steps, privacy_unit="patient",
+                                accountant=accountant)
     assert result.privacy.epsilon == pytest.approx(want.epsilon, rel=1e-9)
     # Accounted over the examples instead, epsilon would come out smaller: never that.
-    per_example = tfdp.compute_epsilon(grouped.num_train, 20, 1.5, steps=steps)
+    per_example = tfdp.compute_epsilon(grouped.num_train, 20, 1.5, steps=steps,
+                                       accountant=accountant)
     assert per_example.epsilon < result.privacy.epsilon
     assert result.privacy.privacy_unit == "patient"
     assert result.privacy.sampling_probability == pytest.approx(20 / patients)
