@@ -32,7 +32,7 @@ RECIPE: Dict[str, Any] = dict(
     learning_rate=0.5,
     optimizer="sgd",
     learning_rate_schedule="constant",
-    ema_momentum=0.9,
+    ema_momentum=None,
     augmentation="none",
     augmentation_multiplicity=1,
 )
