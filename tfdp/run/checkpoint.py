@@ -16,6 +16,7 @@ import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import tfdp.training
@@ -90,6 +91,18 @@ def open_model_dir(config: RunConfig, model: keras.Model, optimizer: keras.optim
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"Resumed from {manager.latest_checkpoint} after epoch {int(epoch.numpy())}.")
     return int(epoch.numpy()), EpochCheckpoint(manager, epoch)
+
+
+def resume_seed(seed: int, epoch: int) -> int:
+    """The random seed of a run resumed after `epoch` epochs: a stream of its own.
+
+    A resumed process that reseeded with the run's own seed would replay the first epochs'
+    randomness: the same Poisson batches and the same Gaussian noise on them. Two released
+    updates with the same batch and the same noise differ by a noiseless difference of
+    clipped gradients, which no accountant covers. Deriving the seed from (seed, epoch)
+    gives each resume fresh, still reproducible, batches and noise.
+    """
+    return int(np.random.SeedSequence([int(seed), int(epoch), 0x5EED]).generate_state(1)[0])
 
 
 def latest_checkpoint(model_dir: str) -> Optional[str]:

@@ -176,19 +176,24 @@ def train_model(
         ))
     epoch_log = EpochLog(config, optimizer, log)
     callbacks.append(epoch_log)
-    initial_epoch = 0
+    initial_epoch, sampling_seed = 0, config.seed
     if config.model_dir:
         initial_epoch, saver = checkpoint.open_model_dir(config, model, optimizer, log)
         callbacks.append(saver)
+        if initial_epoch:
+            # Fresh batches and noise for the epochs to come: replaying the first epochs'
+            # (checkpoint.resume_seed says why) would void the guarantee.
+            sampling_seed = checkpoint.resume_seed(config.seed, initial_epoch)
+            keras.utils.set_random_seed(sampling_seed)
 
     if config.per_patient:
         train_batches = fit_data.poisson_batches(
-            config.batch_size, seed=config.seed, groups=data.groups_train,
+            config.batch_size, seed=sampling_seed, groups=data.groups_train,
             max_examples_per_group=config.max_examples_per_patient)
     elif config.sampling == Sampling.POISSON and config.is_private:
-        train_batches = fit_data.poisson_batches(config.batch_size, seed=config.seed)
+        train_batches = fit_data.poisson_batches(config.batch_size, seed=sampling_seed)
     else:
-        train_batches = fit_data.train_batches(config.batch_size, seed=config.seed)
+        train_batches = fit_data.train_batches(config.batch_size, seed=sampling_seed)
     if not config.uses_dp_optimizer:
         train_batches = methods.augmented_batches(config, train_batches, data.input_shape)
     patients = f"{units} patients, " if config.per_patient else ""
