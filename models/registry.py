@@ -27,7 +27,8 @@ _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
 
 def available_models() -> Dict[str, str]:
     """Model names `build_model` accepts, with the first line of each docstring."""
-    return {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in _BUILDERS.items()}
+    return {name: ((fn.__doc__ or "").strip().splitlines() or [""])[0]
+            for name, fn in _BUILDERS.items()}
 
 
 def register_model(name: str, builder: Callable[..., keras.Model]) -> None:
