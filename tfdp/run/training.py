@@ -225,7 +225,7 @@ def _frozen_split(config: RunConfig, model: keras.Model, data: "tfdp.data.Datase
 
     Not with augmentation: the extractor then sees new inputs at every step.
     """
-    if methods.make_augmentation(config, data.input_shape) is not None:
+    if config.augmentation != "none":
         return None
     return split_frozen_prefix(model, sample=data.x_train)
 

@@ -48,10 +48,6 @@ class FrozenSplit:
                                for i in range(0, len(x), FEATURE_BATCH)])
 
 
-def _has_weights(layer: keras.layers.Layer) -> bool:
-    return bool(layer.weights)
-
-
 def split_frozen_prefix(model: keras.Model, sample: Optional[np.ndarray] = None
                         ) -> Optional[FrozenSplit]:
     """The model split after its frozen prefix, or None when it cannot or need not be.
@@ -70,7 +66,7 @@ def split_frozen_prefix(model: keras.Model, sample: Optional[np.ndarray] = None
         return None
     layers = model.layers
     first = next((i for i, layer in enumerate(layers) if layer.trainable_weights), None)
-    if first is None or not any(_has_weights(layer) for layer in layers[:first]):
+    if first is None or not any(layer.weights for layer in layers[:first]):
         return None
     trainable = layers[first]
     if len(getattr(trainable, "_inbound_nodes", [])) != 1:
