@@ -134,6 +134,18 @@ def define_accountant_flag(defaults) -> None:
                       "distributions, the tighter bound) or rdp (Renyi DP; Gaussian only).")
 
 
+def define_insecure_seed_flag(defaults) -> None:
+    """Defines --insecure_reproducible_seed (default from a RunConfig: None)."""
+    from absl import flags
+
+    flags.DEFINE_integer(
+        "insecure_reproducible_seed", defaults.insecure_reproducible_seed,
+        "For research and tests only: make the DP noise and the batch sampling reproducible "
+        "from this seed. Anyone who knows it can replay them, so the guarantee then holds "
+        "only against someone who does not; the statement and the records say so. Unset "
+        "(the default): both come from the operating system's entropy.")
+
+
 def recipe_values(flag_values) -> dict:
     """{RunConfig field: value} of the parsed recipe flags."""
     return {name: flag_values[name].value for name in RECIPE_FLAGS}

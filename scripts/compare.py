@@ -107,6 +107,7 @@ def define_flags() -> None:
     _cli.define_recipe_flags(base)
     _cli.define_privacy_unit_flags(base)
     _cli.define_accountant_flag(base)
+    _cli.define_insecure_seed_flag(base)
     leak = d.leakage
     flags.DEFINE_integer("lira_shadows", leak.lira_shadows, "LiRA: shadow models per method "
                          "(each trained the method's own way; 0: no LiRA).")
@@ -138,6 +139,7 @@ def config_from_flags() -> CompareConfig:
         l1_norm_clip=FLAGS.l1_norm_clip, delta=FLAGS.delta, sampling=FLAGS.sampling,
         max_train_examples=FLAGS.max_train_examples, max_test_examples=FLAGS.max_test_examples,
         max_examples_per_patient=FLAGS.max_examples_per_patient, accountant=FLAGS.accountant,
+        insecure_reproducible_seed=FLAGS.insecure_reproducible_seed,
         **_cli.recipe_values(FLAGS),
     )
     attacks = [a for a in FLAGS.attack_types if a.strip()]

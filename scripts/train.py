@@ -74,7 +74,9 @@ def define_flags() -> None:
     flags.DEFINE_float("learning_rate", 0.1, "Learning rate.")
     flags.DEFINE_enum("optimizer", "sgd", run_config.OPTIMIZERS, "Base optimizer.")
     flags.DEFINE_float("delta", 1e-5, "Delta of (epsilon, delta)-DP.")
-    flags.DEFINE_integer("seed", 0, "Seed of weights, batches and noise.")
+    flags.DEFINE_integer("seed", 0, "Seed of what is not private: initial weights, dropout, "
+                         "attack models' subsets. The DP noise and the batches come from "
+                         "secret randomness that no seed reaches.")
     flags.DEFINE_integer("split_seed", 0, "Seed of the train/test split.")
     flags.DEFINE_enum("sampling", "poisson", run_config.SAMPLINGS,
                       "poisson: batches as the accountant assumes; shuffle: fixed-size shuffled "
@@ -100,6 +102,7 @@ def define_flags() -> None:
     _cli.define_recipe_flags(run.RunConfig())
     _cli.define_privacy_unit_flags(run.RunConfig())
     _cli.define_accountant_flag(run.RunConfig())
+    _cli.define_insecure_seed_flag(run.RunConfig())
     flags.DEFINE_string("metrics_path", None, "Metrics JSON (default: <model_dir>/metrics.json "
                         "or results/train_metrics.json).")
 

@@ -77,7 +77,7 @@ def test_callback_refuses_a_unit_the_model_does_not_clip_by():
         flat.fit(x, y, batch_size=4, verbose=0,
                  callbacks=[tfdp.PrivacyCallback(4, privacy_unit="patient", verbose=0)])
     grouped = _private(grouped=True)
-    batches = tfdp.data.poisson_batches(x, y, 2, groups=np.repeat(np.arange(4), 2), seed=0)
+    batches = tfdp.data.poisson_batches(x, y, 2, groups=np.repeat(np.arange(4), 2), insecure_reproducible_seed=0)
     with pytest.raises(ValueError, match="privacy_unit='patient'"):
         grouped.fit(batches, verbose=0, callbacks=[tfdp.PrivacyCallback(8, verbose=0)])
 
@@ -88,7 +88,7 @@ def test_callback_reports_epsilon_per_patient_from_the_ledger():
     x, y = rng.normal(size=(12, 3)).astype("float32"), rng.integers(0, 2, 12)
     model = _private(grouped=True)
     privacy = tfdp.PrivacyCallback(6, privacy_unit="patient", verbose=0)
-    history = model.fit(tfdp.data.poisson_batches(x, y, 2, groups=groups, seed=0), epochs=2,
+    history = model.fit(tfdp.data.poisson_batches(x, y, 2, groups=groups, insecure_reproducible_seed=0), epochs=2,
                         verbose=0, callbacks=[privacy])
     steps = 2 * math.ceil(6 / 2)
     assert int(model.optimizer.iterations.numpy()) == steps

@@ -71,7 +71,7 @@ def test_logged_epsilon_equals_compute_epsilon_on_the_ledger(digits):
     compile_private(model, expected_batch_size=BATCH)
     callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
     history = model.fit(
-        poisson_batches(x, y, BATCH, seed=0), epochs=2, callbacks=[callback, recorder], verbose=0
+        poisson_batches(x, y, BATCH, insecure_reproducible_seed=0), epochs=2, callbacks=[callback, recorder], verbose=0
     )
     logged = history.history["epsilon"]
     assert len(logged) == 2 and "epsilon_noisy_steps_only" not in history.history
@@ -91,12 +91,12 @@ def test_random_schedule_logs_both_figures_from_the_ledger(digits):
     x, y = digits
     model = private_model()
     compile_private(
-        model, noise_schedule="random", noise_probability=0.5, on_skip="release", seed=3,
+        model, noise_schedule="random", noise_probability=0.5, on_skip="release", insecure_reproducible_seed=3,
         expected_batch_size=BATCH,
     )
     callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
     history = model.fit(
-        poisson_batches(x, y, BATCH, seed=0), epochs=2, callbacks=[callback, recorder], verbose=0
+        poisson_batches(x, y, BATCH, insecure_reproducible_seed=0), epochs=2, callbacks=[callback, recorder], verbose=0
     )
     ledger = recorder.ledgers[-1]
     assert 0 < ledger["noisy"] < ledger["iterations"]  # some steps released without noise
@@ -114,7 +114,7 @@ def test_random_schedule_logs_both_figures_from_the_ledger(digits):
 def test_dropped_steps_with_shuffled_batches_and_csv_logger(digits, tmp_path):
     x, y = digits
     model = private_model()
-    compile_private(model, noise_schedule="random", noise_probability=0.5, on_skip="drop", seed=5)
+    compile_private(model, noise_schedule="random", noise_probability=0.5, on_skip="drop", insecure_reproducible_seed=5)
     path = tmp_path / "log.csv"
     callback, recorder = tfdp.PrivacyCallback(N, DELTA, sampling="shuffle"), LedgerRecorder()
     model.fit(
@@ -144,7 +144,7 @@ def test_target_epsilon_stops_before_the_budget_is_exceeded(digits):
     compile_private(model, expected_batch_size=BATCH)
     callback = tfdp.PrivacyCallback(N, DELTA, target_epsilon=target, verbose=0)
     history = model.fit(
-        poisson_batches(x, y, BATCH, seed=0), epochs=5, callbacks=[callback], verbose=0
+        poisson_batches(x, y, BATCH, insecure_reproducible_seed=0), epochs=5, callbacks=[callback], verbose=0
     )
     assert len(history.history["epsilon"]) == 1
     assert history.history["epsilon"][-1] <= target
@@ -157,7 +157,7 @@ def test_generous_target_lets_training_finish(digits):
     compile_private(model, expected_batch_size=BATCH)
     callback = tfdp.PrivacyCallback(N, DELTA, target_epsilon=1e3, verbose=0)
     history = model.fit(
-        poisson_batches(x, y, BATCH, seed=0), epochs=2, callbacks=[callback], verbose=0
+        poisson_batches(x, y, BATCH, insecure_reproducible_seed=0), epochs=2, callbacks=[callback], verbose=0
     )
     assert len(history.history["epsilon"]) == 2 and callback.stopped_epoch is None
 
@@ -194,7 +194,7 @@ def test_fast_path_model_feeds_the_same_ledger(digits):
     compile_private(model, expected_batch_size=BATCH)
     callback, recorder = tfdp.PrivacyCallback(N, DELTA), LedgerRecorder()
     history = model.fit(
-        poisson_batches(x, y, BATCH, seed=1), epochs=1, callbacks=[callback, recorder], verbose=0
+        poisson_batches(x, y, BATCH, insecure_reproducible_seed=1), epochs=1, callbacks=[callback, recorder], verbose=0
     )
     ledger = recorder.ledgers[-1]
     assert ledger["iterations"] == STEPS_PER_EPOCH and ledger["noisy"] == STEPS_PER_EPOCH

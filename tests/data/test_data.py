@@ -85,7 +85,7 @@ def test_class_weights_are_balanced_weights():
 
 def test_train_batches_cover_each_example_once_per_epoch_and_reshuffle():
     ds = load_dataset("digits").subset(200, 50)
-    pipeline = ds.train_batches(64, seed=7)
+    pipeline = ds.train_batches(64, insecure_reproducible_seed=7)
     epochs = []
     for _ in range(2):
         ys, xs = [], []

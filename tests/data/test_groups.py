@@ -50,7 +50,7 @@ def test_grouped_batches_hold_each_sampled_group_whole_with_weights():
     x, y, ids = grouped_data(SIZES)
     groups = members(ids)
     slots = max(SIZES)
-    dataset = poisson_batches(x, y, 4, groups=ids, num_steps=40, seed=3)
+    dataset = poisson_batches(x, y, 4, groups=ids, num_steps=40, insecure_reproducible_seed=3)
     x_spec, y_spec, w_spec = dataset.element_spec
     assert x_spec.shape.as_list() == [None, slots, 2]
     assert y_spec.shape.as_list() == [None, slots]
@@ -76,7 +76,7 @@ def test_grouped_batches_hold_each_sampled_group_whole_with_weights():
 
 def test_slot_mean_of_weighted_values_is_the_group_mean():
     x, y, ids = grouped_data(SIZES)
-    for xb, _, wb in poisson_batches(x, y, 6, groups=ids, num_steps=5, seed=0):
+    for xb, _, wb in poisson_batches(x, y, 6, groups=ids, num_steps=5, insecure_reproducible_seed=0):
         values = xb.numpy()[..., 0] ** 2  # any per-example loss
         for row_values, row_weights in zip(values, wb.numpy()):
             taken = row_values[row_weights > 0]
@@ -86,7 +86,7 @@ def test_slot_mean_of_weighted_values_is_the_group_mean():
 def test_empty_batches_keep_their_shape_and_nests_are_gathered_leaf_by_leaf():
     x, y, ids = grouped_data([2, 3, 1, 2, 1])
     nest = {"image": x, "pair": np.stack([x, 2 * x], axis=1)}
-    dataset = poisson_batches(nest, y, 0.25, groups=ids, num_steps=40, seed=1)
+    dataset = poisson_batches(nest, y, 0.25, groups=ids, num_steps=40, insecure_reproducible_seed=1)
     assert dataset.element_spec[0]["pair"].shape.as_list() == [None, 3, 2, 2]
     sampled = steps(dataset)
     empty = [b for b in sampled if len(b[2]) == 0]
@@ -103,11 +103,11 @@ def test_seed_reproduces_grouped_batches_and_each_pass_is_fresh():
     def labels(dataset):
         return [b[1] for b in steps(dataset)]
 
-    dataset = poisson_batches(x, y, 4, groups=ids, num_steps=6, seed=5,
+    dataset = poisson_batches(x, y, 4, groups=ids, num_steps=6, insecure_reproducible_seed=5,
                               max_examples_per_group=2)
     first, second = labels(dataset), labels(dataset)
     assert any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(first, second))
-    again = labels(poisson_batches(x, y, 4, groups=ids, num_steps=6, seed=5,
+    again = labels(poisson_batches(x, y, 4, groups=ids, num_steps=6, insecure_reproducible_seed=5,
                                    max_examples_per_group=2))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
 
@@ -122,7 +122,7 @@ def test_each_group_joins_with_probability_q_and_whole():
     q = batch / len(sizes)
     joins = {g: 0 for g in groups}
     for batch_step in steps(poisson_batches(x, y, batch, groups=ids, num_steps=num_steps,
-                                            seed=11)):
+                                            insecure_reproducible_seed=11)):
         for labels, _, _ in rows(batch_step):
             group = ids[labels[0] - 1]
             assert set(labels) == groups[group]  # never part of a group
@@ -143,7 +143,7 @@ def test_cap_takes_a_fresh_random_subset_of_a_big_group():
     groups = members(ids)
     cap, num_steps = 3, 400
     # batch_size = G: every group joins every step, so only the subsets are random.
-    dataset = poisson_batches(x, y, len(sizes), groups=ids, num_steps=num_steps, seed=4,
+    dataset = poisson_batches(x, y, len(sizes), groups=ids, num_steps=num_steps, insecure_reproducible_seed=4,
                               max_examples_per_group=cap)
     assert dataset.element_spec[2].shape.as_list() == [None, cap]
     taken = np.zeros(len(ids) + 1)
@@ -165,7 +165,7 @@ def test_cap_takes_a_fresh_random_subset_of_a_big_group():
 
 def test_cap_above_the_largest_group_changes_nothing():
     x, y, ids = grouped_data(SIZES)
-    dataset = poisson_batches(x, y, 4, groups=ids, num_steps=3, seed=0,
+    dataset = poisson_batches(x, y, 4, groups=ids, num_steps=3, insecure_reproducible_seed=0,
                               max_examples_per_group=50)
     assert dataset.element_spec[0].shape.as_list() == [None, max(SIZES), 2]
 
@@ -176,7 +176,7 @@ def test_epochs_count_passes_over_the_groups():
     x, y, ids = grouped_data(SIZES)
     num_groups = len(SIZES)
     assert count_groups(ids) == num_groups
-    dataset = poisson_batches(x, y, 5, groups=ids, epochs=3, seed=0)
+    dataset = poisson_batches(x, y, 5, groups=ids, epochs=3, insecure_reproducible_seed=0)
     assert int(dataset.cardinality()) == steps_from_epochs(3, num_groups, 5) == math.ceil(
         3 * num_groups / 5)
     assert int(poisson_batches(x, y, 5, groups=ids).cardinality()) == math.ceil(num_groups / 5)
@@ -207,8 +207,8 @@ def test_bad_grouped_input(kwargs, message):
 def test_integer_ids_work_like_strings():
     x, y, ids = grouped_data(SIZES)
     codes = np.unique(ids, return_inverse=True)[1] * 7 + 100
-    a = steps(poisson_batches(x, y, 4, groups=ids, num_steps=4, seed=9))
-    b = steps(poisson_batches(x, y, 4, groups=codes, num_steps=4, seed=9))
+    a = steps(poisson_batches(x, y, 4, groups=ids, num_steps=4, insecure_reproducible_seed=9))
+    b = steps(poisson_batches(x, y, 4, groups=codes, num_steps=4, insecure_reproducible_seed=9))
     assert all(np.array_equal(p[1], r[1]) for p, r in zip(a, b))
 
 
@@ -302,7 +302,7 @@ def test_chest_xray_loader_recovers_patient_ids(tmp_path):
     assert ds.summary()["num_groups"] == 5
     # The ids drive per-patient batches directly.
     x_spec, _, w_spec = ds.poisson_batches(2, groups=ds.groups_train, num_steps=2,
-                                           seed=0).element_spec
+                                           insecure_reproducible_seed=0).element_spec
     assert x_spec.shape.as_list() == [None, 2, 8, 8, 1] and w_spec.shape.as_list() == [None, 2]
 
 

@@ -20,7 +20,7 @@ def labels_per_step(dataset):
 def sampled():
     x = np.arange(N, dtype=np.float32).reshape(N, 1) * 10.0
     y = np.arange(N, dtype=np.int64)
-    return labels_per_step(poisson_batches(x, y, BATCH, num_steps=STEPS, seed=7))
+    return labels_per_step(poisson_batches(x, y, BATCH, num_steps=STEPS, insecure_reproducible_seed=7))
 
 
 def test_batch_sizes_are_binomial(sampled):
@@ -51,31 +51,31 @@ def test_every_example_appears_with_frequency_q(sampled):
 def test_features_stay_paired_with_labels():
     x = np.arange(N, dtype=np.float32).reshape(N, 1) * 10.0
     y = np.arange(N, dtype=np.int64)
-    for features, labels in poisson_batches(x, y, BATCH, num_steps=5, seed=1):
+    for features, labels in poisson_batches(x, y, BATCH, num_steps=5, insecure_reproducible_seed=1):
         np.testing.assert_array_equal(features.numpy()[:, 0], labels.numpy() * 10.0)
 
 
 def test_each_pass_draws_fresh_batches_and_the_seed_reproduces_them():
     y = np.arange(N)
-    dataset = poisson_batches(np.zeros((N, 2)), y, BATCH, num_steps=4, seed=3)
+    dataset = poisson_batches(np.zeros((N, 2)), y, BATCH, num_steps=4, insecure_reproducible_seed=3)
     first, second = labels_per_step(dataset), labels_per_step(dataset)
     assert any(not np.array_equal(a, b) for a, b in zip(first, second))
-    again = labels_per_step(poisson_batches(np.zeros((N, 2)), y, BATCH, num_steps=4, seed=3))
+    again = labels_per_step(poisson_batches(np.zeros((N, 2)), y, BATCH, num_steps=4, insecure_reproducible_seed=3))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
-    other = labels_per_step(poisson_batches(np.zeros((N, 2)), y, BATCH, num_steps=4, seed=4))
+    other = labels_per_step(poisson_batches(np.zeros((N, 2)), y, BATCH, num_steps=4, insecure_reproducible_seed=4))
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
 
 
 def test_step_count_from_epochs_matches_the_accountant():
-    dataset = poisson_batches(np.zeros((N, 1)), np.zeros(N), 64, epochs=3, seed=0)
+    dataset = poisson_batches(np.zeros((N, 1)), np.zeros(N), 64, epochs=3, insecure_reproducible_seed=0)
     assert int(dataset.cardinality()) == math.ceil(3 * N / 64)
-    assert int(poisson_batches(np.zeros((N, 1)), None, 64, seed=0).cardinality()) == math.ceil(N / 64)
+    assert int(poisson_batches(np.zeros((N, 1)), None, 64, insecure_reproducible_seed=0).cardinality()) == math.ceil(N / 64)
     result = tfdp.compute_epsilon(N, 64, 1.0, epochs=3)
     assert result.steps == int(dataset.cardinality())
 
 
 def test_without_labels_yields_features_only():
-    batch = next(iter(poisson_batches(np.ones((N, 3)), None, 100, num_steps=1, seed=0)))
+    batch = next(iter(poisson_batches(np.ones((N, 3)), None, 100, num_steps=1, insecure_reproducible_seed=0)))
     assert batch.shape[1] == 3
 
 
@@ -98,5 +98,5 @@ def test_bad_input(kwargs, message):
 
 def test_dataset_record_delegates_here():
     data = tfdp.data.load_digits()
-    batches = data.poisson_batches(32, seed=0)
+    batches = data.poisson_batches(32, insecure_reproducible_seed=0)
     assert int(batches.cardinality()) == math.ceil(data.num_train / 32)

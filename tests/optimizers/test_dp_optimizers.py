@@ -69,7 +69,7 @@ def _reference_update(model, x, y, norm, clip, units=None):
         (dict(mechanism="laplace", l1_norm_clip=0.5), "l1", None),
         (dict(mechanism="gaussian", l2_norm_clip=0.3, num_microbatches=5), "l2", 5),  # 24 % 5 != 0
         (dict(mechanism="gaussian", noise_schedule="random", noise_probability=0.5,
-              l2_norm_clip=0.3, seed=1), "l2", None),
+              l2_norm_clip=0.3, insecure_reproducible_seed=1), "l2", None),
     ],
 )
 def test_noiseless_update_equals_the_mean_of_clipped_per_unit_gradients(kwargs, norm, units):
@@ -131,8 +131,10 @@ def test_counters_follow_the_schedule_and_any_batch_size_works():
     x, y = _data(n=53)  # 53 = 5 batches of 10 + a partial batch of 3
     for kwargs in [
         dict(),
-        dict(noise_schedule="random", noise_probability=0.5, on_skip="release", seed=3),
-        dict(noise_schedule="random", noise_probability=0.5, on_skip="drop", seed=3),
+        dict(noise_schedule="random", noise_probability=0.5, on_skip="release",
+             insecure_reproducible_seed=3),
+        dict(noise_schedule="random", noise_probability=0.5, on_skip="drop",
+             insecure_reproducible_seed=3),
     ]:
         model = _model()
         optimizer = tfdp.DPKerasSGDOptimizer(
@@ -171,7 +173,7 @@ def test_a_dropped_step_leaves_every_variable_bit_identical():
     model = _model()
     optimizer = tfdp.DPKerasAdamOptimizer(
         learning_rate=0.1, noise_schedule="random", noise_probability=0.5, on_skip="drop",
-        l2_norm_clip=1.0, noise_multiplier=0.5, seed=7,
+        l2_norm_clip=1.0, noise_multiplier=0.5, insecure_reproducible_seed=7,
     )
     loss_fn = _per_example_loss()
 
@@ -294,9 +296,10 @@ def test_any_keras_3_optimizer_class_becomes_a_dp_optimizer():
                                         l1_norm_clip=2.0, noise_multiplier=0.7)),
         (tfdp.DPKerasAdamOptimizer, dict(learning_rate=0.01, noise_schedule="random",
                                          noise_probability=0.3, on_skip="drop", l2_norm_clip=1.0,
-                                         noise_multiplier=1.1, num_microbatches=4, seed=9)),
+                                         noise_multiplier=1.1, num_microbatches=4,
+                                         insecure_reproducible_seed=9)),
         (tfdp.DPKerasAdagradOptimizer, dict(dp_sum_query=RandomizedNoiseQuery(
-            LaplaceSumQuery(1.0, 2.0), 0.5, on_skip="release", seed=2))),
+            LaplaceSumQuery(1.0, 2.0), 0.5, on_skip="release"))),
     ],
 )
 def test_get_config_round_trips(cls, kwargs):
@@ -331,7 +334,7 @@ def test_saved_model_reloads_with_the_dp_optimizer_and_its_ledger(tmp_path, file
     model.compile(
         optimizer=tfdp.DPKerasAdamOptimizer(
             learning_rate=0.01, noise_schedule="random", noise_probability=0.5,
-            l2_norm_clip=1.0, noise_multiplier=1.0, seed=4,
+            l2_norm_clip=1.0, noise_multiplier=1.0, insecure_reproducible_seed=4,
         ),
         loss=_per_example_loss(),
     )
@@ -343,38 +346,39 @@ def test_saved_model_reloads_with_the_dp_optimizer_and_its_ledger(tmp_path, file
     assert loaded.optimizer.dp_settings == model.optimizer.dp_settings
     for name in ["iterations", "noisy_steps", "dropped_steps"]:
         assert _int(getattr(loaded.optimizer, name)) == _int(getattr(model.optimizer, name)), name
-    np.testing.assert_array_equal(
-        loaded.optimizer.query_global_state().seed.numpy(),
-        model.optimizer.query_global_state().seed.numpy(),
-    )
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
-def test_checkpoint_restores_counters_and_the_coin_sequence(tmp_path):
+def test_checkpoint_restores_counters_and_draws_fresh_coins_and_noise(tmp_path):
     variable = tf.Variable(tf.zeros([3]))
     x = tf.ones([4, 3])
 
     def make():
         return tfdp.DPKerasSGDOptimizer(
             noise_schedule="random", noise_probability=0.5, l2_norm_clip=1.0,
-            noise_multiplier=1.0, seed=21,
+            noise_multiplier=1.0, on_skip="drop",
         )
 
     def run(optimizer, steps):
         for _ in range(steps):
             optimizer.minimize(lambda: tf.reduce_sum(x * variable, axis=1), [variable])
 
-    uninterrupted = make()
-    run(uninterrupted, 20)
-
     first = make()
     run(first, 8)
     path = tf.train.Checkpoint(optimizer=first).save(str(tmp_path / "ckpt"))
     resumed = make()
     tf.train.Checkpoint(optimizer=resumed).restore(path).assert_existing_objects_matched()
-    assert _int(resumed.noisy_steps) == _int(first.noisy_steps)
+    for name in ("iterations", "noisy_steps", "dropped_steps"):
+        assert _int(getattr(resumed, name)) == _int(getattr(first, name)), name
     run(resumed, 12)
-    assert _int(resumed.noisy_steps) == _int(uninterrupted.noisy_steps)
-    np.testing.assert_array_equal(
-        resumed.query_global_state().seed.numpy(), uninterrupted.query_global_state().seed.numpy()
-    )
+    total = _int(resumed.iterations) + _int(resumed.dropped_steps)
+    assert total == 20 and _int(resumed.noisy_steps) + _int(resumed.dropped_steps) == 20
+    # The coin's old seed field is retired: nothing in the state can replay the schedule.
+    np.testing.assert_array_equal(resumed.query_global_state().seed.numpy(), [0, 0])
+    # A restored optimizer keeps its own, fresh key: the same step gets other noise.
+    zeros = [tf.zeros([50])]
+    again = make()
+    tf.train.Checkpoint(optimizer=again).restore(path)
+    noise = [np.concatenate([o.privatize_clipped_sum(zeros, 1, 1)[0].numpy() for _ in range(10)])
+             for o in (first, again)]  # ten steps: some noisy (all dropped: p = 2^-10 each)
+    assert not np.allclose(noise[0], noise[1])

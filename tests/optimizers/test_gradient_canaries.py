@@ -29,7 +29,7 @@ def _train(optimizer, included=None, seed=0):
                                                                   reduction=None))
     if included is not None:
         optimizer.add_gradient_canaries(included, BATCH / NUM_EXAMPLES, seed=seed)
-    batches = tfdp.data.poisson_batches(x, y, BATCH, seed=seed)
+    batches = tfdp.data.poisson_batches(x, y, BATCH, insecure_reproducible_seed=seed)
     model.fit(batches, epochs=STEPS * BATCH // NUM_EXAMPLES, verbose=0, shuffle=False)
     return model
 

@@ -1,4 +1,4 @@
-"""RandomizedNoiseQuery: the coin's frequency, release vs drop, events, counters, seeding."""
+"""RandomizedNoiseQuery: the coin's frequency, release vs drop, events, counters, the seed."""
 
 import dp_accounting
 import numpy as np
@@ -10,9 +10,11 @@ from tfdp.queries import (
     OUTCOME_DROPPED,
     OUTCOME_NOISY,
     OUTCOME_RELEASED,
+    GaussianSumQuery,
     LaplaceSumQuery,
     RandomizedNoiseQuery,
 )
+from tfdp.randomness import SecretRandomnessWarning
 
 
 def _gaussian(clip=1.0, multiplier=1.0):
@@ -35,25 +37,24 @@ def _run(query, steps, sample=None):
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.85])
 def test_noisy_fraction_is_inside_a_binomial_interval_around_p(p):
     steps = 3000
-    query = RandomizedNoiseQuery(_gaussian(), p, seed=11)
+    query = RandomizedNoiseQuery(_gaussian(), p)
 
     @tf.function
-    def count_noisy(state):
+    def count_noisy():
         noisy = tf.constant(0, tf.int64)
-        for _ in tf.range(steps):
-            coin, seed = query.draw_coin(state)
-            state = state._replace(seed=seed)
-            noisy += tf.cast(coin, tf.int64)
+        for step in tf.range(steps, dtype=tf.int64):
+            seed = tf.random.experimental.stateless_fold_in(tf.constant([11, 0], tf.int64), step)
+            noisy += tf.cast(query.draw_coin(seed), tf.int64)
         return noisy
 
-    noisy = int(count_noisy(query.initial_global_state()))
+    noisy = int(count_noisy())
     half_width = 4.5 * np.sqrt(steps * p * (1 - p))  # ~ a 99.999% interval
     assert abs(noisy - steps * p) < half_width
 
 
 def test_release_returns_the_exact_sum_without_noise_and_a_non_private_event():
     sample = [tf.constant([1.0, 2.0, 3.0])]
-    query = RandomizedNoiseQuery(_gaussian(multiplier=5.0), 0.5, on_skip="release", seed=3)
+    query = RandomizedNoiseQuery(_gaussian(multiplier=5.0), 0.5, on_skip="release")
     results, outcomes, events, state = _run(query, 60, sample)
     assert set(outcomes) == {OUTCOME_NOISY, OUTCOME_RELEASED}
     for result, outcome, event in zip(results, outcomes, events):
@@ -69,7 +70,7 @@ def test_release_returns_the_exact_sum_without_noise_and_a_non_private_event():
 
 
 def test_drop_returns_zeros_a_no_op_event_and_counts_the_drops():
-    query = RandomizedNoiseQuery(LaplaceSumQuery(1.0, 1.0), 0.4, on_skip="drop", seed=5)
+    query = RandomizedNoiseQuery(LaplaceSumQuery(1.0, 1.0), 0.4, on_skip="drop")
     results, outcomes, events, state = _run(query, 60)
     assert set(outcomes) == {OUTCOME_NOISY, OUTCOME_DROPPED}
     for result, outcome, event in zip(results, outcomes, events):
@@ -83,18 +84,42 @@ def test_drop_returns_zeros_a_no_op_event_and_counts_the_drops():
 
 
 def test_probability_one_is_always_noisy_and_zero_never():
-    always = RandomizedNoiseQuery(_gaussian(), 1.0, seed=1)
-    never = RandomizedNoiseQuery(_gaussian(), 0.0, seed=1)
+    always = RandomizedNoiseQuery(_gaussian(), 1.0)
+    never = RandomizedNoiseQuery(_gaussian(), 0.0)
     assert set(_run(always, 30)[1]) == {OUTCOME_NOISY}
     assert set(_run(never, 30)[1]) == {OUTCOME_RELEASED}
 
 
-def test_same_seed_same_schedule_other_seed_other_schedule():
-    first = _run(RandomizedNoiseQuery(_gaussian(), 0.5, seed=42), 40)[1]
-    again = _run(RandomizedNoiseQuery(_gaussian(), 0.5, seed=42), 40)[1]
-    other = _run(RandomizedNoiseQuery(_gaussian(), 0.5, seed=43), 40)[1]
-    assert first == again
-    assert first != other
+def _schedule(query, seeds):
+    state = query.initial_global_state()
+    outcomes = []
+    for seed in seeds:
+        _, state, _ = query.get_noised_result_with_seed(
+            [tf.ones([3])], state, tf.constant([seed, 7], tf.int64))
+        outcomes.append(int(query.last_outcome(state)))
+    return outcomes
+
+
+def test_the_schedule_and_noise_are_functions_of_the_step_seed_alone():
+    query = RandomizedNoiseQuery(GaussianSumQuery(1.0, 1.0), 0.5)
+    first = _schedule(query, range(40))
+    assert first == _schedule(query, range(40))
+    assert first != _schedule(query, range(100, 140))
+    # Without a seed (the DPQuery protocol) every release draws fresh OS entropy, whatever
+    # TensorFlow's global seed: reseeding replays neither the coin nor the noise.
+    runs = []
+    for _ in range(2):
+        tf.random.set_seed(0)
+        results, outcomes = _run(query, 40)[:2]
+        runs.append((outcomes, np.concatenate(results)))
+    assert runs[0][0] != runs[1][0]
+    assert not np.array_equal(runs[0][1], runs[1][1])
+
+
+def test_a_seed_argument_warns_that_it_no_longer_reaches_the_coin():
+    with pytest.warns(SecretRandomnessWarning, match="insecure_reproducible_seed"):
+        query = RandomizedNoiseQuery(GaussianSumQuery(1.0, 1.0), 0.5, seed=3)
+    assert query.seed is None and "seed" not in query.get_config()
 
 
 def test_inside_tf_function_the_event_is_the_conservative_bound():
@@ -104,7 +129,7 @@ def test_inside_tf_function_the_event_is_the_conservative_bound():
         ("release", dp_accounting.NonPrivateDpEvent),
         ("drop", dp_accounting.GaussianDpEvent),
     ]:
-        query = RandomizedNoiseQuery(_gaussian(multiplier=2.0), 0.9, on_skip=on_skip, seed=0)
+        query = RandomizedNoiseQuery(_gaussian(multiplier=2.0), 0.9, on_skip=on_skip)
 
         @tf.function
         def step(state):
@@ -117,7 +142,7 @@ def test_inside_tf_function_the_event_is_the_conservative_bound():
 
 
 def test_clipping_is_the_inner_querys():
-    query = RandomizedNoiseQuery(_gaussian(clip=0.5), 0.5, seed=0)
+    query = RandomizedNoiseQuery(_gaussian(clip=0.5), 0.5)
     params = query.derive_sample_params(query.initial_global_state())
     clipped = query.preprocess_record(params, [tf.constant([30.0, 40.0])])
     np.testing.assert_allclose(clipped[0].numpy(), [0.3, 0.4], rtol=1e-6)

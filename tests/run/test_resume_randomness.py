@@ -1,10 +1,13 @@
-"""A run resumed from its model_dir draws fresh batches and noise, never the first epochs' again.
+"""A resumed run draws fresh noise and batches: never the first epochs' again, nor another resume's.
 
 Replaying them would release two updates with the same Poisson batch and the same noise:
 their difference is a noiseless difference of clipped gradients, outside any accountant.
+The run reseeds every process with its `seed` (as Keras's reproducibility advice says to),
+so these tests also show that no user seed reaches the noise or the batches.
 """
 
 import dataclasses
+import shutil
 
 import keras
 import numpy as np
@@ -12,7 +15,7 @@ import numpy as np
 from tfdp import run
 from tfdp.data import Dataset
 from tfdp.models import registry
-from tfdp.run import checkpoint
+from tfdp.run import checkpoint, methods
 from tfdp.run.training import train_model
 
 
@@ -30,31 +33,57 @@ def _zeros():
                    class_names=("a", "b"))
 
 
-def test_resumed_epochs_draw_new_noise_and_new_batches(tmp_path, monkeypatch):
+def _config(model_dir, **overrides):
+    return run.RunConfig(dataset="zeros", model="no_gradient", noise_multiplier=1.0,
+                         epochs=1, batch_size=16, learning_rate=1.0, model_dir=str(model_dir),
+                         **overrides).validated()
+
+
+def _train(config, data):
+    return train_model(config, data, log=lambda _: None, validate=False)
+
+
+def test_resumed_epochs_draw_new_noise_and_two_resumes_differ(tmp_path, monkeypatch):
     monkeypatch.setitem(registry._BUILDERS, "no_gradient", _no_gradient)  # this test only
+    config, data = _config(tmp_path / "run"), _zeros()
+    first = _train(config, data)
+    epoch_1 = first.model.get_weights()[0].copy()
+    assert np.abs(epoch_1).max() > 0  # the noise moved the weights
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    updates = []
+    for model_dir in ("run", "copy"):  # the same checkpoint, resumed twice
+        resumed = _train(dataclasses.replace(config, epochs=2, model_dir=str(tmp_path / model_dir)),
+                         data)
+        assert resumed.optimizer.iterations.numpy() == 2 * first.optimizer.iterations.numpy()
+        updates.append(resumed.model.get_weights()[0] - epoch_1)
+    # Neither resumed epoch's noise is the first epoch's again, nor the other resume's.
+    for update in updates:
+        assert not np.allclose(update, epoch_1, atol=1e-6)
+    assert not np.allclose(updates[0], updates[1], atol=1e-6)
+
+
+def test_the_insecure_opt_in_reproduces_a_run_but_never_across_a_resume(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._BUILDERS, "no_gradient", _no_gradient)
     seeds = []
     original = Dataset.poisson_batches
 
-    def recording(self, batch_size, *, seed=None, **kwargs):
-        seeds.append(seed)
-        return original(self, batch_size, seed=seed, **kwargs)
+    def recording(self, batch_size, **kwargs):
+        seeds.append(kwargs.get("insecure_reproducible_seed"))
+        return original(self, batch_size, **kwargs)
 
     monkeypatch.setattr(Dataset, "poisson_batches", recording)
-    config = run.RunConfig(dataset="zeros", model="no_gradient", noise_multiplier=1.0,
-                           epochs=1, batch_size=16, learning_rate=1.0,
-                           model_dir=str(tmp_path / "run")).validated()
     data = _zeros()
-    first = train_model(config, data, log=lambda _: None, validate=False)
-    epoch_1 = first.model.get_weights()[0].copy()
-    assert np.abs(epoch_1).max() > 0  # the noise moved the weights
-    resumed = train_model(dataclasses.replace(config, epochs=2), data, log=lambda _: None,
-                          validate=False)
-    epoch_2 = resumed.model.get_weights()[0] - epoch_1
-    assert resumed.optimizer.iterations.numpy() == 2 * first.optimizer.iterations.numpy()
-    # The resumed epoch's noise is not the first epoch's noise again.
-    assert not np.allclose(epoch_2, epoch_1, atol=1e-6)
-    # Nor are its batches: the sampler gets a seed of its own, derived from (seed, epoch).
-    assert seeds == [0, checkpoint.resume_seed(0, 1)] and seeds[1] != seeds[0]
+    weights = []
+    for name in ("a", "b"):
+        trained = _train(_config(tmp_path / name, insecure_reproducible_seed=5), data)
+        weights.append(trained.model.get_weights()[0].copy())
+    np.testing.assert_array_equal(weights[0], weights[1])  # reproducible, as asked
+    config = _config(tmp_path / "a", insecure_reproducible_seed=5)
+    resumed = _train(dataclasses.replace(config, epochs=2), data)
+    assert not np.allclose(resumed.model.get_weights()[0] - weights[0], weights[0], atol=1e-6)
+    # The resumed epoch's batches come from a seed of their own, derived from the epoch.
+    assert seeds[0] == seeds[1] == methods.insecure_run_seed(config, 0)
+    assert seeds[2] == methods.insecure_run_seed(config, 1) != seeds[0]
 
 
 def test_resume_seeds_are_distinct_per_epoch_and_reproducible():

@@ -111,7 +111,7 @@ def main():
     results["grouped"] = {"mirrored": train(mirrored, True, noiseless, grouped=True),
                           "single": train(single, True, noiseless, grouped=True)}
     drop = dict(l2_norm_clip=0.3, noise_multiplier=1.0, noise_schedule="random",
-                noise_probability=0.5, on_skip="drop", seed=3)
+                noise_probability=0.5, on_skip="drop", insecure_reproducible_seed=3)
     results["drop"] = {"mirrored": train(mirrored, True, drop, epochs=3),
                        "single": train(single, True, drop, epochs=3)}
     print("RESULT " + json.dumps(results))

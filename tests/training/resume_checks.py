@@ -74,7 +74,7 @@ def main():
     model.compile(
         optimizer=tfdp.DPKerasAdamOptimizer(
             learning_rate=0.05, l2_norm_clip=1.0, noise_multiplier=1.0,
-            noise_schedule="random", noise_probability=0.6, on_skip="drop", seed=11),
+            noise_schedule="random", noise_probability=0.6, on_skip="drop", insecure_reproducible_seed=11),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None))
     privacy = tfdp.PrivacyCallback(96, delta=1e-5, batch_size=8)
@@ -92,7 +92,6 @@ def main():
         "iterations": int(optimizer.iterations.numpy()),
         "noisy_steps": int(optimizer.noisy_steps.numpy()),
         "dropped_steps": int(optimizer.dropped_steps.numpy()),
-        "seed": optimizer.query_global_state().seed.numpy().tolist(),
         "epsilon": privacy.result.epsilon,
     }), flush=True)
 

@@ -130,7 +130,7 @@ def test_dropped_steps_through_the_fast_path_change_no_weight():
     private = tfdp.make_private(model)
     private.compile(optimizer=tfdp.DPKerasAdamOptimizer(
         learning_rate=0.1, noise_schedule="random", noise_probability=0.0, on_skip="drop",
-        l2_norm_clip=1.0, noise_multiplier=1.0, seed=0), loss=_loss())
+        l2_norm_clip=1.0, noise_multiplier=1.0, insecure_reproducible_seed=0), loss=_loss())
     before = [v.numpy().copy() for v in model.variables]
     private.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert int(np.asarray(private.optimizer.dropped_steps)) == 3

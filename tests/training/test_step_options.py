@@ -117,7 +117,7 @@ def test_physical_batches_draw_the_noise_once():
     keras.utils.set_random_seed(3)
     base = keras.Sequential([keras.Input((40,)), L.Dense(50, use_bias=False)])
     model = tfdp.make_private(base, physical_batch_size=4)
-    model.compile(optimizer=_sgd(clip, sigma, seed=5), loss=keras.losses.MeanSquaredError(
+    model.compile(optimizer=_sgd(clip, sigma, insecure_reproducible_seed=5), loss=keras.losses.MeanSquaredError(
         reduction=None))
     start = base.trainable_weights[0].numpy()
     model.fit(np.zeros((batch, 40), np.float32), np.zeros((batch, 50), np.float32),
@@ -134,7 +134,7 @@ def test_physical_batches_with_poisson_batches_and_augmentation():
     model = tfdp.make_private(_model(), physical_batch_size=4, augment=_copy_scale,
                               augmentation_multiplicity=K)
     model.compile(optimizer=_sgd(1.0, 1.0, expected_batch_size=10), loss=LOSS)
-    model.fit(tfdp.data.poisson_batches(x, y, 10, num_steps=6, seed=0), epochs=1, verbose=0,
+    model.fit(tfdp.data.poisson_batches(x, y, 10, num_steps=6, insecure_reproducible_seed=0), epochs=1, verbose=0,
               shuffle=False)
     assert int(model.optimizer.noisy_steps.numpy()) == 6
     assert int(model.optimizer.iterations.numpy()) == 6
@@ -168,7 +168,7 @@ def test_ema_weights_are_the_documented_average():
     y = rng.integers(0, 3, size=24)
     momentum = 0.6
     model = tfdp.make_private(_model())
-    model.compile(optimizer=_sgd(1.0, 0.5, seed=1, use_ema=True, ema_momentum=momentum),
+    model.compile(optimizer=_sgd(1.0, 0.5, insecure_reproducible_seed=1, use_ema=True, ema_momentum=momentum),
                   loss=LOSS)
     raw = []
     record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: raw.append(

@@ -225,6 +225,7 @@ def compute_epsilon(
     used_microbatching: bool = False,
     value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION,
     privacy_unit: str = "example",
+    secret_randomness: bool = True,
 ) -> PrivacyResult:
     """The (epsilon, delta) of DP-SGD training per example (or per group), with a statement.
 
@@ -266,6 +267,9 @@ def compute_epsilon(
         `tfdp.data.poisson_batches(..., groups=ids)` and `make_private(model,
         grouped=True)`). The arithmetic is the same over groups; the statement and
         `PrivacyResult.privacy_unit` say which unit the epsilon protects.
+      secret_randomness: False when the noise and the sampling were made reproducible
+        from a seed (`insecure_reproducible_seed`): the statement then says that the
+        guarantee holds only against someone who does not know that seed.
 
     Returns:
       A `PrivacyResult`.
@@ -320,6 +324,8 @@ def compute_epsilon(
                 epsilon_noisy_only=epsilon_noisy_only,
             )
         )
+        if not secret_randomness:
+            paragraphs.append(statement.insecure_randomness_paragraph())
     paragraphs.append(statement.summary_line(epsilon, run.delta))
 
     return PrivacyResult(
@@ -344,4 +350,5 @@ def compute_epsilon(
         accounted_steps=formal.count if run.mechanism != NO_NOISE else None,
         epsilon_assuming_poisson=epsilon_assuming_poisson,
         privacy_unit=privacy_unit,
+        secret_randomness=bool(secret_randomness),
     )

@@ -93,6 +93,7 @@ def epsilon_for_steps(
         noisy_steps=noisy_steps,
         used_microbatching=bool(settings.get("used_microbatching", False)),
         privacy_unit=privacy_unit,
+        secret_randomness=bool(settings.get("secret_randomness", True)),
     )
 
 

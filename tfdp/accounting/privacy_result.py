@@ -44,6 +44,10 @@ class PrivacyResult(RecordMethods):
       privacy_unit: what one unit of the guarantee is: "example", or the name
         of a group (e.g. "patient") whose examples are sampled, clipped and
         accounted together (user-level DP).
+      secret_randomness: True when the noise and the sampling came from secret
+        randomness (the default); False when `insecure_reproducible_seed` made them
+        reproducible, so the guarantee holds only against someone who does not know
+        that seed (the statement says so).
     """
 
     epsilon: float
@@ -67,6 +71,7 @@ class PrivacyResult(RecordMethods):
     accounted_steps: Optional[int] = None
     epsilon_assuming_poisson: Optional[float] = None
     privacy_unit: str = "example"
+    secret_randomness: bool = True
 
     @property
     def is_guarantee(self) -> bool:

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 from tfdp.accounting.counting import Count
 from tfdp.mechanisms import NO_NOISE, NoiseSchedule, OnSkip, get_mechanism
+from tfdp.randomness import INSECURE_NOTE
 
 _WIDTH = 88
 
@@ -187,6 +188,11 @@ def schedule_paragraph(
         f"{fmt_epsilon(epsilon_noisy_only)}, is an ESTIMATE, not a guarantee. After "
         "training, pass noisy_steps (the optimizer's ledger) for the realized guarantee."
     )
+
+
+def insecure_randomness_paragraph() -> str:
+    """Said of a run whose noise and sampling a seed reproduces (the insecure opt-in)."""
+    return _fill(INSECURE_NOTE)
 
 
 def summary_line(epsilon: float, delta: float) -> str:

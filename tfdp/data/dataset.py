@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -10,6 +11,7 @@ import tensorflow as tf
 
 from tfdp._validation import check_positive_int, check_probability
 from tfdp.data.groups import count_groups, synthetic_groups
+from tfdp.randomness import check_insecure_seed, derive_seed, warn_seed_ignored
 
 
 @dataclasses.dataclass
@@ -248,17 +250,25 @@ class Dataset:
 
     def train_batches(
         self, batch_size: int, *, shuffle: bool = True, seed: Optional[int] = None,
-        drop_remainder: bool = False,
+        drop_remainder: bool = False, insecure_reproducible_seed: Optional[int] = None,
     ) -> tf.data.Dataset:
-        """Training batches: reshuffled each epoch (seeded), fixed size.
+        """Training batches: reshuffled each epoch, fixed size.
 
         The accountants assume Poisson sampling; use `poisson_batches` for a
-        pipeline that matches that assumption.
+        pipeline that matches that assumption. The order is secret, as
+        `poisson_batches`' samples are: drawn from the OS's entropy unless
+        `insecure_reproducible_seed` is given (`seed` is no longer used; a warning
+        says so).
         """
         batch_size = check_positive_int("batch_size", batch_size)
+        if seed is not None:
+            warn_seed_ignored("Dataset.train_batches", "the order of the batches")
+        insecure_seed = check_insecure_seed(insecure_reproducible_seed)
+        shuffle_seed = int(derive_seed(insecure_seed, "shuffle")[0] if insecure_seed is not None
+                           else secrets.randbits(63))
         data = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train))
         if shuffle:
-            data = data.shuffle(self.num_train, seed=seed, reshuffle_each_iteration=True)
+            data = data.shuffle(self.num_train, seed=shuffle_seed, reshuffle_each_iteration=True)
         return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
     def test_batches(self, batch_size: int = 256) -> tf.data.Dataset:
@@ -271,7 +281,7 @@ class Dataset:
             return None
         return self._eval_batches(self.x_val, self.y_val, batch_size)
 
-    def poisson_batches(self, batch_size: int, *, seed: Optional[int] = None, **kwargs: Any):
+    def poisson_batches(self, batch_size: int, **kwargs: Any):
         """Poisson-sampled training batches (each example in each step with prob. batch/n).
 
         Delegates to `tfdp.data.poisson_batches` (the accounting layer's pipeline);
@@ -284,7 +294,7 @@ class Dataset:
                 "tfdp.data.poisson_batches is not available in this version of tfdp."
             )
         return data_package.poisson_batches(
-            self.x_train, self.y_train, batch_size=batch_size, seed=seed, **kwargs
+            self.x_train, self.y_train, batch_size=batch_size, **kwargs
         )
 
     @staticmethod

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tfdp._validation import check_positive, check_positive_int
 from tfdp.accounting.counting import steps_from_epochs
 from tfdp.data.groups import count_groups, group_codes
+from tfdp.randomness import check_insecure_seed, derive_seed, os_entropy_seed, warn_seed_ignored
 
 __all__ = ["poisson_batches", "count_groups"]
 
@@ -35,14 +36,19 @@ def poisson_batches(
     seed: Optional[int] = None,
     groups: Any = None,
     max_examples_per_group: Optional[int] = None,
+    insecure_reproducible_seed: Optional[int] = None,
 ) -> tf.data.Dataset:
     """A `tf.data.Dataset` of Poisson-sampled `(x, y)` batches (just `x` when y is None).
 
     Each pass over the returned dataset yields `num_steps` batches (or
     ceil(epochs * n / batch_size); one epoch's worth when neither is given),
     and each new pass draws fresh batches, so `model.fit(ds, epochs=E)` trains
-    E epochs of independently sampled steps. With a `seed`, the sequence of
-    passes is reproducible.
+    E epochs of independently sampled steps.
+
+    Which examples a batch holds is part of what the guarantee keeps secret (the
+    accountant's amplification by subsampling assumes nobody knows it), so every step
+    draws its sample from the operating system's entropy: no seed, no
+    `keras.utils.set_random_seed` and no saved iterator replays the batches.
 
     Give the DP optimizer `expected_batch_size=batch_size` so it averages by the
     expected size (unbiased), and tell `compute_epsilon` / `PrivacyCallback`
@@ -64,10 +70,15 @@ def poisson_batches(
         `groups`: the expected number of groups, 0 < b <= G; q = b / G.
       num_steps: batches per pass over the dataset.
       epochs: alternatively, passes of data (of groups, with `groups`) per pass.
-      seed: random seed (None: fresh entropy).
+      seed: no longer used (a warning says so); see `insecure_reproducible_seed`.
       groups: optional 1-D ids (ints or strings), one per example.
       max_examples_per_group: with `groups`, take at most this many examples of
         a sampled group, a uniformly random subset drawn afresh each step.
+      insecure_reproducible_seed: for research and tests only: draw the batches from
+        this seed, reproducibly, instead of from secret randomness. Anyone who knows
+        the seed then knows every batch, and the guarantee holds only against
+        someone who does not (say so with `compute_epsilon(...,
+        secret_randomness=False)`).
 
     Returns:
       The dataset; batch sizes vary and may be 0.
@@ -80,7 +91,8 @@ def poisson_batches(
         raise ValueError("`batch_size` (the expected batch size, a number > 0) is required.")
     batch_size = check_positive("batch_size", batch_size)
     if seed is not None:
-        seed = int(seed)
+        warn_seed_ignored("poisson_batches", "the batches")
+    seed = check_insecure_seed(insecure_reproducible_seed)
     if groups is None:
         if max_examples_per_group is not None:
             raise ValueError(
@@ -140,12 +152,17 @@ def _check_steps(num_steps: Optional[int], epochs: Optional[float], population: 
     return steps_from_epochs(epochs, population, batch_size)
 
 
-def _pipeline(sample, num_steps: int, seed: Optional[int]) -> tf.data.Dataset:
-    # A fresh stream of step seeds on every pass (reproducible from `seed`).
-    step_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+def _pipeline(sample, num_steps: int, insecure_seed: Optional[int]) -> tf.data.Dataset:
+    if insecure_seed is None:
+        # Each step's seed straight from the OS's entropy, drawn when the step is sampled.
+        step_seeds = tf.data.Dataset.range(num_steps).map(lambda _: os_entropy_seed())
+    else:
+        # Reproducible: a fresh stream of step seeds on every pass, a function of the seed.
+        op_seed = int(derive_seed(insecure_seed, "sampling")[0])
+        step_seeds = (tf.data.Dataset.random(seed=op_seed, rerandomize_each_iteration=True)
+                      .batch(2, drop_remainder=True).take(num_steps))
     return (
-        step_seeds.batch(2, drop_remainder=True)
-        .take(num_steps)
+        step_seeds
         .map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )

@@ -49,7 +49,6 @@ class RandomSchedule:
             "inner_query": inner_config,
             "noise_probability": query.noise_probability,
             "on_skip": query.on_skip,
-            "seed": query.seed,
         }
 
 

@@ -25,6 +25,7 @@ from tfdp.mechanisms import (
     query_to_config,
 )
 from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
+from tfdp.randomness import SecretKey, check_insecure_seed, warn_seed_ignored
 from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
 from tfdp.optimizers.gradient_canaries import GradientCanaryBlock
 from tfdp.optimizers.per_example_loss import per_unit_losses
@@ -105,7 +106,13 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             more than one example the sensitivity doubles; the ledger records it.
           expected_batch_size: divide the noised sum by this instead of the
             realized batch size (the unbiased choice under Poisson sampling).
-          seed: seed of the random schedule's coin (None: fresh entropy).
+          seed: no longer used (a warning says so): the noise and the random schedule's
+            coin come from a secret key drawn from the operating system's entropy when
+            the optimizer is built, held in memory only (`tfdp.randomness.SecretKey`).
+          insecure_reproducible_seed: for research and tests only: derive the noise
+            and the coin from this seed instead, so anyone who knows it can replay
+            them; the privacy statement then says the guarantee holds only against
+            someone who does not know it.
           on_nonfinite: "raise" (stop with an error when an example's loss or gradient
             is NaN/inf; the step still counts in the ledger, since it touched data) or
             "skip" (such an example contributes zero, which keeps the step's DP
@@ -131,9 +138,13 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             expected_batch_size: Optional[int] = None,
             seed: Optional[int] = None,
             on_nonfinite: str = "raise",
+            insecure_reproducible_seed: Optional[int] = None,
             **kwargs: Any,
         ):
             super().__init__(**kwargs)
+            if seed is not None:
+                warn_seed_ignored(type(self).__name__, "the noise or the random schedule's coin")
+            self._insecure_seed = check_insecure_seed(insecure_reproducible_seed)
             dp_arguments = dict(
                 mechanism=mechanism,
                 noise_schedule=noise_schedule,
@@ -163,8 +174,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                         f"(e.g. GaussianSumQuery), got {type(dp_sum_query).__name__}."
                     )
                 self._dp_arguments = None
+                dp_sum_query = _with_seeded_noise(dp_sum_query)
             else:
-                dp_sum_query = make_dp_sum_query(**dp_arguments, seed=seed)
+                dp_sum_query = make_dp_sum_query(**dp_arguments)
                 self._dp_arguments = dp_arguments
             if num_microbatches is not None:
                 num_microbatches = check_positive_int("num_microbatches", num_microbatches)
@@ -179,7 +191,6 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             self._dp_sum_query = dp_sum_query
             self._num_microbatches = num_microbatches
             self._expected_batch_size = expected_batch_size
-            self._seed = seed
             # Set by privatize_clipped_sum, consumed by apply. Thread-local because
             # MirroredStrategy runs (and traces) each replica in its own thread.
             self._private_gradients_ready = threading.local()
@@ -212,6 +223,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                     "dp_largest_batch_size", np.int64(0)
                 )
                 self._skipped_examples = self._add_dp_variable("dp_skipped_examples", np.int64(0))
+                # Not an optimizer variable: no checkpoint or saved file may hold the key.
+                self._secret_key = SecretKey("noise", self._insecure_seed)
                 initial_state = self._dp_sum_query.initial_global_state()
                 self._query_state_variables = tf.nest.pack_sequence_as(
                     initial_state,
@@ -245,6 +258,11 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
         def on_nonfinite(self) -> str:
             """What a NaN/inf loss or gradient does: "raise" or "skip"."""
             return self._on_nonfinite
+
+        @property
+        def secret_randomness(self) -> bool:
+            """False only when `insecure_reproducible_seed` makes the noise reproducible."""
+            return not self._secret_key.reproducible
 
         @property
         def dp_sum_query(self) -> dp_query.SumAggregationDPQuery:
@@ -292,6 +310,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 num_microbatches=self._num_microbatches,
                 used_microbatching=self._num_microbatches is not None,
                 expected_batch_size=self._expected_batch_size,
+                secret_randomness=self.secret_randomness,
             )
             return settings
 
@@ -348,6 +367,17 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             with tf.control_dependencies(clipped_sum):
                 return self._privatize(clipped_sum, num_units, batch_size, nonfinite_units)
 
+        def _noised(self, clipped_sum, state):
+            """The query's noised result, its randomness from this step's secret seed.
+
+            The seed is the same on every replica (the key and its counter are mirrored).
+            """
+            query = self._dp_sum_query
+            if not hasattr(query, "get_noised_result_with_seed"):
+                return query.get_noised_result(clipped_sum, state)  # a custom query's own noise
+            seed = self._secret_key.step_seed(self.iterations + self._dropped_steps)
+            return query.get_noised_result_with_seed(clipped_sum, state, seed)
+
         def _privatize(self, clipped_sum, num_units, batch_size, nonfinite_units):
             query = self._dp_sum_query
             state = self.query_global_state()
@@ -358,9 +388,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                                      "replica only; audit outside the tf.distribute strategy.")
                 # Noise alone (the query adds it to zeros), kept on the first replica only;
                 # one all-reduce then gives sum of clipped gradients + a single noise draw.
-                noise, new_state, _ = query.get_noised_result(
-                    [tf.zeros_like(g) for g in clipped_sum], state
-                )
+                noise, new_state, _ = self._noised([tf.zeros_like(g) for g in clipped_sum], state)
                 first = tf.equal(context.replica_id_in_sync_group, 0)
                 local = [g + tf.where(first, n, tf.zeros_like(n)) for g, n in zip(clipped_sum, noise)]
                 noised_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
@@ -377,7 +405,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                     clipped_sum = list(clipped_sum) + [canaries.sampled_block(clip)]
                 # The returned event holds graph tensors when traced; `step_dp_event` gives the
                 # step's event from the mechanism object instead.
-                noised_sum, new_state, _ = query.get_noised_result(clipped_sum, state)
+                noised_sum, new_state, _ = self._noised(clipped_sum, state)
                 if canaries is not None:
                     with tf.control_dependencies([canaries.record(noised_sum[-1], clip)]):
                         noised_sum = [tf.identity(g) for g in noised_sum[:-1]]
@@ -541,14 +569,36 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             config.update(
                 num_microbatches=self._num_microbatches,
                 expected_batch_size=self._expected_batch_size,
-                seed=self._seed,
                 on_nonfinite=self._on_nonfinite,
+                insecure_reproducible_seed=self._insecure_seed,
             )
             return config
 
     DPOptimizerClass.__name__ = f"DPKeras{cls.__name__}Optimizer"
     DPOptimizerClass.__qualname__ = DPOptimizerClass.__name__
     return DPOptimizerClass
+
+
+def _with_seeded_noise(query: dp_query.SumAggregationDPQuery) -> dp_query.SumAggregationDPQuery:
+    """`query`, rebuilt as tfdp's equivalent when it would draw from TF's global RNG.
+
+    TF Privacy's own GaussianSumQuery draws its noise from TensorFlow's global RNG, which
+    `keras.utils.set_random_seed` replays; tfdp's subclass draws the same distribution
+    from the optimizer's secret key. A query tfdp cannot rebuild is kept as it is (its
+    randomness is its own; the accountant gives it no formal guarantee).
+    """
+    if _draws_from_seed(query):
+        return query
+    try:
+        return query_from_config(query_to_config(query))
+    except ValueError:
+        return query
+
+
+def _draws_from_seed(query) -> bool:
+    if isinstance(query, RandomizedNoiseQuery):
+        return _draws_from_seed(query.inner_query)
+    return hasattr(query, "get_noised_result_with_seed")
 
 
 def _registered(cls):

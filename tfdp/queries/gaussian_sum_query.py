@@ -1,18 +1,25 @@
-"""TF Privacy's Gaussian sum query with its settings readable through public properties."""
+"""TF Privacy's Gaussian sum query, its settings readable and its noise from an explicit seed."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import dp_accounting
+
 from tfdp._tf_privacy import gaussian_query
 from tfdp._validation import check_non_negative, check_positive
+from tfdp.queries.seeded import SeededNoiseQuery, noise_each_leaf
+from tfdp.randomness import gaussian_noise
 
 
-class GaussianSumQuery(gaussian_query.GaussianSumQuery):
+class GaussianSumQuery(SeededNoiseQuery, gaussian_query.GaussianSumQuery):
     """`tensorflow_privacy`'s GaussianSumQuery (L2 clip, Gaussian noise of std `stddev`).
 
-    The same query, same state and same noise; it also keeps the Python values it
-    was built with, so accounting and configs read exactly what the user set
+    The same query, state and noise distribution, with two changes: the noise is drawn
+    from an explicit seed (`get_noised_result_with_seed`; `get_noised_result` draws one
+    from the OS's entropy), never from TensorFlow's global RNG, which
+    `keras.utils.set_random_seed` would make replayable; and it keeps the Python values
+    it was built with, so accounting and configs read exactly what the user set
     (`l2_norm_clip`, `stddev`, `noise_multiplier`) instead of private attributes
     or float32 copies in the global state.
 
@@ -45,6 +52,15 @@ class GaussianSumQuery(gaussian_query.GaussianSumQuery):
     def noise_multiplier(self) -> float:
         """stddev over the clip."""
         return self._settings[2]
+
+    def get_noised_result_with_seed(self, sample_state, global_state, seed):
+        """The clipped sum plus N(0, stddev^2) noise per coordinate, drawn from `seed`."""
+        stddev = global_state.stddev
+        result = noise_each_leaf(
+            sample_state, seed,
+            lambda shape, dtype, leaf_seed: gaussian_noise(shape, stddev, leaf_seed, dtype))
+        event = dp_accounting.GaussianDpEvent(global_state.stddev / global_state.l2_norm_clip)
+        return result, global_state, event
 
     def get_config(self) -> Dict[str, Any]:
         """The constructor arguments."""

@@ -10,6 +10,8 @@ import tensorflow as tf
 from tfdp._tf_privacy import dp_query
 
 from tfdp._validation import check_non_negative, check_positive
+from tfdp.queries.seeded import SeededNoiseQuery, noise_each_leaf
+from tfdp.randomness import laplace_noise
 
 
 def clip_by_global_l1_norm(record: Any, l1_norm_clip: tf.Tensor):
@@ -26,16 +28,7 @@ def clip_by_global_l1_norm(record: Any, l1_norm_clip: tf.Tensor):
     return tf.nest.pack_sequence_as(record, clipped), l1_norm
 
 
-def laplace_noise(shape: tf.TensorShape, scale: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    """Draws i.i.d. Laplace(0, scale) noise as the difference of two Exponential(scale) draws."""
-    # 1 - U lies in (0, 1], so the logarithms are finite.
-    u1 = 1.0 - tf.random.uniform(shape, dtype=tf.float32)
-    u2 = 1.0 - tf.random.uniform(shape, dtype=tf.float32)
-    noise = tf.cast(scale, tf.float32) * (tf.math.log(u2) - tf.math.log(u1))
-    return tf.cast(noise, dtype)
-
-
-class LaplaceSumQuery(dp_query.SumAggregationDPQuery):
+class LaplaceSumQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
     """DPQuery that clips each record to an L1 ball and adds Laplace noise to the sum.
 
     Each record (any nest of tensors) is scaled so that its global L1 norm is at
@@ -43,7 +36,9 @@ class LaplaceSumQuery(dp_query.SumAggregationDPQuery):
     `noise_multiplier * l1_norm_clip` in every coordinate. Laplace noise calibrated
     to the L1 sensitivity gives pure (epsilon, 0)-DP per release with
     epsilon = 1 / noise_multiplier (add/remove adjacency, before sampling); the
-    returned event is `dp_accounting.LaplaceDpEvent(noise_multiplier)`.
+    returned event is `dp_accounting.LaplaceDpEvent(noise_multiplier)`. The noise is
+    drawn from an explicit seed (`get_noised_result_with_seed`), never from TensorFlow's
+    global RNG.
     """
 
     _GlobalState = collections.namedtuple("_GlobalState", ["l1_norm_clip", "noise_scale"])
@@ -78,12 +73,12 @@ class LaplaceSumQuery(dp_query.SumAggregationDPQuery):
         clipped, _ = clip_by_global_l1_norm(record, params)
         return clipped
 
-    def get_noised_result(self, sample_state, global_state):
-        """Implements `DPQuery.get_noised_result`: adds Laplace noise to every coordinate."""
-        result = tf.nest.map_structure(
-            lambda v: v + laplace_noise(tf.shape(v), global_state.noise_scale, v.dtype),
-            sample_state,
-        )
+    def get_noised_result_with_seed(self, sample_state, global_state, seed):
+        """Adds Laplace noise, drawn from `seed`, to every coordinate."""
+        scale = global_state.noise_scale
+        result = noise_each_leaf(
+            sample_state, seed,
+            lambda shape, dtype, leaf_seed: laplace_noise(shape, scale, leaf_seed, dtype))
         event = dp_accounting.LaplaceDpEvent(self._noise_multiplier)
         return result, global_state, event
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import secrets
 from typing import Any, Dict, Optional
 
 import dp_accounting
@@ -12,6 +11,8 @@ from tfdp._tf_privacy import dp_query
 
 from tfdp._validation import check_choice, check_probability
 from tfdp.names import OnSkip, values
+from tfdp.queries.seeded import SeededNoiseQuery
+from tfdp.randomness import split_seeds, warn_seed_ignored
 
 ON_SKIP_CHOICES = values(OnSkip)
 
@@ -21,7 +22,7 @@ OUTCOME_RELEASED = 1  # coin = 0, on_skip="release": the exact clipped sum, no n
 OUTCOME_DROPPED = 2  # coin = 0, on_skip="drop": nothing released, no update
 
 
-class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
+class RandomizedNoiseQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
     """Wraps a sum query so that noise is added only when a Bernoulli(p) coin is 1.
 
     At every `get_noised_result` a coin d ~ Bernoulli(`noise_probability`) is drawn.
@@ -36,10 +37,12 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
       all zeros and `last_outcome` says DROPPED); the event is
       `dp_accounting.NoOpDpEvent`, so privacy composes over the noisy steps only.
 
-    The coin uses a stateless RNG whose seed lives in the global state, so the
-    schedule is reproducible from `seed`, saved with checkpoints, and identical on
-    every replica that shares the state. The global state also counts noisy,
-    released-noiseless and dropped steps.
+    The coin and the inner query's noise come from the step's seed
+    (`get_noised_result_with_seed`: the DP optimizer passes one from its secret key, the
+    same on every replica; `get_noised_result` draws one from the OS's entropy), so no
+    seed, checkpoint or export replays the schedule. The global state counts noisy,
+    released-noiseless and dropped steps. Its `seed` field is retired (always zero): it
+    keeps the layout of files saved when the coin's seed lived there.
 
     Inside `tf.function` the coin is a tensor, so the returned event cannot be
     the realized one; it is then the conservative bound over both outcomes (the
@@ -70,7 +73,8 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
         self._on_skip = check_choice("on_skip", on_skip, ON_SKIP_CHOICES)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
-        self._seed = seed
+        if seed is not None:
+            warn_seed_ignored("RandomizedNoiseQuery", "the random schedule's coin")
 
     @property
     def inner_query(self) -> dp_query.SumAggregationDPQuery:
@@ -83,9 +87,9 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
         return self._noise_probability
 
     @property
-    def seed(self) -> Optional[int]:
-        """The coin's seed as given (None: fresh entropy at `initial_global_state`)."""
-        return self._seed
+    def seed(self) -> None:
+        """Always None: the coin comes from each step's secret seed (kept for compatibility)."""
+        return None
 
     @property
     def on_skip(self) -> str:
@@ -94,11 +98,10 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
 
     def initial_global_state(self):
         """Implements `DPQuery.initial_global_state`."""
-        seed = self._seed if self._seed is not None else secrets.randbits(63)
         zero = tf.constant(0, tf.int64)
         return self._GlobalState(
             inner_state=self._inner_query.initial_global_state(),
-            seed=tf.constant([seed, 0x5EED], tf.int64),
+            seed=tf.zeros([2], tf.int64),  # retired; see the class docstring
             noisy_count=zero,
             released_count=zero,
             dropped_count=zero,
@@ -113,19 +116,22 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
         """Implements `DPQuery.preprocess_record` by delegating (clipping) to the inner query."""
         return self._inner_query.preprocess_record(params, record)
 
-    def draw_coin(self, global_state):
-        """Returns `(noisy, next_seed)`: the step's coin as a bool tensor and the advanced seed."""
-        seeds = tf.random.experimental.stateless_split(global_state.seed, num=2)
-        uniform = tf.random.stateless_uniform([], seed=seeds[0], dtype=tf.float32)
-        noisy = uniform < self._noise_probability
-        return noisy, seeds[1]
+    def draw_coin(self, seed: tf.Tensor) -> tf.Tensor:
+        """The step's coin, a bool tensor: True (noisy) with probability `noise_probability`."""
+        uniform = tf.random.stateless_uniform([], seed=seed, dtype=tf.float32)
+        return uniform < self._noise_probability
 
-    def get_noised_result(self, sample_state, global_state):
-        """Implements `DPQuery.get_noised_result` with the coin described in the class doc."""
-        noisy, next_seed = self.draw_coin(global_state)
-        noised, next_inner_state, inner_event = self._inner_query.get_noised_result(
-            sample_state, global_state.inner_state
-        )
+    def get_noised_result_with_seed(self, sample_state, global_state, seed):
+        """`get_noised_result` with the coin and the noise drawn from `seed`."""
+        coin_seed, noise_seed = tf.unstack(split_seeds(seed, 2))
+        noisy = self.draw_coin(coin_seed)
+        inner = self._inner_query
+        if hasattr(inner, "get_noised_result_with_seed"):
+            noised, next_inner_state, inner_event = inner.get_noised_result_with_seed(
+                sample_state, global_state.inner_state, noise_seed)
+        else:  # a foreign inner query draws its own noise
+            noised, next_inner_state, inner_event = inner.get_noised_result(
+                sample_state, global_state.inner_state)
         if self._on_skip == OnSkip.RELEASE:
             skipped_result = sample_state
             skipped_outcome = OUTCOME_RELEASED
@@ -146,7 +152,7 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
         skip_dropped = tf.logical_and(tf.logical_not(noisy), skipped_outcome == OUTCOME_DROPPED)
         new_state = self._GlobalState(
             inner_state=inner_state,
-            seed=next_seed,
+            seed=global_state.seed,
             noisy_count=global_state.noisy_count + tf.where(noisy, one, zero),
             released_count=global_state.released_count + tf.where(skip_released, one, zero),
             dropped_count=global_state.dropped_count + tf.where(skip_dropped, one, zero),
@@ -189,5 +195,4 @@ class RandomizedNoiseQuery(dp_query.SumAggregationDPQuery):
             "inner_query": {"class_name": type(inner).__name__, "config": inner.get_config()},
             "noise_probability": self._noise_probability,
             "on_skip": self._on_skip,
-            "seed": self._seed,
         }

@@ -274,6 +274,9 @@ def result_row(config: RunConfig, result: RunResult, train_seconds: float) -> Di
         "epsilon_claimed": getattr(privacy, "epsilon_claimed", None),
         "statement": privacy.statement,
         "privacy_unit": getattr(privacy, "privacy_unit", "example"),
+        # "reproducible" only for a run that opted in to insecure_reproducible_seed.
+        "randomness": ("secret" if config.insecure_reproducible_seed is None
+                       else "reproducible (insecure)"),
         "steps": ledger["steps"],
         "noisy_steps": ledger["noisy_steps"],
         "dropped_steps": ledger["dropped_steps"],
@@ -323,7 +326,7 @@ def aggregate(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     epsilon is kept otherwise (never an average that could understate one run).
     """
     out = {k: rows[0].get(k) for k in ("method", "target_epsilon", "noise_multiplier",
-                                          "statement", "privacy_unit")}
+                                          "statement", "privacy_unit", "randomness")}
     out["seeds"] = len(rows)
     if any(r.get("audit_consistent") is not None for r in rows):
         out["audit_consistent"] = all(r.get("audit_consistent", True) for r in rows)

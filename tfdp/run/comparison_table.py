@@ -25,7 +25,7 @@ TABLE_COLUMNS = (
     "noisy_steps_percent", "seconds_per_epoch", "attack_auc", "attack_advantage",
     "epsilon_lower_bound", "audit_consistent", "lira_auc", "lira_tpr_at_0.1pct_fpr",
     "lira_tpr_at_1pct_fpr", "audit_epsilon_lower_bound", "audit_epsilon_lower_bound_whitebox",
-    "train_seconds", "leakage_seconds", "seeds", "privacy_unit",
+    "train_seconds", "leakage_seconds", "seeds", "privacy_unit", "randomness",
 )
 
 NOTES = (
@@ -47,7 +47,10 @@ NOTES = (
     "'per patient': the privacy unit is a patient (all of one patient's examples; on digits "
     "synthetic pseudo-patients of 1-5 images), sampled at the example rows' rate, its mean "
     "gradient clipped once; its eps is per patient. Every other eps is per example, which for "
-    "a patient with k images only gives group privacy (k x eps, delta x k x e^((k-1) eps))."
+    "a patient with k images only gives group privacy (k x eps, delta x k x e^((k-1) eps)). "
+    "'(seeded: insecure)': the run's noise and batches were made reproducible from "
+    "--insecure_reproducible_seed, so its eps holds only against someone who does not know "
+    "that seed; every other run's noise and batches come from the operating system's entropy."
 )
 
 _HEADER = ("method", "acc", "prec", "recall", "f1", "eps", "eps_noisy", "eps_claim", "noise/ep",
@@ -85,8 +88,10 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
             if r.get(f"{key}_std") is not None:
                 text += f"±{r[f'{key}_std']:.{digits}f}"
             return text
+        # A run whose noise and batches a seed reproduces is marked on its method.
+        seeded = r.get("randomness", "secret") != "secret"
         lines.append([
-            r["method"], pm("accuracy"), pm("precision"), pm("recall"), pm("f1"),
+            r["method"] + (" (seeded: insecure)" if seeded else ""), pm("accuracy"), pm("precision"), pm("recall"), pm("f1"),
             cell(r["epsilon"], 2), cell(r["epsilon_noisy_steps_only"], 2),
             cell(r.get("epsilon_claimed"), 2),
             pm("noisy_steps_per_epoch", 1), pm("noisy_steps_percent", 0),

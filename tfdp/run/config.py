@@ -59,7 +59,7 @@ LEDGER_KEYS: Tuple[str, ...] = (
     "noise_schedule", "noise_probability", "on_skip", "noise_multiplier", "l2_norm_clip",
     "l1_norm_clip", "batch_size", "optimizer", "delta", "sampling", "image_size",
     "gamma", "residual_noise", "activation_clip_norm", "privacy_unit",
-    "max_examples_per_patient",
+    "max_examples_per_patient", "insecure_reproducible_seed",
 )
 # Local paths: they say nothing about the model or its privacy (kept out of export records).
 PATH_SETTINGS: Tuple[str, ...] = ("model_dir", "export_dir", "metrics_path")
@@ -124,6 +124,11 @@ class RunConfig:
     # epsilon alike. Both are upper bounds; PLD's (pessimistic discretization) is the tighter,
     # so the same target needs less noise. RDP reads only Gaussian events.
     accountant: str = "pld"
+    # For research and tests only: the noise and the batch sampling reproducible from this
+    # seed (with `seed`), so the guarantee holds only against someone who does not know it;
+    # the statement, the exported record and compare's table say so. None (the default):
+    # both come from the operating system's entropy, which `seed` never reaches.
+    insecure_reproducible_seed: Optional[int] = None
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""

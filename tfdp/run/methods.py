@@ -14,6 +14,7 @@ import math
 from typing import Any, Dict, Optional
 
 import keras
+import numpy as np
 
 import tfdp.accounting
 import tfdp.training
@@ -126,7 +127,7 @@ def make_optimizer(config: RunConfig, num_train: Optional[int] = None
         noise_probability=config.noise_probability,
         on_skip=config.on_skip,
         noise_multiplier=config.noise_multiplier,
-        seed=config.seed,
+        insecure_reproducible_seed=insecure_run_seed(config),
         **base,
     )
     kwargs[clip] = getattr(config, clip)
@@ -134,6 +135,19 @@ def make_optimizer(config: RunConfig, num_train: Optional[int] = None
         # Poisson batches vary in size: dividing by the expected size keeps the update unbiased.
         kwargs["expected_batch_size"] = config.batch_size
     return private(**kwargs)
+
+
+def insecure_run_seed(config: RunConfig, epoch: int = 0) -> Optional[int]:
+    """The insecure reproducible seed of a run (resumed after `epoch` epochs), or None.
+
+    None unless the run opted in with `insecure_reproducible_seed`. Derived from that seed,
+    the run's `seed` and the epoch it resumes after, so that repeated seeds and resumed
+    runs do not repeat each other's batches.
+    """
+    if config.insecure_reproducible_seed is None:
+        return None
+    parts = [int(config.insecure_reproducible_seed), int(config.seed), int(epoch), 0x5EED]
+    return int(np.random.SeedSequence(parts).generate_state(1)[0])
 
 
 def make_loss(config: RunConfig) -> keras.losses.Loss:

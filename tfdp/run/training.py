@@ -176,24 +176,28 @@ def train_model(
         ))
     epoch_log = EpochLog(config, optimizer, log)
     callbacks.append(epoch_log)
-    initial_epoch, sampling_seed = 0, config.seed
+    initial_epoch = 0
     if config.model_dir:
         initial_epoch, saver = checkpoint.open_model_dir(config, model, optimizer, log)
         callbacks.append(saver)
         if initial_epoch:
-            # Fresh batches and noise for the epochs to come: replaying the first epochs'
-            # (checkpoint.resume_seed says why) would void the guarantee.
-            sampling_seed = checkpoint.resume_seed(config.seed, initial_epoch)
-            keras.utils.set_random_seed(sampling_seed)
+            # The noise and the batches come from secret randomness, which no seed reaches;
+            # the public randomness (dropout, augmentation) also takes a stream of its own.
+            keras.utils.set_random_seed(checkpoint.resume_seed(config.seed, initial_epoch))
 
+    # None unless the run opted in to reproducible (insecure) sampling; fresh after a resume.
+    insecure_seed = methods.insecure_run_seed(config, initial_epoch)
     if config.per_patient:
         train_batches = fit_data.poisson_batches(
-            config.batch_size, seed=sampling_seed, groups=data.groups_train,
-            max_examples_per_group=config.max_examples_per_patient)
+            config.batch_size, groups=data.groups_train,
+            max_examples_per_group=config.max_examples_per_patient,
+            insecure_reproducible_seed=insecure_seed)
     elif config.sampling == Sampling.POISSON and config.is_private:
-        train_batches = fit_data.poisson_batches(config.batch_size, seed=sampling_seed)
+        train_batches = fit_data.poisson_batches(
+            config.batch_size, insecure_reproducible_seed=insecure_seed)
     else:
-        train_batches = fit_data.train_batches(config.batch_size, seed=sampling_seed)
+        train_batches = fit_data.train_batches(
+            config.batch_size, insecure_reproducible_seed=insecure_seed)
     if not config.uses_dp_optimizer:
         train_batches = methods.augmented_batches(config, train_batches, data.input_shape)
     patients = f"{units} patients, " if config.per_patient else ""

@@ -1,0 +1,35 @@
+"""The protocol tfdp's queries add to TF Privacy's DPQuery: noise from an explicit seed.
+
+`get_noised_result_with_seed(sample_state, global_state, seed)` draws every random
+number of the release (the noise, the random schedule's coin) from `seed`, a [2] int64
+stateless seed. The DP optimizer passes each step's seed from its secret key
+(`tfdp.randomness.SecretKey`); the plain DPQuery method `get_noised_result`, for code
+that calls a query on its own, draws a fresh seed from the operating system's entropy.
+Neither reads TensorFlow's global RNG, so no `set_random_seed` can replay the noise.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfdp.randomness import os_entropy_seed, split_seeds
+
+
+class SeededNoiseQuery:
+    """Mixin for sum queries whose noise is a function of an explicit stateless seed."""
+
+    def get_noised_result_with_seed(self, sample_state, global_state, seed: tf.Tensor):
+        """Like `get_noised_result`, with every random draw made from `seed`."""
+        raise NotImplementedError
+
+    def get_noised_result(self, sample_state, global_state):
+        """Implements `DPQuery.get_noised_result` with a fresh seed from OS entropy."""
+        return self.get_noised_result_with_seed(sample_state, global_state, os_entropy_seed())
+
+
+def noise_each_leaf(sample_state, seed: tf.Tensor, draw):
+    """`leaf + draw(shape, dtype, leaf_seed)` for every leaf, each with a seed of its own."""
+    leaves = tf.nest.flatten(sample_state)
+    seeds = split_seeds(seed, max(len(leaves), 1))
+    noised = [leaf + draw(tf.shape(leaf), leaf.dtype, seeds[i]) for i, leaf in enumerate(leaves)]
+    return tf.nest.pack_sequence_as(sample_state, noised)
