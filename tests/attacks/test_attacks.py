@@ -41,7 +41,8 @@ def _train_dp(x, y, seed):
     keras.utils.set_random_seed(seed)
     model = tfdp.make_private(_mlp())
     model.compile(
-        tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=20.0, learning_rate=0.1, seed=seed),
+        tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0, noise_multiplier=20.0, learning_rate=0.1,
+                                 insecure_reproducible_seed=seed),
         keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None
         ),

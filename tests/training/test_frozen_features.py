@@ -72,7 +72,8 @@ _PRIOR = dict(dataset="digits", model="prior_linear", epochs=2, batch_size=64,
 
 @pytest.mark.parametrize("mechanism", ["gaussian", "none"])
 def test_training_on_cached_features_matches_training_the_whole_model(mechanism):
-    config = run.RunConfig(mechanism=mechanism, **{
+    # Reproducible noise and batches (the labelled insecure opt-in) for a same-run comparison.
+    config = run.RunConfig(mechanism=mechanism, insecure_reproducible_seed=0, **{
         **_PRIOR, "noise_multiplier": 1.0 if mechanism != "none" else None}).validated()
     data = run.load_data(config)
     lines = []
@@ -81,7 +82,7 @@ def test_training_on_cached_features_matches_training_the_whole_model(mechanism)
     logits_cached = cached.model.predict(data.x_test, verbose=0)
     steps_cached = int(cached.optimizer.iterations.numpy())
     whole = train_model(config, data, log=lines.append, cache_frozen_features=False)
-    # Same seed, same batches, same noise: the same trained head (up to float rounding).
+    # Same seeds, same batches, same noise: the same trained head (up to float rounding).
     assert int(whole.optimizer.iterations.numpy()) == steps_cached > 0
     np.testing.assert_allclose(logits_cached, whole.model.predict(data.x_test, verbose=0),
                                atol=1e-4)

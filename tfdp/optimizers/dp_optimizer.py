@@ -386,12 +386,21 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 if self._gradient_canaries is not None:
                     raise ValueError("Gradient canaries (the white-box audit) run on one "
                                      "replica only; audit outside the tf.distribute strategy.")
-                # Noise alone (the query adds it to zeros), kept on the first replica only;
-                # one all-reduce then gives sum of clipped gradients + a single noise draw.
-                noise, new_state, _ = self._noised([tf.zeros_like(g) for g in clipped_sum], state)
-                first = tf.equal(context.replica_id_in_sync_group, 0)
-                local = [g + tf.where(first, n, tf.zeros_like(n)) for g, n in zip(clipped_sum, noise)]
-                noised_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+                if hasattr(query, "get_noised_result_with_seed"):
+                    # The global clipped sum first; then every replica noises it with the same
+                    # step seed (the key and its counter are mirrored): one noise draw, the
+                    # same on every replica, added to the whole sum (as the grid noise needs).
+                    global_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, clipped_sum)
+                    noised_sum, new_state, _ = self._noised(global_sum, state)
+                else:
+                    # A custom query's noise alone (added to zeros), kept on the first replica;
+                    # one all-reduce then gives the sum of clipped gradients + one noise draw.
+                    noise, new_state, _ = self._noised(
+                        [tf.zeros_like(g) for g in clipped_sum], state)
+                    first = tf.equal(context.replica_id_in_sync_group, 0)
+                    local = [g + tf.where(first, n, tf.zeros_like(n))
+                             for g, n in zip(clipped_sum, noise)]
+                    noised_sum = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
                 num_units, batch_size, nonfinite_units = context.all_reduce(
                     tf.distribute.ReduceOp.SUM,
                     [tf.cast(num_units, tf.int64), tf.cast(batch_size, tf.int64),

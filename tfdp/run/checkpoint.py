@@ -94,13 +94,11 @@ def open_model_dir(config: RunConfig, model: keras.Model, optimizer: keras.optim
 
 
 def resume_seed(seed: int, epoch: int) -> int:
-    """The random seed of a run resumed after `epoch` epochs: a stream of its own.
+    """The public random seed of a run resumed after `epoch` epochs: a stream of its own.
 
-    A resumed process that reseeded with the run's own seed would replay the first epochs'
-    randomness: the same Poisson batches and the same Gaussian noise on them. Two released
-    updates with the same batch and the same noise differ by a noiseless difference of
-    clipped gradients, which no accountant covers. Deriving the seed from (seed, epoch)
-    gives each resume fresh, still reproducible, batches and noise.
+    The DP noise and the batches never come from it (they come from secret randomness,
+    `tfdp.randomness`, which no seed reaches); it seeds what is public, such as dropout and
+    augmentation, so that a resumed run does not repeat its first epochs' draws of those.
     """
     return int(np.random.SeedSequence([int(seed), int(epoch), 0x5EED]).generate_state(1)[0])
 
