@@ -134,10 +134,15 @@ def define_accountant_flag(defaults) -> None:
                       "distributions, the tighter bound) or rdp (Renyi DP; Gaussian only).")
 
 
-def define_insecure_seed_flag(defaults) -> None:
-    """Defines --insecure_reproducible_seed (default from a RunConfig: None)."""
+def define_randomness_flags(defaults) -> None:
+    """Defines --insecure_reproducible_seed and --floating_point_safe_noise (RunConfig defaults)."""
     from absl import flags
 
+    flags.DEFINE_bool(
+        "floating_point_safe_noise", defaults.floating_point_safe_noise,
+        "Add the DP noise on a fine grid (discrete Gaussian, or floor of Laplace) instead of "
+        "textbook floating-point noise, whose low-order bits can leak the clipped sum; the "
+        "same epsilon, a higher cost per step.")
     flags.DEFINE_integer(
         "insecure_reproducible_seed", defaults.insecure_reproducible_seed,
         "For research and tests only: make the DP noise and the batch sampling reproducible "

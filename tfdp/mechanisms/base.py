@@ -47,8 +47,12 @@ class NoiseMechanism(abc.ABC):
     # ----- the query -----
 
     @abc.abstractmethod
-    def make_query(self, clip: float, noise_multiplier: float) -> dp_query.SumAggregationDPQuery:
-        """The sum query that clips each record to `clip` and adds this mechanism's noise."""
+    def make_query(self, clip: float, noise_multiplier: float, floating_point_safe: bool = False
+                   ) -> dp_query.SumAggregationDPQuery:
+        """The sum query that clips each record to `clip` and adds this mechanism's noise.
+
+        `floating_point_safe`: noise on a grid (`tfdp.randomness.grid`), same accounting.
+        """
 
     @abc.abstractmethod
     def read_query(self, query: dp_query.SumAggregationDPQuery) -> Tuple[float, float]:
@@ -61,10 +65,13 @@ class NoiseMechanism(abc.ABC):
     def query_to_config(self, query: dp_query.SumAggregationDPQuery) -> Dict[str, Any]:
         """The constructor arguments of `query`, for `query_from_config`."""
         clip, noise_multiplier = self.read_query(query)
-        return {self.clip_argument: clip, "noise_multiplier": noise_multiplier}
+        return {self.clip_argument: clip, "noise_multiplier": noise_multiplier,
+                "floating_point_safe": bool(getattr(query, "floating_point_safe", False))}
 
     def query_from_config(self, config: Dict[str, Any]) -> dp_query.SumAggregationDPQuery:
         """Rebuilds a query from `query_to_config`'s output."""
+        if config.get("floating_point_safe"):
+            return self.make_query(config[self.clip_argument], config["noise_multiplier"], True)
         return self.make_query(config[self.clip_argument], config["noise_multiplier"])
 
     # ----- accounting -----

@@ -30,11 +30,12 @@ class GaussianMechanism(NoiseMechanism):
     accountants = (Accountant.RDP, Accountant.PLD)
     query_class = gaussian_query.GaussianSumQuery
 
-    def make_query(self, clip, noise_multiplier):
+    def make_query(self, clip, noise_multiplier, floating_point_safe=False):
         """A GaussianSumQuery with stddev = noise_multiplier * clip (tfdp's readable subclass)."""
         clip = check_positive(self.clip_argument, clip)
         noise_multiplier = check_non_negative("noise_multiplier", noise_multiplier)
-        return GaussianSumQuery(clip, noise_multiplier * clip, noise_multiplier=noise_multiplier)
+        return GaussianSumQuery(clip, noise_multiplier * clip, noise_multiplier=noise_multiplier,
+                                floating_point_safe=floating_point_safe)
 
     def read_query(self, query) -> Tuple[float, float]:
         """(clip, noise multiplier) of a GaussianSumQuery.

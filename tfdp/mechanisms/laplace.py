@@ -28,9 +28,10 @@ class LaplaceMechanism(NoiseMechanism):
     accountants = (Accountant.PLD,)
     query_class = LaplaceSumQuery
 
-    def make_query(self, clip, noise_multiplier):
+    def make_query(self, clip, noise_multiplier, floating_point_safe=False):
         """tfdp's LaplaceSumQuery."""
-        return LaplaceSumQuery(l1_norm_clip=clip, noise_multiplier=noise_multiplier)
+        return LaplaceSumQuery(l1_norm_clip=clip, noise_multiplier=noise_multiplier,
+                               floating_point_safe=floating_point_safe)
 
     def read_query(self, query) -> Tuple[float, float]:
         """(l1_norm_clip, noise_multiplier) from the query's properties."""

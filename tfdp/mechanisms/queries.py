@@ -27,6 +27,7 @@ def make_dp_sum_query(
     noise_probability: float = 1.0,
     on_skip: str = OnSkip.RELEASE,
     seed: Optional[int] = None,
+    floating_point_safe: bool = False,
 ) -> dp_query.SumAggregationDPQuery:
     """Returns the sum query of a registered mechanism, every step or on the random schedule.
 
@@ -36,6 +37,8 @@ def make_dp_sum_query(
       `make_query`, with the clip passed as its `clip_argument`.
     * noise_schedule="random": the query wrapped in `RandomizedNoiseQuery`, noise on
       a step with probability `noise_probability` (RanN-DP-SGD).
+    * floating_point_safe: noise on a grid (`tfdp.randomness.grid`): the same
+      accounting, no leak through the low-order bits of floating-point noise.
 
     Raises ValueError naming the argument when a value is out of range or the clip
     does not match the mechanism (Laplace noise is DP only with an L1 clip).
@@ -60,7 +63,10 @@ def make_dp_sum_query(
     clip = clips.get(chosen.clip_argument)
     if clip is None:
         raise ValueError(f"mechanism={chosen.name!r} needs `{chosen.clip_argument}`, a number > 0.")
-    query = chosen.make_query(clip, noise_multiplier)
+    # Only asked of mechanisms when wanted: one registered with the two-argument make_query
+    # (before the grid existed) keeps working.
+    query = (chosen.make_query(clip, noise_multiplier, True) if floating_point_safe
+             else chosen.make_query(clip, noise_multiplier))
     if noise_schedule == NoiseSchedule.RANDOM:
         query = RANDOM_SCHEDULE.wrap(query, noise_probability, on_skip=on_skip, seed=seed)
     return query
@@ -89,6 +95,7 @@ def describe_query(query: dp_query.DPQuery) -> Dict[str, Any]:
         "noise_multiplier": None,
         "l2_norm_clip": None,
         "l1_norm_clip": None,
+        "floating_point_safe": False,
     }
     if RANDOM_SCHEDULE.owns_query(query):
         settings.update(describe_query(query.inner_query))
@@ -100,7 +107,8 @@ def describe_query(query: dp_query.DPQuery) -> Dict[str, Any]:
     mechanism = mechanism_of_query(query)
     if mechanism is not None:
         clip, noise_multiplier = mechanism.read_query(query)
-        settings.update(mechanism=mechanism.name, noise_multiplier=noise_multiplier)
+        settings.update(mechanism=mechanism.name, noise_multiplier=noise_multiplier,
+                        floating_point_safe=bool(getattr(query, "floating_point_safe", False)))
         settings[mechanism.clip_argument] = clip
     return settings
 

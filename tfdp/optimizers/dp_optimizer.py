@@ -56,6 +56,7 @@ _DP_ARGUMENTS = (
     "l2_norm_clip",
     "l1_norm_clip",
     "noise_multiplier",
+    "floating_point_safe_noise",
 )
 
 
@@ -109,6 +110,10 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
           seed: no longer used (a warning says so): the noise and the random schedule's
             coin come from a secret key drawn from the operating system's entropy when
             the optimizer is built, held in memory only (`tfdp.randomness.SecretKey`).
+          floating_point_safe_noise: False (the default): textbook floating-point noise,
+            whose low-order bits can leak the clipped sum. True: the sum is rounded onto
+            a fine grid and integer noise added there (`tfdp.randomness.grid`), with the
+            same accounting; costs more per step (see the benchmark).
           insecure_reproducible_seed: for research and tests only: derive the noise
             and the coin from this seed instead, so anyone who knows it can replay
             them; the privacy statement then says the guarantee holds only against
@@ -134,6 +139,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             l2_norm_clip: Optional[float] = None,
             l1_norm_clip: Optional[float] = None,
             noise_multiplier: Optional[float] = None,
+            floating_point_safe_noise: bool = False,
             num_microbatches: Optional[int] = None,
             expected_batch_size: Optional[int] = None,
             seed: Optional[int] = None,
@@ -153,12 +159,13 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 l2_norm_clip=l2_norm_clip,
                 l1_norm_clip=l1_norm_clip,
                 noise_multiplier=noise_multiplier,
+                floating_point_safe_noise=bool(floating_point_safe_noise),
             )
             if dp_sum_query is not None:
                 defaults = dict(
                     mechanism="gaussian", noise_schedule=NoiseSchedule.REGULAR,
                     noise_probability=1.0, on_skip=OnSkip.RELEASE, l2_norm_clip=None,
-                    l1_norm_clip=None, noise_multiplier=None,
+                    l1_norm_clip=None, noise_multiplier=None, floating_point_safe_noise=False,
                 )
                 clashing = [k for k, v in dp_arguments.items() if v != defaults[k]]
                 if clashing:
@@ -176,7 +183,10 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 self._dp_arguments = None
                 dp_sum_query = _with_seeded_noise(dp_sum_query)
             else:
-                dp_sum_query = make_dp_sum_query(**dp_arguments)
+                query_arguments = dict(dp_arguments)
+                query_arguments["floating_point_safe"] = query_arguments.pop(
+                    "floating_point_safe_noise")
+                dp_sum_query = make_dp_sum_query(**query_arguments)
                 self._dp_arguments = dp_arguments
             if num_microbatches is not None:
                 num_microbatches = check_positive_int("num_microbatches", num_microbatches)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfdp._tf_privacy import dp_query
 
 from tfdp._validation import check_non_negative, check_positive
-from tfdp.queries.seeded import SeededNoiseQuery, noise_each_leaf
+from tfdp.queries.seeded import SeededNoiseQuery, noise_each_leaf, noise_on_grid
 from tfdp.randomness import laplace_noise
 
 
@@ -38,14 +38,23 @@ class LaplaceSumQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
     epsilon = 1 / noise_multiplier (add/remove adjacency, before sampling); the
     returned event is `dp_accounting.LaplaceDpEvent(noise_multiplier)`. The noise is
     drawn from an explicit seed (`get_noised_result_with_seed`), never from TensorFlow's
-    global RNG.
+    global RNG. With `floating_point_safe=True` the sum is rounded onto a fine grid and
+    the noise is floor(Laplace) on it (`tfdp.randomness.grid`): a post-processing of the
+    same Laplace mechanism whose release leaks nothing through low-order bits.
     """
 
     _GlobalState = collections.namedtuple("_GlobalState", ["l1_norm_clip", "noise_scale"])
 
-    def __init__(self, l1_norm_clip: float, noise_multiplier: float):
+    def __init__(self, l1_norm_clip: float, noise_multiplier: float,
+                 floating_point_safe: bool = False):
         self._l1_norm_clip = check_positive("l1_norm_clip", l1_norm_clip)
         self._noise_multiplier = check_non_negative("noise_multiplier", noise_multiplier)
+        self._floating_point_safe = bool(floating_point_safe)
+
+    @property
+    def floating_point_safe(self) -> bool:
+        """True when the noise is floor(Laplace) on a grid (`tfdp.randomness.grid`)."""
+        return self._floating_point_safe
 
     @property
     def l1_norm_clip(self) -> float:
@@ -76,12 +85,17 @@ class LaplaceSumQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
     def get_noised_result_with_seed(self, sample_state, global_state, seed):
         """Adds Laplace noise, drawn from `seed`, to every coordinate."""
         scale = global_state.noise_scale
-        result = noise_each_leaf(
-            sample_state, seed,
-            lambda shape, dtype, leaf_seed: laplace_noise(shape, scale, leaf_seed, dtype))
+        if self._floating_point_safe and self._noise_multiplier > 0:
+            result = noise_on_grid(sample_state, seed, clip=self._l1_norm_clip,
+                                   noise_multiplier=self._noise_multiplier, norm="l1")
+        else:
+            result = noise_each_leaf(
+                sample_state, seed,
+                lambda shape, dtype, leaf_seed: laplace_noise(shape, scale, leaf_seed, dtype))
         event = dp_accounting.LaplaceDpEvent(self._noise_multiplier)
         return result, global_state, event
 
     def get_config(self) -> Dict[str, Any]:
         """Returns the constructor arguments."""
-        return {"l1_norm_clip": self._l1_norm_clip, "noise_multiplier": self._noise_multiplier}
+        return {"l1_norm_clip": self._l1_norm_clip, "noise_multiplier": self._noise_multiplier,
+                "floating_point_safe": self._floating_point_safe}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfdp.randomness import os_entropy_seed, split_seeds
+from tfdp.randomness import grid, os_entropy_seed, split_seeds
 
 
 class SeededNoiseQuery:
@@ -25,6 +25,16 @@ class SeededNoiseQuery:
     def get_noised_result(self, sample_state, global_state):
         """Implements `DPQuery.get_noised_result` with a fresh seed from OS entropy."""
         return self.get_noised_result_with_seed(sample_state, global_state, os_entropy_seed())
+
+
+def noise_on_grid(sample_state, seed: tf.Tensor, *, clip: float, noise_multiplier: float,
+                  norm: str):
+    """The floating-point-safe release: `tfdp.randomness.grid.noised_on_grid` on every leaf."""
+    leaves = tf.nest.flatten(sample_state)
+    seeds = split_seeds(seed, max(len(leaves), 1))
+    noised = grid.noised_on_grid(leaves, seeds, clip=clip, noise_multiplier=noise_multiplier,
+                                 norm=norm)
+    return tf.nest.pack_sequence_as(sample_state, noised)
 
 
 def noise_each_leaf(sample_state, seed: tf.Tensor, draw):

@@ -15,6 +15,7 @@ from tfdp.randomness.secret import (
     warn_seed_ignored,
 )
 from tfdp.randomness.noise import gaussian_noise, laplace_noise, split_seeds
+from tfdp.randomness import discrete, grid
 
 __all__ = [
     "INSECURE_NOTE",
@@ -28,4 +29,6 @@ __all__ = [
     "gaussian_noise",
     "laplace_noise",
     "split_seeds",
+    "discrete",
+    "grid",
 ]

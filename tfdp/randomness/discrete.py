@@ -1,11 +1,11 @@
-"""Floating-point-safe DP noise: integer-valued samplers in TensorFlow ops, keyed by a stateless seed.
+"""Floating-point-safe DP noise: integer samplers in TensorFlow ops, keyed by a stateless seed.
 
 Textbook floating-point Laplace or Gaussian noise leaks the noiseless value through the low-order
 bits of its outputs (Mironov, CCS 2012; Jin et al., S&P 2022): the set of floats reachable from
 x + noise depends on x. These samplers return integers instead (noise on a grid, which the caller
 scales), and float64 enters only through Bernoulli acceptances: an acceptance probability is
 computed from exact integers and compared with a uniform built exactly from random bits. Nothing
-is an inverse CDF of the output itself, so every output probability is the exact one up to a tiny
+is an inverse CDF of the output, so every output probability is the exact one up to a tiny
 *relative* error (`float_error_bound`).
 
 Randomness: each function takes `seed`, an int64 tensor of shape [2], and uses only
@@ -13,13 +13,14 @@ Randomness: each function takes `seed`, an int64 tensor of shape [2], and uses o
 i). Same seed, same draws, eagerly and inside a `tf.function`.
 
 Scales are powers of two, t = 2**scale_log2 and s = 2**sigma_log2 with exponents in [0, 40], so
-every integer stays below 2**47 in magnitude: no int64 overflow, exact conversions to float64.
+every integer handled stays below 2**47 in magnitude: no int64 overflow, exact float64 conversions.
 
-Small probabilities are decided by uniforms with 126 random bits (`_uniform126`), which resolve
-events down to 2**-126. The relative guarantee therefore holds everywhere except in a far tail of
-total probability below 1e-22 (geometric parts >= 51 t; discrete Gaussian |k| > 10.8 s), where
-the absolute error of each acceptance is still below 2**-126. Outputs are unreachable beyond
-88 t (geometric, discrete Laplace) and beyond about 14.2 s (discrete Gaussian).
+Small probabilities are decided by uniforms of 126 random bits, which resolve events down to
+2**-126 (a 53- or 64-bit uniform would give a *relative* error of 100% on an event of probability
+2**-60). The relative guarantee therefore holds except in a far tail of total probability below
+1e-22 (a geometric part V >= 51; discrete Gaussian |k| > 10.8 s), where the error of each
+acceptance is instead absolute, below 2**-63. Outputs are unreachable beyond 88 t (geometric,
+discrete and floored Laplace) and beyond about 14.2 s (discrete Gaussian).
 """
 
 from __future__ import annotations
@@ -46,36 +47,36 @@ ShapeLike = Union[Sequence[int], tf.TensorShape, tf.Tensor]
 
 _MASK53 = (1 << 53) - 1
 _MASK63 = (1 << 63) - 1
-# Each rejection round draws (still needed) * _OVERSAMPLE / (acceptance rate) + _EXTRA candidates:
-# one round almost always suffices for large n, and tiny n does not loop for long.
-_OVERSAMPLE = 1.1
-_EXTRA = 16
-# V (below) takes values 0..J with J = floor(126 ln 2) = 87: exp(-87) is the last threshold at or
-# above the smallest 126-bit uniform, 2**-126.
-_V_MAX = int(126 * math.log(2))
+# A rejection round that still needs r values draws (r + 5 sqrt(r) + 16) / rate candidates: five
+# standard deviations above the mean need (a 0.5% surplus at r = 1e6, where "+10%" would waste
+# 10%), so a second round is rare (about 3e-7) and only ever small.
+_MARGIN_SDS = 5.0
+_MARGIN_EXTRA = 16.0
 
 
 def float_error_bound() -> float:
     """A conservative bound eta on the relative error of any single output probability.
 
-    Every output probability p' of the samplers here satisfies |p' - p| <= eta * p against the
-    exact pmf p, for all outputs outside the far tail described in the module docstring (total
-    probability below 1e-22, where the error is absolute, below 2**-126 per acceptance).
+    Every output probability p' of the samplers in this module satisfies |p' - p| <= eta * p
+    against the exact pmf p, for every output outside the far tail described in the module
+    docstring (total probability below 1e-22; there the error is absolute, below 2**-63 per
+    acceptance).
 
     Returns 2**-40 (about 9.1e-13).
     """
-    # Budget, in units of u = 2**-53 (float64 unit roundoff), assuming tf.exp within 2 ulps (the
-    # test file measures it against Python's math.exp) and Python's math.exp within 1 ulp:
-    #  * U acceptance exp(-U/t) >= 1/e: exp error 4u, 53-bit uniform grid e*u -> 7u; the pmf of U
-    #    is a ratio of such probabilities -> 14u.
-    #  * V: thresholds exp(-j) within 2u, the 126-bit uniform's float64 rounding within 4u (and
-    #    monotone), grid 2**-126 -> P(V = j) within 16u for j <= 50.
-    #  * Gaussian acceptance exp(-x), x = d*d/2 rounded once: x*u from the argument (x <= 48.5 in
-    #    the covered range |k| <= 10.8 s), 4u from exp, 4u from the uniform's rounding, grid
-    #    2**-126 <= 2**-70 p -> 57u.
-    # An output probability is a product of these normalised by their sum: a relative error e in
-    # each factor moves it by at most about 2e. Worst case 2 * (14 + 16 + 57) u = 174u < 2**-45.5;
-    # 2**-40 leaves a factor 45 for a less accurate exp (e.g. on another device).
+    # Budget, in units of u = 2**-53 (the float64 unit roundoff; an ulp is at most 2u relative),
+    # assuming tf.exp within 3 ulps (tests/randomness/test_discrete.py checks it against mpmath;
+    # 2 ulps measured on CPU) and Python's math.exp within 1 ulp:
+    #  * U (geometric): acceptance exp(-U/t) >= 1/e, exp error 6u, 53-bit grid e*u -> 9u; the pmf
+    #    of U is a ratio of such probabilities -> 18u.
+    #  * V from 126 bits: thresholds exp(-j) within 2u, the uniform's float64 rounding within 5u
+    #    (and monotone), grid 2**-126 -> P(V = j) within 16u for j <= 50. Geometric: 34u;
+    #    discrete / floored Laplace (two geometrics, renormalised): under 70u.
+    #  * discrete Gaussian, coin exp(-x), x = U/s + d*d/2 rounded twice: x * 2u from the argument
+    #    (x <= 49.5 for |k| <= 10.8 s), 6u from exp, 5u from the uniform, grid 2**-126 <= u p;
+    #    V from 63 bits: P(V = j) within 2u + 2**-63 e**(j+1) / (1 - 1/e) <= 95u for j <= 10.
+    #    Together about 210u; renormalising at most doubles it -> 420u < 2**-44.
+    # 2**-40 leaves a factor 40 for a less accurate exp (another device or library version).
     return 2.0**-40
 
 
@@ -87,7 +88,7 @@ def geometric(shape: ShapeLike, scale_log2: int, seed: tf.Tensor) -> tf.Tensor:
         random word (exactly uniform, no modulo bias), accepted with probability exp(-u / t) >= 1/e
         by comparing a 53-bit uniform; rejected candidates are redrawn.
       * V with P(V >= j) = exp(-j): the number of thresholds exp(-1), exp(-2), ... at or above a
-        126-bit uniform W in (0, 1] (so V = floor(-ln W) without rounding -ln W); V <= 87.
+        126-bit uniform W in (0, 1] (V = floor(-ln W) without rounding the logarithm); V <= 87.
     P(U + t V = g) = exp(-u / t) exp(-v) / const = exp(-g / t) / const.
 
     Args:
@@ -154,22 +155,26 @@ def discrete_gaussian(shape: ShapeLike, sigma_log2: int, seed: tf.Tensor) -> tf.
     """Integers k with P(k) proportional to exp(-k**2 / (2 s**2)), s = 2**sigma_log2 (int64).
 
     Rejection sampling of Canonne, Kamath and Steinke 2020 ("The Discrete Gaussian for
-    Differential Privacy", Algorithm 3) with a discrete Laplace proposal of scale t = s: a
-    proposal Y is accepted with probability exp(-(|Y| - s**2/t)**2 / (2 s**2)) = exp(-d*d / 2),
-    d = (|Y| - s) / s computed exactly in float64, so that P(Y = k) * accept(k) is proportional to
-    exp(-(k**2 + s**2) / (2 s**2)). The proposal is drawn as in their Algorithm 2, as +-G for
-    a `geometric` G with a fair sign, discarding (-, 0): the discrete Laplace at half the cost of a
-    difference of two geometrics; that discard joins the acceptance test. About 76% of proposals
-    are accepted for large s (48% for s = 1).
+    Differential Privacy", Algorithm 3): a discrete Laplace proposal Y of scale t = s, accepted
+    with probability exp(-(|Y| - s**2/t)**2 / (2 s**2)) = exp(-d*d/2), d = (|Y| - s) / s exact in
+    float64, so that P(Y = k) * accept(k) is proportional to exp(-(k**2 + s**2) / (2 s**2)).
 
-    Relation to the rounded Gaussian: P(round(N(0, s**2)) = k) = P(k) * I(k) * (1 + theta) with
+    The proposal is drawn as in their Algorithm 2, +-G with a fair sign and (-, 0) discarded, and
+    the two inner rejections (the U of G = U + s V, see `geometric`, and the discard) are merged
+    into the Gaussian one: a candidate (U uniform, V, sign) is accepted with the single
+    probability exp(-U/s - d*d/2). That is one loop, one coin per candidate, about 48% of
+    candidates accepted for every s. Here V comes from a 63-bit uniform (V <= 43): that resolves
+    P(V = j) to a relative 2**-46 for j <= 10, which covers |k| <= 10.8 s, and the coin's 126 bits
+    make larger |k| unreachable anyway.
+
+    Relation to the rounded Gaussian: P(round(N(0, s**2)) = k) = P(k) * I(k) * (1 + theta), with
     I(k) = integral over w in [-1/2, 1/2] of exp(-(2 k w + w**2) / (2 s**2)), which lies between
     exp(-1/(8 s**2)) and sinh(x)/x, x = |k| / (2 s**2); and 0 <= theta <= 2.0001 exp(-2 pi**2 s**2)
-    compares the normalisers (Poisson summation). For |k| <= 45 s, sinh(x)/x <= 1 + 85/s**2: the
-    two pmfs agree within a factor 1 +- 8.1e-5 for s >= 2**10, and within 1 +- 4e-16 for
-    s >= 2**29. Outputs beyond about 14.2 s are unreachable here (the acceptance probability falls
-    below the 2**-126 resolution of the uniform); their probability under round(N(0, s**2)) is
-    below 1e-45, and `float_error_bound` covers |k| <= 10.8 s (the rest has probability < 3e-27).
+    compares the normalisers (Poisson summation). For |k| <= 45 s, sinh(x)/x <= 1 + 85/s**2, so
+    the two pmfs agree within a factor 1 +- 8.1e-5 for s >= 2**10, and within 1 +- 4e-16 only for
+    s >= 2**29. Outputs beyond about 14.2 s are unreachable here (their acceptance probability
+    is below the 2**-126 resolution of the coin); their probability under round(N(0, s**2)) is
+    below 1e-45. `float_error_bound` covers |k| <= 10.8 s; the rest has probability < 4e-27.
 
     Args:
       shape: output shape.
@@ -185,18 +190,22 @@ def discrete_gaussian(shape: ShapeLike, sigma_log2: int, seed: tf.Tensor) -> tf.
     s = 1 << k
 
     def draw(m, round_seed):
-        seed_g, seed_w = _split(round_seed, 2)
-        g = _geometric_flat(m, k, seed_g)
-        hi, lo = tf.unstack(_words(2, m, seed_w))
-        negative = hi < 0  # the top bit; _uniform126 reads only the low 63 bits of hi
-        d = tf.cast(g - s, tf.float64) * 2.0**-k  # exact: |g - s| < 2**47, power-of-two scaling
-        accept = _uniform126(hi, lo) <= tf.exp(-0.5 * (d * d))
+        seed_words, seed_refine = _split(round_seed, 2)
+        first, v_word, coin = tf.unstack(_words(3, m, seed_words))
+        u = tf.bitwise.bitwise_and(first, s - 1)  # exactly uniform on {0, ..., s-1}
+        negative = first < 0  # the top bit, unused by u (sigma_log2 <= 40)
+        g = u + tf.bitwise.left_shift(_exp_floor(_uniform63(v_word)), k)  # |Y| < 44 s < 2**46
+        # Exact: integers below 2**53 scaled by a power of two. Only d*d and the sum round.
+        u_over_s = tf.cast(u, tf.float64) * 2.0**-k
+        d = tf.cast(g - s, tf.float64) * 2.0**-k
+        accept = _uniform126(coin, seed_refine) <= tf.exp(-(u_over_s + 0.5 * (d * d)))
         accept &= ~(negative & tf.equal(g, 0))
         return tf.where(negative, -g, g), accept
 
-    # Acceptance rate: (1 - exp(-1/s)) / 2 * exp(-1/2) * sum_k exp(-k**2 / (2 s**2)), the sum
-    # being s sqrt(2 pi) up to a relative 1e-8 (Poisson summation); it only sizes the rounds.
-    rate = -math.expm1(-1.0 / s) / 2 * math.exp(-0.5) * s * math.sqrt(2 * math.pi)
+    # P(accept) = (1 - 1/e) / (2 s) * exp(-1/2) * sum_k exp(-k**2 / (2 s**2)), the sum being
+    # s sqrt(2 pi) up to a relative 1e-8 (Poisson summation): 0.4805 for every s. It only sizes
+    # the rounds.
+    rate = -math.expm1(-1.0) * math.exp(-0.5) * math.sqrt(2 * math.pi) / 2
     return tf.reshape(_fill(n, rate, seed, draw), shape)
 
 
@@ -212,16 +221,17 @@ def _geometric_flat(n: tf.Tensor, k: int, seed: tf.Tensor) -> tf.Tensor:
     def draw_u(m, round_seed):
         bits, coin = tf.unstack(_words(2, m, round_seed))
         u = tf.bitwise.bitwise_and(bits, t - 1)  # exactly uniform on {0, ..., t-1}
-        # exp(-u/t) >= 1/e, so the 53-bit grid of the uniform is a relative error below e 2**-53.
+        # exp(-u/t) >= 1/e, so the 53-bit grid of the coin is a relative error below e 2**-53.
         # u / t is exact (u < 2**40, power-of-two scaling).
         accept = _uniform53(coin) < tf.exp(tf.cast(u, tf.float64) * -(2.0**-k))
         return u, accept
 
-    # Mean of exp(-u/t) over the t values of u: the acceptance rate of the U rejection loop.
+    # The mean of exp(-u/t) over the t values of u: the acceptance rate of the U loop.
     rate = 1.0 if k == 0 else -math.expm1(-1.0) / (t * -math.expm1(-1.0 / t))
     u = _fill(n, rate, seed_u, draw_u)
-    hi, lo = tf.unstack(_words(2, n, seed_v))
-    return u + tf.bitwise.left_shift(_exp_floor(_uniform126(hi, lo)), k)
+    seed_words, seed_refine = _split(seed_v, 2)
+    w = _uniform126(_words(1, n, seed_words)[0], seed_refine)
+    return u + tf.bitwise.left_shift(_exp_floor(w), k)
 
 
 def _discrete_laplace_flat(n: tf.Tensor, k: int, seed: tf.Tensor) -> tf.Tensor:
@@ -231,14 +241,16 @@ def _discrete_laplace_flat(n: tf.Tensor, k: int, seed: tf.Tensor) -> tf.Tensor:
 
 
 def _exp_floor(w: tf.Tensor) -> tf.Tensor:
-    """V = #{j >= 1 : w <= exp(-j)}, i.e. P(V >= j) = P(W <= exp(-j)) = exp(-j) for uniform W.
+    """V = #{j >= 1 : w <= exp(-j)}, so P(V >= j) = P(W <= exp(-j)) = exp(-j) for a uniform W.
 
-    This is floor(-ln w) without the rounding error of a logarithm: each event V >= j is decided
-    by comparing w with exp(-j) (correctly rounded to within an ulp by Python's math.exp).
+    This is floor(-ln w) without the rounding error of a logarithm: each event V >= j compares w
+    with exp(-j), correctly rounded to within an ulp by Python's math.exp. The table stops at the
+    last exp(-j) at or above 2**-126, the smallest value of `_uniform`.
     """
-    thresholds = tf.constant([math.exp(-j) for j in range(_V_MAX, 0, -1)], tf.float64)  # ascending
+    v_max = int(126 * math.log(2))  # 87
+    thresholds = tf.constant([math.exp(-j) for j in range(v_max, 0, -1)], tf.float64)  # ascending
     below = tf.searchsorted(thresholds, w, side="left", out_type=tf.int64)  # #{j : exp(-j) < w}
-    return _V_MAX - below
+    return v_max - below
 
 
 def _fill(
@@ -249,18 +261,19 @@ def _fill(
 ) -> tf.Tensor:
     """The first n accepted candidates, in order, of rounds of `draw(m, round_seed)`.
 
-    `draw` returns m i.i.d. candidate values and a mask of the accepted ones. Round i uses
-    fold_in(seed, i) and asks for about (still needed) * 1.1 / rate candidates. The round sizes
-    depend on counts only, so the accepted values are i.i.d. from the target distribution.
+    `draw` returns m i.i.d. candidate values and a mask of the accepted ones; round i uses
+    fold_in(seed, i). The round sizes depend on counts only, never on values, so the kept values
+    are i.i.d. from the target distribution.
     """
-    factor = _OVERSAMPLE / rate
 
     def needed(out):
         return n - tf.size(out, out_type=tf.int64)
 
     def body(i, out):
-        m = tf.cast(tf.math.ceil(tf.cast(needed(out), tf.float64) * factor), tf.int64) + _EXTRA
-        values, accept = draw(m, tf.random.experimental.stateless_fold_in(seed, i))
+        r = tf.cast(needed(out), tf.float64)
+        m = tf.math.ceil((r + _MARGIN_SDS * tf.sqrt(r) + _MARGIN_EXTRA) / rate)
+        round_seed = tf.random.experimental.stateless_fold_in(seed, i)
+        values, accept = draw(tf.cast(m, tf.int64), round_seed)
         return i + 1, tf.concat([out, tf.boolean_mask(values, accept)], axis=0)
 
     _, out = tf.while_loop(
@@ -273,27 +286,45 @@ def _fill(
 
 
 def _words(rows: int, m: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """[rows, m] independent uniform 64-bit words (int64): one stateless op for all of them."""
+    """[rows, m] independent uniform 64-bit words (int64), from one stateless op."""
     shape = tf.stack([tf.constant(rows, tf.int64), tf.cast(m, tf.int64)])
     return tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.int64)
 
 
 def _uniform53(word: tf.Tensor) -> tf.Tensor:
     """A uniform on the grid {0, 1, ..., 2**53 - 1} * 2**-53, exactly, from a word's top 53 bits."""
-    return tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(word, 11), _MASK53), tf.float64) * 2.0**-53
+    top = tf.bitwise.bitwise_and(tf.bitwise.right_shift(word, 11), _MASK53)
+    return tf.cast(top, tf.float64) * 2.0**-53
 
 
-def _uniform126(hi: tf.Tensor, lo: tf.Tensor) -> tf.Tensor:
-    """W = (h + (l + 1) 2**-63) 2**-63 in (0, 1] from the low 63 bits h, l of two words.
+def _uniform63(word: tf.Tensor) -> tf.Tensor:
+    """W = (h + 1) 2**-63 in (0, 1] from the low 63 bits h of a word.
 
-    The exact W is uniform on the grid {1, ..., 2**126} * 2**-126. Its float64 evaluation rounds
-    three times but is non-decreasing in (h, l) and within a relative 4 * 2**-53 of W, so for any
-    threshold c, P(W_float64 <= c) = c (1 +- 4 * 2**-53) - [0, 2**-126]: relative accuracy for
-    events as unlikely as 2**-70, where a 53- or 64-bit uniform would fail.
+    The exact W is uniform on {1, ..., 2**63} * 2**-63; the float64 cast rounds once, monotonically
+    and within a relative 2**-53, so P(W_float64 <= c) = c (1 +- 2**-52) - [0, 2**-63].
     """
-    h = tf.cast(tf.bitwise.bitwise_and(hi, _MASK63), tf.float64)
-    l = tf.cast(tf.bitwise.bitwise_and(lo, _MASK63), tf.float64)
-    return (h + (l + 1.0) * 2.0**-63) * 2.0**-63
+    return (tf.cast(tf.bitwise.bitwise_and(word, _MASK63), tf.float64) + 1.0) * 2.0**-63
+
+
+def _uniform126(word: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """A uniform W in (0, 1] with 126 bits where they matter: 63 bits h of `word`, and below 2**-10
+    (h < 2**53, about 1 value in 1024) 63 more bits l, drawn from `seed` for those values only.
+
+    W = (h + (l + 1) 2**-63) 2**-63 if h < 2**53, else (h + 1/2) 2**-63 (the centre of its cell:
+    there the 2**-63 grid is already finer than float64's 2**-53 relative precision). For any
+    threshold c, P(W <= c) = c - [0, 2**-126] for c < 2**-10 and c +- 2**-64 above; the float64
+    evaluation rounds at most three times, monotonically in (h, l) and within a relative
+    4 * 2**-53. So P(W_float64 <= c) = c (1 +- 5 * 2**-53) - [0, 2**-126]: relative accuracy for
+    events as unlikely as 2**-70, where a 53- or 64-bit uniform would fail; for the price of one
+    random word per value instead of two.
+    """
+    h = tf.bitwise.bitwise_and(word, _MASK63)
+    fine = tf.where(h < 2**53)  # [c, 1] indices
+    low = _words(1, tf.shape(fine, out_type=tf.int64)[0], seed)[0]
+    low = (tf.cast(tf.bitwise.bitwise_and(low, _MASK63), tf.float64) + 1.0) * 2.0**-63
+    centre = tf.fill(tf.shape(h), tf.constant(0.5, tf.float64))
+    offset = tf.tensor_scatter_nd_update(centre, fine, low)
+    return (tf.cast(h, tf.float64) + offset) * 2.0**-63
 
 
 def _split(seed: tf.Tensor, num: int):
@@ -307,7 +338,7 @@ def _split(seed: tf.Tensor, num: int):
 
 def _check_log2(name: str, value) -> int:
     """`value` as an int in [0, MAX_LOG2], or a ValueError naming the argument."""
-    message = f"`{name}` must be an integer in [0, {MAX_LOG2}] (the scale is 2**{name}), got {value!r}."
+    message = f"`{name}` must be an integer in [0, {MAX_LOG2}] (scale 2**{name}), got {value!r}."
     if isinstance(value, bool):
         raise ValueError(message)
     try:
@@ -321,12 +352,13 @@ def _check_log2(name: str, value) -> int:
 
 def _check_seed(seed) -> tf.Tensor:
     """`seed` as an int64 tensor of shape [2], or a ValueError."""
+    message = f"`seed` must be an int64 tensor of shape [2], got {seed!r}."
     try:
         tensor = tf.convert_to_tensor(seed)
     except (TypeError, ValueError):
-        raise ValueError(f"`seed` must be an int64 tensor of shape [2], got {seed!r}.") from None
+        raise ValueError(message) from None
     if not tensor.dtype.is_integer or not tensor.shape.is_compatible_with([2]):
-        raise ValueError(f"`seed` must be an int64 tensor of shape [2], got {seed!r}.")
+        raise ValueError(message)
     return tf.cast(tensor, tf.int64)
 
 

@@ -59,7 +59,7 @@ LEDGER_KEYS: Tuple[str, ...] = (
     "noise_schedule", "noise_probability", "on_skip", "noise_multiplier", "l2_norm_clip",
     "l1_norm_clip", "batch_size", "optimizer", "delta", "sampling", "image_size",
     "gamma", "residual_noise", "activation_clip_norm", "privacy_unit",
-    "max_examples_per_patient", "insecure_reproducible_seed",
+    "max_examples_per_patient", "insecure_reproducible_seed", "floating_point_safe_noise",
 )
 # Local paths: they say nothing about the model or its privacy (kept out of export records).
 PATH_SETTINGS: Tuple[str, ...] = ("model_dir", "export_dir", "metrics_path")
@@ -129,6 +129,9 @@ class RunConfig:
     # the statement, the exported record and compare's table say so. None (the default):
     # both come from the operating system's entropy, which `seed` never reaches.
     insecure_reproducible_seed: Optional[int] = None
+    # The DP-SGD noise on a grid (tfdp.randomness.grid): no leak through the low-order bits of
+    # floating-point noise, the same accounting, a higher cost per step (see the benchmark).
+    floating_point_safe_noise: bool = False
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""

@@ -128,6 +128,7 @@ def make_optimizer(config: RunConfig, num_train: Optional[int] = None
         on_skip=config.on_skip,
         noise_multiplier=config.noise_multiplier,
         insecure_reproducible_seed=insecure_run_seed(config),
+        floating_point_safe_noise=config.floating_point_safe_noise,
         **base,
     )
     kwargs[clip] = getattr(config, clip)
