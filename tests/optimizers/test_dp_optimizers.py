@@ -98,30 +98,33 @@ def test_update_of_a_batch_with_huge_gradients_is_bounded_by_the_clip():
     assert step <= 0.1 * (1 + 1e-5)
 
 
-def _noise_of_one_step(mechanism, clip, multiplier, units=2000):
+def _noise_of_one_step(mechanism, clip, multiplier, units=2000, safe=False):
     """Runs one step whose loss has zero gradient, so the update is noise / batch size."""
     width = 100
     variable = tf.Variable(tf.zeros([width, width]))
     x = tf.zeros([units, width])
     kwargs = {"l2_norm_clip" if mechanism == "gaussian" else "l1_norm_clip": clip}
     optimizer = tfdp.DPKerasSGDOptimizer(
-        learning_rate=1.0, mechanism=mechanism, noise_multiplier=multiplier, **kwargs
+        learning_rate=1.0, mechanism=mechanism, noise_multiplier=multiplier,
+        floating_point_safe_noise=safe, **kwargs
     )
     # The per-example loss depends on the variable only through x = 0: zero gradients.
     optimizer.minimize(lambda: tf.reduce_sum(tf.matmul(x, variable), axis=1), [variable])
     return -variable.numpy().ravel().astype(np.float64) * units
 
 
-def test_gaussian_noise_has_std_multiplier_times_clip():
-    noise = _noise_of_one_step("gaussian", clip=2.0, multiplier=1.5)
+@pytest.mark.parametrize("safe", [False, True], ids=["float", "grid"])
+def test_gaussian_noise_has_std_multiplier_times_clip(safe):
+    noise = _noise_of_one_step("gaussian", clip=2.0, multiplier=1.5, safe=safe)
     n, sigma = noise.size, 3.0
     # The sample std's relative standard error is 1/sqrt(2n); 5 of them.
     assert abs(noise.std() / sigma - 1) < 5 / np.sqrt(2 * n)
     assert abs(noise.mean()) < 5 * sigma / np.sqrt(n)
 
 
-def test_laplace_noise_has_scale_multiplier_times_clip():
-    noise = _noise_of_one_step("laplace", clip=2.0, multiplier=0.5)
+@pytest.mark.parametrize("safe", [False, True], ids=["float", "grid"])
+def test_laplace_noise_has_scale_multiplier_times_clip(safe):
+    noise = _noise_of_one_step("laplace", clip=2.0, multiplier=0.5, safe=safe)
     n, scale = noise.size, 1.0
     assert abs(np.abs(noise).mean() - scale) < 5 * scale / np.sqrt(n)
     assert abs((noise**2).mean() / np.abs(noise).mean() ** 2 - 2.0) < 0.15
@@ -343,7 +346,9 @@ def test_saved_model_reloads_with_the_dp_optimizer_and_its_ledger(tmp_path, file
     model.save(path)
     loaded = keras.models.load_model(path)
     assert type(loaded.optimizer).__name__ == "DPKerasAdamOptimizer"
-    assert loaded.optimizer.dp_settings == model.optimizer.dp_settings
+    # The settings, not the count of noised coordinates, which a step records.
+    settings = dict(model.optimizer.dp_settings, noised_coordinates=None)
+    assert loaded.optimizer.dp_settings == settings
     for name in ["iterations", "noisy_steps", "dropped_steps"]:
         assert _int(getattr(loaded.optimizer, name)) == _int(getattr(model.optimizer, name)), name
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)

@@ -16,6 +16,7 @@ from tfdp._validation import (
 from tfdp.accounting import counting, statement
 from tfdp.accounting.events import DEFAULT_PLD_DISCRETIZATION, composed_event, epsilon_of
 from tfdp.accounting.privacy_result import PrivacyResult
+from tfdp.randomness import grid
 from tfdp.mechanisms import (
     NO_NOISE,
     Accountant,
@@ -226,6 +227,8 @@ def compute_epsilon(
     value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION,
     privacy_unit: str = "example",
     secret_randomness: bool = True,
+    floating_point_safe: bool = False,
+    noised_coordinates: Optional[int] = None,
 ) -> PrivacyResult:
     """The (epsilon, delta) of DP-SGD training per example (or per group), with a statement.
 
@@ -270,6 +273,14 @@ def compute_epsilon(
       secret_randomness: False when the noise and the sampling were made reproducible
         from a seed (`insecure_reproducible_seed`): the statement then says that the
         guarantee holds only against someone who does not know that seed.
+      floating_point_safe: True when the noise was added on a grid
+        (`floating_point_safe_noise`): the mechanism is accounted as it stands, and the
+        samplers' arithmetic adds at most 2 T d eta to epsilon and T d times a far-tail
+        mass to delta (`tfdp.randomness.grid.excess_bound`; T steps, d noised
+        coordinates). Both are added to the figures when `noised_coordinates` (d) is
+        given; without it the statement gives the formula.
+      noised_coordinates: d, the number of coordinates noised per step (the model's
+        trainable parameters); the DP optimizer records it at its first step.
 
     Returns:
       A `PrivacyResult`.
@@ -292,6 +303,15 @@ def compute_epsilon(
         formal, epsilon, noisy_only, epsilon_noisy_only = _figures(run, run.passes, None)
         epsilon_assuming_poisson = poisson[1]
 
+    delta = run.delta
+    excess = None
+    if floating_point_safe and run.mechanism != NO_NOISE and math.isfinite(epsilon):
+        norm = get_mechanism(run.mechanism).clip_kind
+        if noised_coordinates:
+            excess = grid.excess_bound(int(noised_coordinates), run.steps, norm)
+            epsilon += excess[0]
+            epsilon_noisy_only += excess[0]
+            delta += excess[1]
     paragraphs = [
         statement.mechanism_paragraph(
             run.mechanism, run.noise_multiplier, run.accounted_noise_multiplier,
@@ -324,14 +344,16 @@ def compute_epsilon(
                 epsilon_noisy_only=epsilon_noisy_only,
             )
         )
+        paragraphs.append(statement.noise_sampler_paragraph(
+            floating_point_safe, excess, noised_coordinates, run.steps))
         if not secret_randomness:
             paragraphs.append(statement.insecure_randomness_paragraph())
-    paragraphs.append(statement.summary_line(epsilon, run.delta))
+    paragraphs.append(statement.summary_line(epsilon, delta))
 
     return PrivacyResult(
         epsilon=epsilon,
         epsilon_noisy_steps_only=epsilon_noisy_only,
-        delta=run.delta,
+        delta=delta,
         accountant=run.accountant,
         statement=statement.join(paragraphs),
         mechanism=run.mechanism,
@@ -351,4 +373,5 @@ def compute_epsilon(
         epsilon_assuming_poisson=epsilon_assuming_poisson,
         privacy_unit=privacy_unit,
         secret_randomness=bool(secret_randomness),
+        floating_point_safe=bool(floating_point_safe),
     )

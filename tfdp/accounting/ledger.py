@@ -94,6 +94,8 @@ def epsilon_for_steps(
         used_microbatching=bool(settings.get("used_microbatching", False)),
         privacy_unit=privacy_unit,
         secret_randomness=bool(settings.get("secret_randomness", True)),
+        floating_point_safe=bool(settings.get("floating_point_safe", False)),
+        noised_coordinates=settings.get("noised_coordinates"),
     )
 
 

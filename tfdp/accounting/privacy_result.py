@@ -48,6 +48,9 @@ class PrivacyResult(RecordMethods):
         randomness (the default); False when `insecure_reproducible_seed` made them
         reproducible, so the guarantee holds only against someone who does not know
         that seed (the statement says so).
+      floating_point_safe: True when the noise was added on a grid (no leak through
+        floating-point low-order bits); epsilon and delta then include the samplers'
+        arithmetic excess when the number of noised coordinates was known.
     """
 
     epsilon: float
@@ -72,6 +75,7 @@ class PrivacyResult(RecordMethods):
     epsilon_assuming_poisson: Optional[float] = None
     privacy_unit: str = "example"
     secret_randomness: bool = True
+    floating_point_safe: bool = False
 
     @property
     def is_guarantee(self) -> bool:

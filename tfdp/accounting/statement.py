@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from tfdp.accounting.counting import Count
 from tfdp.mechanisms import NO_NOISE, NoiseSchedule, OnSkip, get_mechanism
-from tfdp.randomness import INSECURE_NOTE
+from tfdp.randomness import INSECURE_NOTE, grid
 
 _WIDTH = 88
 
@@ -188,6 +188,25 @@ def schedule_paragraph(
         f"{fmt_epsilon(epsilon_noisy_only)}, is an ESTIMATE, not a guarantee. After "
         "training, pass noisy_steps (the optimizer's ledger) for the realized guarantee."
     )
+
+
+def noise_sampler_paragraph(floating_point_safe: bool, excess, coordinates, steps: int) -> str:
+    """How the noise was sampled: textbook floating point, or on a grid (and its excess)."""
+    if not floating_point_safe:
+        return _fill(
+            "Noise sampling: textbook floating point, whose low-order bits can reveal the "
+            "noiseless sum (Mironov 2012); floating_point_safe_noise=True adds the noise on a "
+            "grid instead.")
+    if excess is None:
+        return _fill(
+            "Noise sampling: on a grid (the clipped sum rounded, integer noise added), with "
+            "the same accounting; the samplers' floating point adds at most 2 x steps x d x "
+            f"{grid.ETA:.2g} to epsilon (d: parameters noised per step), not included above.")
+    return _fill(
+        "Noise sampling: on a grid (the clipped sum rounded, integer noise added), with the "
+        f"same accounting; the samplers' floating point adds at most {excess[0]:.2g} to epsilon "
+        f"and {excess[1]:.2g} to delta over {steps} steps of {coordinates} coordinates, "
+        "included below.")
 
 
 def insecure_randomness_paragraph() -> str:

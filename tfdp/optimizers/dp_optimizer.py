@@ -201,6 +201,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             self._dp_sum_query = dp_sum_query
             self._num_microbatches = num_microbatches
             self._expected_batch_size = expected_batch_size
+            self._noised_coordinates: Optional[int] = None
             # Set by privatize_clipped_sum, consumed by apply. Thread-local because
             # MirroredStrategy runs (and traces) each replica in its own thread.
             self._private_gradients_ready = threading.local()
@@ -321,6 +322,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 used_microbatching=self._num_microbatches is not None,
                 expected_batch_size=self._expected_batch_size,
                 secret_randomness=self.secret_randomness,
+                # Coordinates noised per step (None before the first step): the grid
+                # noise's arithmetic excess grows with them.
+                noised_coordinates=self._noised_coordinates,
             )
             return settings
 
@@ -383,6 +387,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             The seed is the same on every replica (the key and its counter are mirrored).
             """
             query = self._dp_sum_query
+            self._noised_coordinates = sum(
+                int(g.shape.num_elements() or 0) for g in tf.nest.flatten(clipped_sum))
             if not hasattr(query, "get_noised_result_with_seed"):
                 return query.get_noised_result(clipped_sum, state)  # a custom query's own noise
             seed = self._secret_key.step_seed(self.iterations + self._dropped_steps)

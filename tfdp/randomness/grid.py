@@ -92,6 +92,8 @@ def noised_on_grid(leaves: List[tf.Tensor], seeds: tf.Tensor, *, clip: float,
     return noised
 
 
+# The samplers' relative error per output probability (`discrete.float_error_bound`).
+ETA = discrete.float_error_bound()
 # Probability per coordinate of the far tail where the relative bound does not hold (the
 # samplers' unreachable outputs included): `tfdp.randomness.discrete`'s module docstring.
 _TAIL = {"l2": 4e-27, "l1": 7.1e-23}
