@@ -3,6 +3,8 @@
 Layers of the package, one job each:
     tfdp.mechanisms  one object per noise mechanism (Gaussian, Laplace; the random schedule
                      wraps either) and the names of every privacy setting
+    tfdp.randomness  the randomness the guarantee keeps secret (a per-run key from OS entropy,
+                     never stored) and floating-point-safe noise on a grid
     tfdp.queries     DPQuery subclasses (Gaussian, Laplace noise, randomized noise schedule)
     tfdp.optimizers  Keras optimizers that run any sum DPQuery
     tfdp.training    the fast per-example-gradient train step
@@ -16,6 +18,7 @@ Layers of the package, one job each:
                      comparison of every method; tfdp.scripts are thin absl entry points
 """
 
+from tfdp import randomness
 from tfdp import data
 from tfdp import mechanisms
 from tfdp import queries
@@ -46,6 +49,7 @@ __all__ = [
     "models",
     "run",
     "queries",
+    "randomness",
     "attacks",
     "layers",
     "export",

@@ -35,7 +35,7 @@ def test_sweep_ranks_the_candidates_and_writes_the_record(tmp_path):
     lines = []
     result = sweep(config, log=lines.append)
     assert [r["learning_rate"] for r in result.rows] == [2.0, 0.001]  # a tiny rate learns nothing
-    assert result.rows[0]["val_accuracy"] > result.rows[1]["val_accuracy"] + 0.2
+    assert result.rows[0]["val_accuracy"] > result.rows[1]["val_accuracy"] + 0.1
     assert all(len(r["val_accuracies"]) == 2 for r in result.rows)
     assert result.best == {"learning_rate": 2.0}
     record = json.load(open(os.path.join(tmp_path, "recipe_sweep.json")))
