@@ -99,9 +99,7 @@ def geometric(shape: ShapeLike, scale_log2: int, seed: tf.Tensor) -> tf.Tensor:
     Returns:
       An int64 tensor of `shape`.
     """
-    k = _check_log2("scale_log2", scale_log2)
-    seed = _check_seed(seed)
-    shape, n = _check_shape(shape)
+    k, seed, shape, n = _arguments("scale_log2", scale_log2, seed, shape)
     return tf.reshape(_geometric_flat(n, k, seed), shape)
 
 
@@ -118,9 +116,7 @@ def discrete_laplace(shape: ShapeLike, scale_log2: int, seed: tf.Tensor) -> tf.T
     Returns:
       An int64 tensor of `shape`.
     """
-    k = _check_log2("scale_log2", scale_log2)
-    seed = _check_seed(seed)
-    shape, n = _check_shape(shape)
+    k, seed, shape, n = _arguments("scale_log2", scale_log2, seed, shape)
     return tf.reshape(_discrete_laplace_flat(n, k, seed), shape)
 
 
@@ -143,9 +139,7 @@ def floored_laplace(shape: ShapeLike, scale_log2: int, seed: tf.Tensor) -> tf.Te
     Returns:
       An int64 tensor of `shape`.
     """
-    k = _check_log2("scale_log2", scale_log2)
-    seed = _check_seed(seed)
-    shape, n = _check_shape(shape)
+    k, seed, shape, n = _arguments("scale_log2", scale_log2, seed, shape)
     seed_laplace, seed_bit = _split(seed, 2)
     bit = tf.bitwise.bitwise_and(_words(1, n, seed_bit)[0], 1)
     return tf.reshape(_discrete_laplace_flat(n, k, seed_laplace) - bit, shape)
@@ -184,9 +178,7 @@ def discrete_gaussian(shape: ShapeLike, sigma_log2: int, seed: tf.Tensor) -> tf.
     Returns:
       An int64 tensor of `shape`.
     """
-    k = _check_log2("sigma_log2", sigma_log2)
-    seed = _check_seed(seed)
-    shape, n = _check_shape(shape)
+    k, seed, shape, n = _arguments("sigma_log2", sigma_log2, seed, shape)
     s = 1 << k
 
     def draw(m, round_seed):
@@ -334,6 +326,12 @@ def _split(seed: tf.Tensor, num: int):
 
 # ----------------------------------------------------------------------------------------------
 # Argument checks.
+
+
+def _arguments(name: str, log2, seed, shape):
+    """The checked (log2, seed, shape, number of outputs) of a public sampler's call."""
+    shape, n = _check_shape(shape)
+    return _check_log2(name, log2), _check_seed(seed), shape, n
 
 
 def _check_log2(name: str, value) -> int:
