@@ -91,3 +91,18 @@ def test_resume_seeds_are_distinct_per_epoch_and_reproducible():
     assert len(set(values)) == len(values) and 0 not in values
     assert checkpoint.resume_seed(3, 7) == checkpoint.resume_seed(3, 7)
     assert checkpoint.resume_seed(3, 7) != checkpoint.resume_seed(4, 7)
+
+
+def test_two_runs_with_the_same_seed_train_different_dp_models_with_the_same_ledger(
+        tmp_path, monkeypatch):
+    """What `scripts/train.py --seed=0` twice does: same weights' start, same ledger, new noise."""
+    monkeypatch.setitem(registry._BUILDERS, "no_gradient", _no_gradient)
+    data = _zeros()
+    runs = [_train(dataclasses.replace(_config(tmp_path / name), model_dir=None, epochs=2), data)
+            for name in ("a", "b")]
+    ledgers = [(int(r.optimizer.iterations.numpy()), int(r.optimizer.noisy_steps.numpy()))
+               for r in runs]
+    assert ledgers[0] == ledgers[1] and ledgers[0][0] > 0
+    # The initial weights are zeros in both (the model's initializer); the updates are noise.
+    assert not np.allclose(runs[0].model.get_weights()[0], runs[1].model.get_weights()[0],
+                           atol=1e-6)
