@@ -205,8 +205,9 @@ def define_flags() -> None:
                       f"Zoo models to benchmark ({', '.join(zoo.ZOO_NAMES)}; 'cnn' means "
                       "tutorial_cnn). Default: all.")
     flags.DEFINE_list(
-        "configs", [bench.BASELINE, bench.FAST] + list(bench.UNAVAILABLE),
-        "Training options to compare: nodp (the baseline, required), tfdp_fast, tfdp_optimizer "
+        "configs", [bench.BASELINE, bench.FAST, bench.FAST_GRID] + list(bench.UNAVAILABLE),
+        "Training options to compare: nodp (the baseline, required), tfdp_fast, tfdp_fast_grid "
+        "(the fast path with floating-point-safe grid noise), tfdp_optimizer "
         "(the DP optimizer's Jacobian; slow), tfp_* (TF Privacy's, unavailable on Keras 3).",
     )
     flags.DEFINE_integer("num_examples", None,

@@ -10,6 +10,8 @@ its own, and writes the report as JSON. The configurations:
 - "nodp": plain Keras `fit` with `keras.optimizers.SGD`, the mean loss;
 - "tfdp_fast": `tfdp.make_private(model)` with `tfdp.DPKerasSGDOptimizer(l2_norm_clip=1.0,
   noise_multiplier=1.0)` and the per-example loss (`reduction=None`): the fast path;
+- "tfdp_fast_grid": the fast path with `floating_point_safe_noise=True` (the noise on a grid,
+  `tfdp.randomness.grid`): what the floating-point-safe samplers cost;
 - "tfdp_optimizer": the same train step with the DP optimizer's own Jacobian for the clipped
   sum (train.py `--nofast_path`); slow, so timed over a few steps and scaled to an epoch.
 
@@ -29,7 +31,8 @@ import tensorflow as tf
 from tfdp.models import zoo
 
 BASELINE, FAST, OPTIMIZER_PATH = "nodp", "tfdp_fast", "tfdp_optimizer"
-CONFIGS = (BASELINE, FAST, OPTIMIZER_PATH)
+FAST_GRID = "tfdp_fast_grid"
+CONFIGS = (BASELINE, FAST, FAST_GRID, OPTIMIZER_PATH)
 SLOW_CONFIGS = (OPTIMIZER_PATH,)
 # TF Privacy 0.8.12's Keras classes subclass Keras 2 ones that Keras 3 (TF >= 2.16) removed.
 UNAVAILABLE = {
@@ -66,7 +69,9 @@ def compile_for(config: str, model: keras.Model) -> keras.Model:
 
         private = OptimizerPathModel(private.input, private.output, name=private.name)
     private.compile(
-        optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=LEARNING_RATE, **DP_SETTINGS),
+        optimizer=tfdp.DPKerasSGDOptimizer(learning_rate=LEARNING_RATE,
+                                           floating_point_safe_noise=config == FAST_GRID,
+                                           **DP_SETTINGS),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None))
     return private
 
