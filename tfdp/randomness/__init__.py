@@ -6,7 +6,6 @@ reproducible mode; `noise` draws Gaussian and Laplace noise from a stateless see
 
 from tfdp.randomness.secret import (
     INSECURE_NOTE,
-    SECRET_NOTE,
     SecretKey,
     SecretRandomnessWarning,
     check_insecure_seed,
@@ -19,7 +18,6 @@ from tfdp.randomness import discrete, grid
 
 __all__ = [
     "INSECURE_NOTE",
-    "SECRET_NOTE",
     "SecretKey",
     "SecretRandomnessWarning",
     "check_insecure_seed",

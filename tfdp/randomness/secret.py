@@ -43,10 +43,6 @@ INSECURE_NOTE = (
     "(insecure_reproducible_seed), so the guarantee holds only against an adversary who "
     "does not know that seed."
 )
-SECRET_NOTE = (
-    "Randomness: the noise and the batch sampling come from the operating system's "
-    "entropy, drawn afresh for each run; no seed, checkpoint or export reproduces them."
-)
 
 
 class SecretRandomnessWarning(UserWarning):
