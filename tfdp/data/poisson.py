@@ -92,7 +92,7 @@ def poisson_batches(
     batch_size = check_positive("batch_size", batch_size)
     if seed is not None:
         warn_seed_ignored("poisson_batches", "the batches")
-    seed = check_insecure_seed(insecure_reproducible_seed)
+    insecure_seed = check_insecure_seed(insecure_reproducible_seed)
     if groups is None:
         if max_examples_per_group is not None:
             raise ValueError(
@@ -102,7 +102,7 @@ def poisson_batches(
         _check_rate(batch_size, num_examples, "examples")
         steps = _check_steps(num_steps, epochs, num_examples, batch_size)
         return _pipeline(_example_sampler(data, num_examples, batch_size / num_examples),
-                         steps, seed)
+                         steps, insecure_seed)
     if y is None:
         raise ValueError(
             "`y` is required with `groups`: grouped batches are (x, y, sample_weight) triples."
@@ -110,7 +110,8 @@ def poisson_batches(
     layout = _GroupLayout(groups, num_examples, max_examples_per_group)
     _check_rate(batch_size, layout.num_groups, "groups")
     steps = _check_steps(num_steps, epochs, layout.num_groups, batch_size)
-    return _pipeline(_group_sampler(data, layout, batch_size / layout.num_groups), steps, seed)
+    return _pipeline(_group_sampler(data, layout, batch_size / layout.num_groups), steps,
+                     insecure_seed)
 
 
 def _check_data(x: Any, y: Any) -> Tuple[Any, int]:
