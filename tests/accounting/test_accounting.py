@@ -89,23 +89,42 @@ def test_microbatching_halves_the_accounted_noise_like_tf_privacy():
     assert "microbatch" in result.statement
 
 
-def test_shuffle_reports_both_figures_and_the_conservative_one_as_epsilon():
+def test_shuffle_is_accounted_for_replace_one_at_twice_the_sensitivity():
+    # Fixed-size shuffled batches: adding an example moves another out of its place, so
+    # the guarantee is replace-one, where the replaced example's clipped gradient moves by
+    # up to 2C: each pass is a Gaussian mechanism with multiplier sigma / 2.
     result = tfdp.compute_epsilon(N, B, SIGMA, epochs=EPOCHS, sampling="shuffle")
-    once_per_epoch, poisson = tf_privacy_statement_figures()
-    assert result.epsilon == pytest.approx(once_per_epoch, abs=6e-4)
-    assert result.epsilon == pytest.approx(rdp_gaussian(SIGMA, None, EPOCHS), rel=1e-9)
+    _, poisson = tf_privacy_statement_figures()
+    assert result.adjacency == "replace-one"
+    assert result.accounted_noise_multiplier == pytest.approx(SIGMA / 2)
+    assert result.epsilon == pytest.approx(rdp_gaussian(SIGMA / 2, None, EPOCHS), rel=1e-9)
+    assert result.epsilon > rdp_gaussian(SIGMA, None, EPOCHS) + 1.0
+    # The Poisson figure (add-or-remove-one, sensitivity C) stays, labelled.
     assert result.epsilon_assuming_poisson == pytest.approx(poisson, abs=6e-4)
-    assert result.epsilon > result.epsilon_assuming_poisson
-    assert "once per epoch" in result.statement
+    assert "replace-one" in result.statement
     assert "NOT a guarantee" in result.statement
-    assert tfdp.compute_epsilon(N, B, SIGMA, epochs=EPOCHS).epsilon_assuming_poisson is None
+    assert "believed" not in result.statement
+    poisson_result = tfdp.compute_epsilon(N, B, SIGMA, epochs=EPOCHS)
+    assert poisson_result.epsilon_assuming_poisson is None
+    assert poisson_result.adjacency == "add-or-remove-one"
+    assert "add-or-remove-one" in poisson_result.statement
+
+
+def test_shuffle_with_microbatches_is_still_twice_the_clip():
+    # A replaced example changes one microbatch by up to 2C: no further halving.
+    result = tfdp.compute_epsilon(N, B, SIGMA, epochs=EPOCHS, sampling="shuffle",
+                                  used_microbatching=True)
+    assert result.accounted_noise_multiplier == pytest.approx(SIGMA / 2)
+    assert result.epsilon == pytest.approx(rdp_gaussian(SIGMA / 2, None, EPOCHS), rel=1e-9)
+    assert result.epsilon_assuming_poisson == pytest.approx(
+        rdp_gaussian(SIGMA / 2, Q, STEPS), rel=1e-9)
 
 
 def test_shuffle_from_steps_never_counts_fewer_passes_than_were_started():
     # 300 examples, batch 32: model.fit takes 10 steps per pass, a drop-remainder pipeline 9.
     for steps, passes_at_least in [(10, 1), (18, 2), (20, 2), (27, 3)]:
         result = tfdp.compute_epsilon(300, 32, SIGMA, steps=steps, sampling="shuffle")
-        assert result.epsilon >= rdp_gaussian(SIGMA, None, passes_at_least) - 1e-12
+        assert result.epsilon >= rdp_gaussian(SIGMA / 2, None, passes_at_least) - 1e-12
 
 
 def test_pld_on_request_matches_dp_accounting_pld():

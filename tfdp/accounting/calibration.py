@@ -9,7 +9,12 @@ import dp_accounting
 
 from tfdp._validation import check_choice, check_positive, check_positive_int, check_probability
 from tfdp.accounting import counting
-from tfdp.accounting.epsilon import check_accountant, check_delta, check_sizes
+from tfdp.accounting.epsilon import (
+    accounted_multiplier,
+    check_accountant,
+    check_delta,
+    check_sizes,
+)
 from tfdp.accounting.events import (
     DEFAULT_PLD_DISCRETIZATION,
     composed_event,
@@ -71,10 +76,11 @@ def calibrate_noise_multiplier(
       mechanism: a registered noise mechanism ("gaussian" or "laplace").
       noise_schedule, noise_probability, on_skip: as for `compute_epsilon`.
       accountant: None (RDP for Gaussian, PLD for Laplace), "rdp" or "pld".
-      sampling: "poisson", or "shuffle" to calibrate the conservative
-        shuffled-batch figure (no amplification by subsampling).
+      sampling: "poisson", or "shuffle" to calibrate the shuffled-batch guarantee
+        (replace-one adjacency, no amplification by subsampling).
       used_microbatching: the returned multiplier is the optimizer's setting;
-        the accountant composes half of it (doubled sensitivity).
+        the accountant composes half of it (doubled sensitivity), as it does for
+        sampling="shuffle".
       tolerance: absolute precision of the multiplier.
       value_discretization_interval: PLD grid.
 
@@ -124,10 +130,9 @@ def calibrate_noise_multiplier(
         count = counting.noisy_only_count(
             count, noise_schedule=noise_schedule, noise_probability=noise_probability,
             noisy_steps=None, delta=delta).count
-    divisor = 2.0 if used_microbatching else 1.0
-
     def make_event(multiplier: float) -> dp_accounting.DpEvent:
-        return composed_event(mechanism, multiplier / divisor, sampling_probability, count)
+        accounted = accounted_multiplier(multiplier, used_microbatching, sampling)
+        return composed_event(mechanism, accounted, sampling_probability, count)
 
     def gap(multiplier: float) -> float:
         return epsilon_of(

@@ -37,6 +37,7 @@ class _Run:
     batch_size: float
     noise_multiplier: Optional[float]
     accounted_noise_multiplier: Optional[float]
+    poisson_noise_multiplier: Optional[float]
     steps: int
     passes: int
     passes_from_steps: bool
@@ -54,6 +55,33 @@ class _Run:
     @property
     def sampling_probability(self) -> float:
         return self.batch_size / self.num_examples
+
+    @property
+    def adjacency(self) -> str:
+        """The neighbouring relation `.epsilon` holds for (see `accounted_multiplier`)."""
+        return adjacency_for(self.sampling)
+
+
+def adjacency_for(sampling: str) -> str:
+    """"add-or-remove-one" under Poisson sampling, "replace-one" with shuffled batches.
+
+    With fixed-size shuffled batches adding an example pushes another one out of its
+    batch (and can add a step), so no add-or-remove guarantee follows from the batches'
+    sensitivity; replacing one example changes exactly one unit of one step per pass.
+    """
+    return "replace-one" if sampling == Sampling.SHUFFLE else "add-or-remove-one"
+
+
+def accounted_multiplier(noise_multiplier: float, used_microbatching: bool,
+                         sampling: str) -> float:
+    """The multiplier the accountant composes: the set one over the sensitivity in clips.
+
+    Under add-or-remove-one (Poisson) one example moves the clipped sum by one clip, or
+    by two when a unit (microbatch) holds several examples. Under replace-one (shuffled
+    batches) the replaced example's unit moves by up to two clips either way.
+    """
+    doubled = used_microbatching or sampling == Sampling.SHUFFLE
+    return noise_multiplier / 2 if doubled else noise_multiplier
 
 
 def check_privacy_unit(privacy_unit, sampling: str = "poisson") -> str:
@@ -162,13 +190,14 @@ def _validate(
                 "steps=opt.iterations + opt.dropped_steps."
             )
 
-    accounted = None
+    accounted = poisson = None
     if noise_multiplier is not None and mechanism != NO_NOISE:
-        # A unit of several examples moves by up to twice the clip when one example changes.
-        accounted = noise_multiplier / 2 if used_microbatching else noise_multiplier
+        accounted = accounted_multiplier(noise_multiplier, used_microbatching, sampling)
+        poisson = accounted_multiplier(noise_multiplier, used_microbatching, Sampling.POISSON)
     return _Run(
         num_examples=num_examples, batch_size=batch_size, noise_multiplier=noise_multiplier,
-        accounted_noise_multiplier=accounted, steps=steps, passes=passes,
+        accounted_noise_multiplier=accounted, poisson_noise_multiplier=poisson,
+        steps=steps, passes=passes,
         passes_from_steps=epochs is None, delta=delta,
         mechanism=mechanism, noise_schedule=noise_schedule,
         noise_probability=noise_probability, on_skip=on_skip, sampling=sampling,
@@ -178,12 +207,16 @@ def _validate(
 
 
 def _epsilon(run: _Run, count: counting.Count, sampling_probability: Optional[float]) -> float:
-    """Epsilon of `count` noisy releases (inf when a noiseless release happened)."""
+    """Epsilon of `count` noisy releases (inf when a noiseless release happened).
+
+    `sampling_probability` None is the shuffled-batch view (replace-one, one release
+    per pass); a probability is the Poisson view (add-or-remove-one).
+    """
     if run.mechanism == NO_NOISE or count.count is None:
         return math.inf
-    event = composed_event(
-        run.mechanism, run.accounted_noise_multiplier, sampling_probability, count.count
-    )
+    multiplier = (run.poisson_noise_multiplier if sampling_probability is not None
+                  else run.accounted_noise_multiplier)
+    event = composed_event(run.mechanism, multiplier, sampling_probability, count.count)
     return epsilon_of(event, count.delta, run.accountant, run.value_discretization_interval)
 
 
@@ -254,11 +287,11 @@ def compute_epsilon(
         not a guarantee) or "drop" (composition over the noisy steps: the
         realized `noisy_steps` when given, else a planning figure over a
         binomial upper count whose tail probability is charged to delta).
-      sampling: "poisson" (the accountant's assumption; use
+      sampling: "poisson" (add-or-remove-one adjacency, amplified by sampling; use
         `tfdp.data.poisson_batches`) or "shuffle" (fixed-size shuffled batches:
-        `.epsilon` is the figure without amplification by subsampling, each
-        example once per pass, and `.epsilon_assuming_poisson` the labelled
-        Poisson figure, as TF Privacy's privacy statement reports them).
+        `.epsilon` holds for replace-one adjacency, sensitivity twice the clip,
+        each example in one step per pass, no amplification; `.epsilon_assuming_poisson`
+        is the Poisson figure, labelled as not a guarantee for these batches).
       accountant: None (mechanism's default), "rdp" or "pld".
       noisy_steps: the number of noisy steps from the optimizer's ledger.
       used_microbatching: True when gradient units held several examples: the
@@ -315,11 +348,12 @@ def compute_epsilon(
     paragraphs = [
         statement.mechanism_paragraph(
             run.mechanism, run.noise_multiplier, run.accounted_noise_multiplier,
-            run.used_microbatching, run.accountant,
+            run.used_microbatching, run.accountant, adjacency=run.adjacency,
         ),
         statement.scope_paragraph(
             run.num_examples, run.batch_size, run.steps, run.delta,
             private=run.mechanism != NO_NOISE, privacy_unit=privacy_unit,
+            adjacency=run.adjacency,
         ),
     ]
     if run.mechanism != NO_NOISE:
@@ -372,6 +406,7 @@ def compute_epsilon(
         accounted_steps=formal.count if run.mechanism != NO_NOISE else None,
         epsilon_assuming_poisson=epsilon_assuming_poisson,
         privacy_unit=privacy_unit,
+        adjacency=run.adjacency,
         secret_randomness=bool(secret_randomness),
         floating_point_safe=bool(floating_point_safe),
     )

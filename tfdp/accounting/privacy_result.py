@@ -15,7 +15,8 @@ class PrivacyResult(RecordMethods):
 
     Attributes:
       epsilon: the formal (epsilon, delta)-DP guarantee for one privacy unit
-        (add-or-remove-one-unit adjacency, every intermediate model released), or
+        (add-or-remove-one-unit adjacency, or replace-one for shuffled batches; every
+        intermediate model released), or
         `math.inf` when the method has no formal guarantee. The unit is one
         example, or one group of examples (e.g. a patient) with `privacy_unit`.
       epsilon_noisy_steps_only: epsilon composed over the noisy steps only. For
@@ -48,6 +49,10 @@ class PrivacyResult(RecordMethods):
         randomness (the default); False when `insecure_reproducible_seed` made them
         reproducible, so the guarantee holds only against someone who does not know
         that seed (the statement says so).
+      adjacency: which data sets `epsilon` calls neighbours: "add-or-remove-one"
+        (Poisson sampling) or "replace-one" (shuffled fixed-size batches, whose
+        accounted multiplier is half the set one: a replaced example moves its unit by
+        up to twice the clip).
       floating_point_safe: True when the noise was added on a grid (no leak through
         floating-point low-order bits); epsilon and delta then include the samplers'
         arithmetic excess when the number of noised coordinates was known.
@@ -76,6 +81,7 @@ class PrivacyResult(RecordMethods):
     privacy_unit: str = "example"
     secret_randomness: bool = True
     floating_point_safe: bool = False
+    adjacency: str = "add-or-remove-one"
 
     @property
     def is_guarantee(self) -> bool:

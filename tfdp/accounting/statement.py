@@ -37,7 +37,7 @@ def _fill(text: str) -> str:
 
 def mechanism_paragraph(
     mechanism: str, noise_multiplier: Optional[float], accounted: Optional[float],
-    used_microbatching: bool, accountant: str,
+    used_microbatching: bool, accountant: str, adjacency: str = "add-or-remove-one",
 ) -> str:
     """What noise was added, and which accountant reads it (the mechanism object's words)."""
     if mechanism == NO_NOISE:
@@ -45,10 +45,14 @@ def mechanism_paragraph(
             "Mechanism: none. Training without noise has NO differential-privacy "
             "guarantee: epsilon = inf."
         )
-    halved = (
-        f"; accounted as {accounted:g} because microbatches of several examples double "
-        "the sensitivity" if used_microbatching else ""
-    )
+    if adjacency == "replace-one":
+        halved = (f"; accounted as {accounted:g} because replacing one example moves its "
+                  "unit's clipped gradient by up to twice the clip")
+    elif used_microbatching:
+        halved = (f"; accounted as {accounted:g} because microbatches of several examples "
+                  "double the sensitivity")
+    else:
+        halved = ""
     return _fill(get_mechanism(mechanism).statement(noise_multiplier, accountant, halved))
 
 
@@ -59,7 +63,7 @@ def plural(unit: str) -> str:
 
 def scope_paragraph(
     num_examples: int, batch_size: float, steps: int, delta: float, private: bool = True,
-    privacy_unit: str = "example",
+    privacy_unit: str = "example", adjacency: str = "add-or-remove-one",
 ) -> str:
     """Data, steps, adjacency and what the guarantee covers."""
     epochs = steps * batch_size / num_examples
@@ -72,7 +76,14 @@ def scope_paragraph(
     )
     if not private:
         return _fill(training)
-    if privacy_unit == "example":
+    if privacy_unit == "example" and adjacency == "replace-one":
+        level = (
+            f"Example-level DP with replace-one adjacency at delta = {delta:g}: adjacent "
+            "data sets have the same size and differ in one example (the data set's size "
+            "is taken as public). Poisson sampling gives the add-or-remove-one guarantee "
+            "instead."
+        )
+    elif privacy_unit == "example":
         level = f"Example-level DP with add-or-remove-one adjacency at delta = {delta:g}."
     else:
         level = (
@@ -114,18 +125,21 @@ def shuffle_paragraph(
     )
     head = _fill(
         f"Sampling: shuffled fixed-size batches; each example is used at most once per "
-        f"pass, {passes} passes{counted}; no amplification by subsampling is assumed."
+        f"pass, {passes} passes{counted}; no amplification by subsampling is assumed. "
+        "With fixed-size batches adding an example pushes another out of its place, so "
+        "the guarantee is for replacing one example (sensitivity twice the clip)."
     )
     table = (
-        f"    Epsilon with each example occurring once per epoch (the guarantee): "
+        f"    Epsilon, replace-one, each example once per pass (the guarantee): "
         f"{fmt_epsilon(epsilon):>10}\n"
         f"    Epsilon assuming Poisson sampling (*), NOT a guarantee here:        "
         f"{fmt_epsilon(epsilon_poisson):>10}"
     )
     note = _fill(
-        "(*) Shuffled batches are not Poisson sampled. For randomly shuffled data the "
-        "actual epsilon is believed to be closer to this value than to the conservative "
-        "one, but no proof covers it."
+        "(*) Shuffled batches are not Poisson sampled, and the Poisson figure does not "
+        "carry over to them: shuffling can leak much more than it suggests (Chua et al., "
+        "\"How Private are DP-SGD Implementations?\", 2024). For a guarantee with "
+        "amplification, train on tfdp.data.poisson_batches."
     )
     return f"{head}\n{table}\n{note}"
 
