@@ -51,3 +51,9 @@ def test_nothing_edits_sys_path():
                 if name.endswith(".py") and needle in open(path).read():
                     offenders.append(os.path.relpath(path, ROOT))
     assert offenders == []
+
+
+def test_version_is_the_one_pyproject_declares():
+    import tfdp
+
+    assert tfdp.__version__ == _pyproject()["project"]["version"]

@@ -41,7 +41,18 @@ from tfdp.training import make_private
 from tfdp import models  # after the layers: the builders use them
 from tfdp import run  # last: a run uses every layer above
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version pyproject.toml declares, read from the installed metadata (one source)."""
+    from importlib import metadata  # pylint: disable=import-outside-toplevel
+
+    try:
+        return metadata.version("tfdp")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = [
     "data",
