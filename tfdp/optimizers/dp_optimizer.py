@@ -571,6 +571,16 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 return
             tf.cond(applied, apply_update, lambda: tf.constant(False))
 
+        def step_released(self) -> Optional[tf.Tensor]:
+            """After `privatize_clipped_sum`: a bool tensor, False when the random schedule
+            dropped this step (on_skip="drop"), so nothing computed from its batch may be
+            released (the train step then leaves its loss and metrics untouched). None when
+            this optimizer never drops a step."""
+            query = self._dp_sum_query
+            if not (isinstance(query, RandomizedNoiseQuery) and query.on_skip == OnSkip.DROP):
+                return None
+            return self._step_applied()
+
         def _step_applied(self):
             outcome = self._dp_sum_query.last_outcome(self._query_state_variables)
             return tf.not_equal(tf.convert_to_tensor(outcome), OUTCOME_DROPPED)
