@@ -151,6 +151,18 @@ def define_randomness_flags(defaults) -> None:
         "(the default): both come from the operating system's entropy.")
 
 
+def define_training_metrics_flag(defaults) -> None:
+    """Defines --record_training_metrics (default from a RunConfig: off)."""
+    from absl import flags
+
+    flags.DEFINE_bool(
+        "record_training_metrics", defaults.record_training_metrics,
+        "Record each epoch's training loss and accuracy in the progress lines and the metrics "
+        "JSON. They are computed from the private training batches without noise, so they "
+        "are NOT covered by the DP guarantee (the record says so). Off: only the test "
+        "split's metrics and epsilon.")
+
+
 def recipe_values(flag_values) -> dict:
     """{RunConfig field: value} of the parsed recipe flags."""
     return {name: flag_values[name].value for name in RECIPE_FLAGS}

@@ -108,6 +108,7 @@ def define_flags() -> None:
     _cli.define_privacy_unit_flags(base)
     _cli.define_accountant_flag(base)
     _cli.define_randomness_flags(base)
+    _cli.define_training_metrics_flag(base)
     leak = d.leakage
     flags.DEFINE_integer("lira_shadows", leak.lira_shadows, "LiRA: shadow models per method "
                          "(each trained the method's own way; 0: no LiRA).")
@@ -141,6 +142,7 @@ def config_from_flags() -> CompareConfig:
         max_examples_per_patient=FLAGS.max_examples_per_patient, accountant=FLAGS.accountant,
         insecure_reproducible_seed=FLAGS.insecure_reproducible_seed,
         floating_point_safe_noise=FLAGS.floating_point_safe_noise,
+        record_training_metrics=FLAGS.record_training_metrics,
         **_cli.recipe_values(FLAGS),
     )
     attacks = [a for a in FLAGS.attack_types if a.strip()]

@@ -65,3 +65,29 @@ def test_the_accountant_calibrates_and_reports_alike():
     rdp_of_pld_run = compute_epsilon(96, 32, results["pld"].config.noise_multiplier, steps=3,
                                      delta=1e-5, accountant="rdp").epsilon
     assert rdp_of_pld_run > results["pld"].privacy.epsilon
+
+
+@pytest.mark.parametrize("record", [False, True], ids=["default", "record_training_metrics"])
+def test_training_metrics_are_recorded_only_when_asked(record):
+    """The training loss and accuracy are noiseless functions of the private batches: off by
+    default in the history, the epoch lines and the JSON; on with the flag, labelled."""
+    lines = []
+    config = run.RunConfig(noise_multiplier=1.0, record_training_metrics=record,
+                           **dict(_SMALL, epochs=2))
+    result = run.train_and_evaluate(config, log=lines.append)
+    record_json = json.loads(json.dumps(result.to_dict()))
+    assert record_json["config"]["record_training_metrics"] is record
+    history = record_json["history"]
+    assert [h["epoch"] for h in history] == [1, 2] and all(h["steps"] == 3 for h in history)
+    for epoch in history:
+        assert 0.0 <= epoch["val_accuracy"] <= 1.0 and epoch["val_loss"] > 0.0
+        assert "dp_steps" not in epoch
+        assert ("loss" in epoch, "accuracy" in epoch) == (record, record)
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2 and all("test_accuracy=" in line for line in epoch_lines)
+    assert all(("train_loss=" in line) is record for line in epoch_lines)
+    if record:
+        assert history[0]["loss"] > 0.0
+        assert "NOT covered by the DP guarantee" in record_json["training_metrics_note"]
+    else:
+        assert "training_metrics_note" not in record_json

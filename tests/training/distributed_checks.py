@@ -95,6 +95,8 @@ def train(strategy, fast, dp, seed=0, epochs=2, grouped=False):
         "noisy_steps": int(optimizer.noisy_steps.numpy()),
         "dropped_steps": int(optimizer.dropped_steps.numpy()),
         "largest_batch_size": int(optimizer.largest_batch_size.numpy()),
+        # The last epoch's training-loss tracker: how many examples' losses it took in.
+        "loss_count": float(trained._loss_tracker.count.numpy()),
     }
 
 
@@ -114,6 +116,10 @@ def main():
                 noise_probability=0.5, on_skip="drop", insecure_reproducible_seed=3)
     results["drop"] = {"mirrored": train(mirrored, True, drop, epochs=3),
                        "single": train(single, True, drop, epochs=3)}
+    # Every step dropped: the training loss must take in nothing, on any number of replicas.
+    drop_all = dict(drop, noise_probability=1e-9)
+    results["drop_all"] = {"mirrored": train(mirrored, True, drop_all, epochs=1),
+                           "single": train(single, True, drop_all, epochs=1)}
     print("RESULT " + json.dumps(results))
 
 

@@ -76,6 +76,16 @@ def test_random_schedule_coin_is_the_same_on_every_replica(results):
     assert 0 < mirrored["dropped_steps"] < 12
 
 
+def test_dropped_steps_leave_the_training_loss_untouched_on_every_replica(results):
+    for case in ("mirrored", "single"):
+        dropped = results["drop_all"][case]
+        assert dropped["dropped_steps"] == 4 and dropped["iterations"] == 0
+        assert dropped["loss_count"] == 0.0, case
+    # With some steps dropped, both take in the same losses: those of the applied steps.
+    mirrored, single = results["drop"]["mirrored"], results["drop"]["single"]
+    assert mirrored["loss_count"] == single["loss_count"] < 4 * 16
+
+
 def _free_loopback_port():
     import socket
 

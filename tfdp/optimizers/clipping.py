@@ -8,6 +8,19 @@ import tensorflow as tf
 from tfdp._tf_privacy import dp_query
 from tfdp.mechanisms import clip_norm_kind  # "l2" / "l1" / None: the query's mechanism says
 
+# Why on_nonfinite="skip" is refused where examples are not isolated ({where}: the path).
+SKIP_NEEDS_ISOLATION = (
+    "on_nonfinite='skip' is not supported on {where}: the per-example gradients come from "
+    "one batched Jacobian, where a single NaN/inf example makes every example's row "
+    "non-finite (the batched backward multiplies it by zeros), so skipping would zero the "
+    "whole batch and one record could move the step's clipped sum by up to batch size x "
+    "clip, which breaks the DP guarantee. Use on_nonfinite='raise' (the step stops with an "
+    "error and stays in the ledger), or train a Keras model with tfdp.make_private(model) on "
+    "its fast path (no num_microbatches, an L2/L1 clipping query, use_fast_path=True, every "
+    "trainable variable on a layer rule or a layer's own per-example VJP), whose rules "
+    "isolate each example exactly."
+)
+
 
 def per_unit_norms(per_unit_grads: List[tf.Tensor], kind: str) -> tf.Tensor:
     """Global L2 or L1 norm of each unit's gradient; each tensor is [units, ...]."""

@@ -26,7 +26,7 @@ from tfdp.mechanisms import (
 )
 from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
 from tfdp.randomness import SecretKey, check_insecure_seed, warn_seed_ignored
-from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
+from tfdp.optimizers.clipping import SKIP_NEEDS_ISOLATION, clip_and_sum, finite_units
 from tfdp.optimizers.gradient_canaries import GradientCanaryBlock
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
@@ -121,10 +121,16 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
           on_nonfinite: "raise" (stop with an error when an example's loss or gradient
             is NaN/inf; the step still counts in the ledger, since it touched data) or
             "skip" (such an example contributes zero, which keeps the step's DP
-            guarantee; `optimizer.skipped_examples` counts them). On this optimizer
-            path an infinite input or activation makes every unit's Jacobian row
-            non-finite (the batched backward multiplies it by zeros), so the whole
-            batch is skipped; the fast path's layer rules isolate the examples exactly.
+            guarantee; `optimizer.skipped_examples` counts them). "skip" needs the
+            examples isolated from one another, which `tfdp.make_private`'s fast path
+            does (its layer rules and per-layer VJPs). It is refused (ValueError when
+            the first step is traced) on the Jacobian path: `minimize` /
+            `private_gradients` in a custom loop, and make_private with
+            num_microbatches, a query without an L2/L1 clip, use_fast_path=False or a
+            variable its plan sends to the whole-model Jacobian (a tied embedding).
+            There one NaN/inf example makes every unit's Jacobian row non-finite (the
+            batched backward multiplies it by zeros), so "skip" would zero the whole
+            batch: one record would move the sum by up to batch size x clip.
           **kwargs: {cls.__name__}'s own arguments (learning_rate, ...).
         """
 
@@ -500,12 +506,19 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             return self.privatize_per_unit_gradients(jacobians, unit_losses, num_units, batch_size)
 
         def privatize_per_unit_gradients(self, per_unit_grads, unit_losses, num_units, batch_size):
-            """Clips [units, ...] gradients with the query's bound, sums and noises them."""
+            """Clips [units, ...] gradients with the query's bound, sums and noises them.
+
+            The per-unit gradients are taken to come from a batched Jacobian, which does not
+            isolate a non-finite example: on_nonfinite="skip" is refused here (ValueError).
+            """
+            if self._on_nonfinite == "skip":
+                raise ValueError(SKIP_NEEDS_ISOLATION.format(
+                    where="the per-example Jacobian path (optimizer.minimize / "
+                          "private_gradients, or make_private with num_microbatches, a query "
+                          "without an L2/L1 clip, or use_fast_path=False)"))
             query = self._dp_sum_query
             params = query.derive_sample_params(self.query_global_state())
             finite = finite_units(per_unit_grads, unit_losses)
-            if self._on_nonfinite == "skip":
-                per_unit_grads = [zero_units(j, finite) for j in per_unit_grads]
             clipped_sum = clip_and_sum(query, params, per_unit_grads)
             nonfinite = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
             return self.privatize_clipped_sum(clipped_sum, num_units, batch_size, nonfinite)
@@ -557,6 +570,16 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 self._iterations.assign_sub(tf.cast(tf.logical_not(applied), tf.int64))
                 return
             tf.cond(applied, apply_update, lambda: tf.constant(False))
+
+        def step_released(self) -> Optional[tf.Tensor]:
+            """After `privatize_clipped_sum`: a bool tensor, False when the random schedule
+            dropped this step (on_skip="drop"), so nothing computed from its batch may be
+            released (the train step then leaves its loss and metrics untouched). None when
+            this optimizer never drops a step."""
+            query = self._dp_sum_query
+            if not (isinstance(query, RandomizedNoiseQuery) and query.on_skip == OnSkip.DROP):
+                return None
+            return self._step_applied()
 
         def _step_applied(self):
             outcome = self._dp_sum_query.last_outcome(self._query_state_variables)

@@ -132,6 +132,11 @@ class RunConfig:
     # The DP-SGD noise on a grid (tfdp.randomness.grid): no leak through the low-order bits of
     # floating-point noise, the same accounting, a higher cost per step (see the benchmark).
     floating_point_safe_noise: bool = False
+    # The training loss and accuracy of each epoch, computed from the private training
+    # batches WITHOUT noise: not covered by the DP guarantee, so off by default (the history,
+    # the progress lines and the metrics JSON then hold only test-split figures). True
+    # records them, and the record says they are not covered.
+    record_training_metrics: bool = False
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""

@@ -76,7 +76,8 @@ def make_trainable(config: RunConfig, model: keras.Model) -> keras.Model:
     options = dict(augment=make_augmentation(config, model.input_shape[1:]),
                    augmentation_multiplicity=config.augmentation_multiplicity,
                    physical_batch_size=config.physical_batch_size,
-                   grouped=config.per_patient)
+                   grouped=config.per_patient,
+                   training_metrics=config.record_training_metrics)
     private = tfdp.training.make_private(model, **options)
     if config.fast_path:
         return private

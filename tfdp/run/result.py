@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from tfdp._json import jsonable
 from tfdp.run.config import RunConfig
+from tfdp.run.progress import TRAINING_METRICS_NOTE
 
 
 @dataclasses.dataclass
@@ -23,7 +24,9 @@ class RunResult:
       privacy: the privacy record (a tfdp.accounting.PrivacyRecord: epsilon, statement, ...).
       ledger: applied_steps, noisy_steps, dropped_steps and steps (applied + dropped).
       utility: test metrics (accuracy, precision, recall, F1, AUC).
-      history: one record per trained epoch (loss, accuracy, seconds, steps, noisy steps).
+      history: one record per trained epoch (seconds, steps, noisy steps, epsilon, the test
+        split's val_loss / val_accuracy when validated; the training loss and accuracy only
+        with config.record_training_metrics, as they are not covered by the DP guarantee).
       seconds_per_epoch: mean wall time of the trained epochs (None when none was trained).
       attack_report: the membership-inference AttackReport when config.attack_types is set.
       audit: the AuditResult of that report against `privacy`.
@@ -55,6 +58,8 @@ class RunResult:
             "history": self.history,
             "seconds_per_epoch": self.seconds_per_epoch,
         }
+        if self.config.record_training_metrics:
+            record["training_metrics_note"] = TRAINING_METRICS_NOTE
         if self.export_path is not None:
             record["export_path"] = self.export_path
         if self.attack_report is not None:

@@ -108,11 +108,20 @@ def per_example_gradients(layer, original_call: Callable, calls: Sequence[Tuple[
 
 
 def _reproduced(layer, batched: tf.Tensor, per_example: tf.Tensor) -> tf.Operation:
-    """An assertion that the per-example re-run gave the batched call's output."""
+    """An assertion that the per-example re-run gave the batched call's output.
+
+    A NaN/inf example (skipped by on_nonfinite="skip") gives non-finite entries in both
+    runs: those must sit at the same places (a layer that mixes examples spreads them over
+    the batched rows only), and the finite entries are compared.
+    """
     batched = tf.cast(batched, tf.float32)
     per_example = tf.cast(per_example, tf.float32)
-    error = tf.reduce_max(tf.abs(batched - per_example))
-    scale = tf.reduce_max(tf.abs(batched)) + 1e-6
+    finite = tf.math.is_finite(batched)
+    same_places = tf.reduce_all(tf.equal(finite, tf.math.is_finite(per_example)))
+    difference = tf.where(finite, tf.abs(batched - per_example), tf.zeros_like(batched))
+    # Non-finite places that differ count as an infinite error.
+    error = tf.where(same_places, tf.reduce_max(difference), float("inf"))
+    scale = tf.reduce_max(tf.where(finite, tf.abs(batched), tf.zeros_like(batched))) + 1e-6
     return tf.debugging.assert_less_equal(
         error, _REPRODUCTION_RTOL * scale,
         message=(f"tfdp's local per-example fallback could not reproduce layer {layer.name!r} "

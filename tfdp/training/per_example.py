@@ -17,7 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdp.optimizers.clipping import finite_units, per_unit_norms, zero_units
+from tfdp.optimizers.clipping import (SKIP_NEEDS_ISOLATION, finite_units, per_unit_norms,
+                                     zero_units)
 from tfdp.training import local_gradients
 from tfdp.training.plan import GradientPlan, _patched, make_plan
 from tfdp.training.rules import var_key
@@ -138,8 +139,13 @@ def clipped_sum(tape: tf.GradientTape, captured: Captured, plan: GradientPlan,
     K (e.g. K augmentations of one example) and each run is one unit: its gradient is
     the mean of its rows' gradients, and that mean is what is clipped. With
     `skip_nonfinite` a unit whose loss or gradient is not finite contributes exactly
-    zero (inside the clip ball, so DP is kept).
+    zero (inside the clip ball, so DP is kept); that needs every variable on a rule or a
+    local VJP, which isolate examples: with variables on the whole-model Jacobian (e.g.
+    a tied embedding) it raises ValueError, as one non-finite example spreads to every
+    row of the batched Jacobian.
     """
+    if skip_nonfinite and plan.jacobian:
+        _refuse_skip_with_jacobian(plan)
     with tape:  # a persistent tape: the sums are recorded too
         example_losses = unit_means(example_losses, unit_size)
         total_loss = tf.reduce_sum(example_losses)
@@ -196,6 +202,15 @@ def clipped_sum(tape: tf.GradientTape, captured: Captured, plan: GradientPlan,
     clipped = [sums[var_key(v)] if var_key(v) in sums else tf.zeros(v.shape, v.dtype)
                for v in variables]
     return norms, clipped, nonfinite
+
+
+def _refuse_skip_with_jacobian(plan: GradientPlan) -> None:
+    """on_nonfinite="skip" needs isolated examples; the plan's Jacobian variables are not."""
+    owners = sorted({name for name, path in plan.describe().items() if path == "jacobian"})
+    where = ("make_private's fast path for this model: the plan sends the variables of "
+             f"{owners} to the whole-model Jacobian (a variable read by two layers, such as "
+             "an embedding tied to the output projection)")
+    raise ValueError(SKIP_NEEDS_ISOLATION.format(where=where))
 
 
 def static_batch_size(x: Any) -> Optional[int]:

@@ -133,7 +133,7 @@ class PrivateTrainStep:
 
     def set_step_options(self, **options: Any) -> None:
         """Sets the `StepOptions` (augment, augmentation_multiplicity, physical_batch_size,
-        grouped).
+        grouped, training_metrics).
 
         See `make_private` for their meaning; invalid combinations raise ValueError.
         """
@@ -190,11 +190,44 @@ class PrivateTrainStep:
                                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
             gradients = [g + tf.cast(r, g.dtype) for g, r in zip(gradients, reg_grads)]
         optimizer.apply(gradients, variables)
+        if not self.step_options.training_metrics:
+            return self._public_logs(optimizer, rows, y_pred)
         count = tf.cast(num_units, loss_sum.dtype)
         mean_loss = tf.math.divide_no_nan(loss_sum, count)
         if regularization is not None:
             mean_loss = mean_loss + tf.cast(regularization, mean_loss.dtype)
-        self._loss_tracker.update_state(mean_loss, sample_weight=num_units)
+
+        def update_metrics():
+            self._loss_tracker.update_state(mean_loss, sample_weight=num_units)
+            return self._batch_metrics(rows, y_pred, grouped)
+
+        released = optimizer.step_released()
+        if released is None:
+            return update_metrics()
+
+        def update_released():
+            update_metrics()
+            return tf.constant(True)
+
+        # A dropped step releases nothing: not even its loss or metrics (they are noiseless).
+        tf.cond(released, update_released, lambda: tf.constant(False))
+        return self.get_metrics_result()
+
+    def _public_logs(self, optimizer, rows, y_pred) -> Dict[str, tf.Tensor]:
+        """The logs of a step without training metrics: nothing computed from its batch.
+
+        Keras needs a non-empty result from `train_step`; the ledger's step count (applied
+        plus dropped steps) depends on no example's data. The compiled metrics are built
+        (their variables made, never updated) for `evaluate` and fit's epoch end.
+        """
+        metrics = self._compile_metrics  # pylint: disable=protected-access
+        if metrics is not None and not metrics.built:
+            metrics.build(self.step_options.repeat(rows[1]), y_pred)
+        steps = optimizer.iterations + optimizer.dropped_steps
+        return {"dp_steps": tf.cast(steps, tf.float32)}
+
+    def _batch_metrics(self, rows, y_pred, grouped):
+        """Updates the compiled metrics on the step's rows; returns `compute_metrics`'s logs."""
         x, y, sample_weight = rows
         ya, swa = self.step_options.repeat((y, sample_weight))
         if grouped:
@@ -394,7 +427,7 @@ class PrivateWrapper(PrivateTrainStep, keras.Model):
 def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] = None,
                  augmentation_multiplicity: int = 1,
                  physical_batch_size: Optional[int] = None,
-                 grouped: bool = False) -> keras.Model:
+                 grouped: bool = False, training_metrics: bool = True) -> keras.Model:
     """Returns a model with the same layers and weights whose `fit` clips per example fast.
 
     Compile the result with a tfdp DP optimizer and a loss built with
@@ -423,12 +456,19 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
         at most the clip whatever its size, and the ledger counts groups. Account with
         the number of groups and the group sampling rate (`PrivacyCallback(num_groups,
         privacy_unit="patient")`).
+      training_metrics: True (the default, Keras' convention): `fit` logs the training loss
+        and compiled metrics, computed from the private batches WITHOUT noise. They are NOT
+        covered by the DP guarantee: whoever sees them (progress bar, History, CSVLogger,
+        TensorBoard) sees a noiseless function of the training data. A step the random
+        schedule drops (on_skip="drop") never updates them. False: the train step computes
+        and returns none; `fit` then logs only validation metrics (and epsilon).
     """
     options = dict(augment=augment, augmentation_multiplicity=augmentation_multiplicity,
-                   physical_batch_size=physical_batch_size, grouped=grouped)
+                   physical_batch_size=physical_batch_size, grouped=grouped,
+                   training_metrics=training_metrics)
     if isinstance(model, PrivateTrainStep):
         if augment is not None or augmentation_multiplicity != 1 or physical_batch_size \
-                or grouped:
+                or grouped or not training_metrics:
             model.set_step_options(**options)
         return model
     if not isinstance(model, keras.Model):

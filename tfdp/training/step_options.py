@@ -33,12 +33,18 @@ class StepOptions:
         groups=...)` yields them: x [groups, slots, ...], y [groups, slots, ...] and sample
         weights [groups, slots] (0 on empty slots). Each group's gradient (of its mean
         loss) is clipped as one unit, so the DP guarantee is per group.
+      training_metrics: True (Keras' convention): the train step updates and returns the
+        loss and compiled metrics of every released step, computed from the private
+        batches WITHOUT noise, so they are not covered by the DP guarantee. False: it
+        returns none (fit then logs only validation metrics). A step the random schedule
+        drops (on_skip="drop") never updates them.
     """
 
     augment: Optional[Callable[[Any], Any]] = None
     augmentation_multiplicity: int = 1
     physical_batch_size: Optional[int] = None
     grouped: bool = False
+    training_metrics: bool = True
 
     def __post_init__(self):
         k = check_positive_int("augmentation_multiplicity", self.augmentation_multiplicity)
@@ -56,6 +62,9 @@ class StepOptions:
             check_positive_int("physical_batch_size", self.physical_batch_size)
         if not isinstance(self.grouped, bool):
             raise ValueError(f"`grouped` must be True or False, got {self.grouped!r}.")
+        if not isinstance(self.training_metrics, bool):
+            raise ValueError(
+                f"`training_metrics` must be True or False, got {self.training_metrics!r}.")
 
     def expand(self, x: Any, y: Any, sample_weight: Any) -> Tuple[Any, Any, Any]:
         """Each example repeated K times (rows u*K .. u*K+K-1) and augmented, with its labels."""
@@ -89,6 +98,7 @@ class StepOptions:
             "augmentation_multiplicity": self.augmentation_multiplicity,
             "physical_batch_size": self.physical_batch_size,
             "grouped": self.grouped,
+            "training_metrics": self.training_metrics,
         }
 
     @classmethod
@@ -100,4 +110,5 @@ class StepOptions:
                 augment, custom_objects=custom_objects),
             augmentation_multiplicity=config.pop("augmentation_multiplicity", 1),
             physical_batch_size=config.pop("physical_batch_size", None),
-            grouped=config.pop("grouped", False))
+            grouped=config.pop("grouped", False),
+            training_metrics=config.pop("training_metrics", True))
