@@ -149,6 +149,16 @@ class PrivacyCallback(keras.callbacks.Callback):
                 stacklevel=2,
             )
 
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        """Ends `fit` as soon as the optimizer's step budget (`max_steps`) is reached."""
+        optimizer = self._optimizer()
+        budget = getattr(optimizer, "max_steps", None)
+        if budget is not None and self._ledger(optimizer)["steps"] >= budget:
+            if not self.model.stop_training and self.verbose:
+                print(f"PrivacyCallback: the privacy budget's {budget} steps are taken; "
+                      "stopping.")
+            self.model.stop_training = True
+
     def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._steps_at_epoch_start = self._ledger(self._optimizer())["steps"]
 

@@ -125,6 +125,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             path an infinite input or activation makes every unit's Jacobian row
             non-finite (the batched backward multiplies it by zeros), so the whole
             batch is skipped; the fast path's layer rules isolate the examples exactly.
+          max_steps: the privacy budget in steps (a `tfdp.PrivacyPlan` sets it): a step
+            past it is refused before anything is applied or counted (an error that says
+            so), and `PrivacyCallback` ends `fit` when it is reached. None: no budget.
           **kwargs: {cls.__name__}'s own arguments (learning_rate, ...).
         """
 
@@ -145,6 +148,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             seed: Optional[int] = None,
             on_nonfinite: str = "raise",
             insecure_reproducible_seed: Optional[int] = None,
+            max_steps: Optional[int] = None,
             **kwargs: Any,
         ):
             super().__init__(**kwargs)
@@ -198,6 +202,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                         "`num_microbatches` at None when you set it."
                     )
             self._on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
+            self._max_steps = None if max_steps is None else check_positive_int(
+                "max_steps", max_steps)
             self._dp_sum_query = dp_sum_query
             self._num_microbatches = num_microbatches
             self._expected_batch_size = expected_batch_size
@@ -266,6 +272,11 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             return self._skipped_examples
 
         @property
+        def max_steps(self) -> Optional[int]:
+            """The budget in steps (applied + dropped) this optimizer may take; None: no budget."""
+            return self._max_steps
+
+        @property
         def on_nonfinite(self) -> str:
             """What a NaN/inf loss or gradient does: "raise" or "skip"."""
             return self._on_nonfinite
@@ -321,6 +332,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 num_microbatches=self._num_microbatches,
                 used_microbatching=self._num_microbatches is not None,
                 expected_batch_size=self._expected_batch_size,
+                max_steps=self._max_steps,
                 secret_randomness=self.secret_randomness,
                 # Coordinates noised per step (None before the first step): the grid
                 # noise's arithmetic excess grows with them.
@@ -377,9 +389,23 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             clipped_sum = tf.nest.flatten(clipped_sum)
             # Every ledger update depends on the data: under tf.function, ops that do not are
             # free to run even when the step fails to get a batch (the end of an iterator of
-            # unknown length), which would count a step that never happened.
-            with tf.control_dependencies(clipped_sum):
+            # unknown length), which would count a step that never happened. The budget check
+            # comes first: a refused step draws no noise and moves no counter.
+            with tf.control_dependencies(clipped_sum + self._budget_checks()):
                 return self._privatize(clipped_sum, num_units, batch_size, nonfinite_units)
+
+        def _budget_checks(self):
+            if self._max_steps is None:
+                return []
+            taken = self.iterations + self._dropped_steps
+            return [tf.debugging.assert_less(
+                taken, tf.constant(self._max_steps, taken.dtype),
+                message=(
+                    f"tfdp: the privacy budget of {self._max_steps} steps is spent: training "
+                    f"took all {self._max_steps} planned steps, which the plan's epsilon "
+                    "covers. This step was refused and nothing was applied. Train with the "
+                    "plan's callback (plan.callback()), which ends fit at the budget, or make "
+                    "a new plan for more steps (a larger epsilon)."))]
 
         def _noised(self, clipped_sum, state):
             """The query's noised result, its randomness from this step's secret seed.
@@ -596,6 +622,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 expected_batch_size=self._expected_batch_size,
                 on_nonfinite=self._on_nonfinite,
                 insecure_reproducible_seed=self._insecure_seed,
+                max_steps=self._max_steps,
             )
             return config
 
