@@ -132,3 +132,19 @@ def test_fit_ends_at_the_budget_and_the_optimizer_refuses_the_next_step():
         model.fit(plan.batches(x, y), epochs=1, verbose=0)
     after = [v.numpy() for v in model.weights + model.optimizer.variables]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_optimizer_around_an_instance_round_trips_through_a_keras_file(tmp_path):
+    plan = tfdp.PrivacyPlan(num_examples=N, batch_size=B, epochs=1, l2_norm_clip=1.0,
+                            noise_multiplier=1.0)
+    x, y = _data()
+    for inner in (keras.optimizers.SGD(0.5), keras.optimizers.AdamW(0.01), "adagrad"):
+        model = plan.make_private(_model())
+        model.compile(optimizer=plan.optimizer(inner), loss=_loss())
+        model.fit(plan.batches(x, y), epochs=1, verbose=0)
+        path = str(tmp_path / "model.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        assert type(loaded.optimizer) is type(model.optimizer)
+        assert loaded.optimizer.max_steps == plan.steps
+        assert int(loaded.optimizer.iterations) == plan.steps

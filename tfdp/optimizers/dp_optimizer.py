@@ -38,6 +38,8 @@ _JACOBIAN_HINT = (
     "tfdp.make_private(model) computes the same clipped gradients from the layers' inputs."
 )
 _hinted = []
+# make_dp_keras_optimizer_class's classes, one per Keras optimizer class.
+_DP_CLASSES: Dict[type, type] = {}
 _NOT_PRIVATE_MESSAGE = (
     "{name} received gradients that did not go through the DP query: a Keras 3 optimizer only "
     "sees the batch-averaged gradient, so per-example clipping must happen in the model's "
@@ -69,7 +71,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
     an optimizer only sees averaged gradients, so the per-example work happens in
     the model: compile a `tfdp.make_private(model)` with it (or, in a custom loop,
     call `minimize` with per-example losses). Gradients that did not pass the
-    query are refused, never applied.
+    query are refused, never applied. Each Keras class gets one DP class, registered
+    for Keras serialization as "tfdp>DPKeras<Name>Optimizer".
     """
     if not (isinstance(cls, type) and issubclass(cls, _Optimizer)):
         raise ValueError(
@@ -77,6 +80,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             f"keras.optimizers.SGD), got {cls!r}. tf-keras / keras.optimizers.legacy "
             "optimizers are not supported: use `import keras` (Keras 3)."
         )
+    if cls in _DP_CLASSES:
+        return _DP_CLASSES[cls]
 
     class DPOptimizerClass(cls):  # pylint: disable=missing-class-docstring
         __doc__ = f"""Differentially private {cls.__name__}.
@@ -628,6 +633,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
 
     DPOptimizerClass.__name__ = f"DPKeras{cls.__name__}Optimizer"
     DPOptimizerClass.__qualname__ = DPOptimizerClass.__name__
+    # One class per Keras class, registered, so that `.keras` files of any of them load.
+    _DP_CLASSES[cls] = keras.saving.register_keras_serializable(
+        package="tfdp", name=DPOptimizerClass.__name__)(DPOptimizerClass)
     return DPOptimizerClass
 
 
@@ -653,10 +661,6 @@ def _draws_from_seed(query) -> bool:
     return hasattr(query, "get_noised_result_with_seed")
 
 
-def _registered(cls):
-    return keras.saving.register_keras_serializable(package="tfdp", name=cls.__name__)(cls)
-
-
-DPKerasSGDOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.SGD))
-DPKerasAdamOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.Adam))
-DPKerasAdagradOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.Adagrad))
+DPKerasSGDOptimizer = make_dp_keras_optimizer_class(keras.optimizers.SGD)
+DPKerasAdamOptimizer = make_dp_keras_optimizer_class(keras.optimizers.Adam)
+DPKerasAdagradOptimizer = make_dp_keras_optimizer_class(keras.optimizers.Adagrad)
