@@ -9,6 +9,8 @@ Layers of the package, one job each:
     tfdp.optimizers  Keras optimizers that run any sum DPQuery
     tfdp.training    the fast per-example-gradient train step
     tfdp.accounting  epsilon from the training ledger, noise calibration, Keras callback
+    tfdp.plan        the privacy plan: a run's data size, unit, batch size, steps, noise and
+                     budget stated once; it gives the sampler, optimizer and callback
     tfdp.attacks     membership inference, utility metrics, audits
     tfdp.data        data sets and Poisson-sampled input pipelines
     tfdp.export      SavedModel export with the privacy record
@@ -38,6 +40,7 @@ from tfdp.optimizers import (
     make_dp_keras_optimizer_class,
 )
 from tfdp.training import make_private
+from tfdp.plan import PrivacyPlan
 from tfdp import models  # after the layers: the builders use them
 from tfdp import run  # last: a run uses every layer above
 
@@ -68,6 +71,7 @@ __all__ = [
     "DPKerasAdamOptimizer",
     "DPKerasAdagradOptimizer",
     "make_dp_keras_optimizer_class",
+    "PrivacyPlan",
     "make_private",
     "compute_epsilon",
     "calibrate_noise_multiplier",

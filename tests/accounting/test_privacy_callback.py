@@ -202,13 +202,16 @@ def test_fast_path_model_feeds_the_same_ledger(digits):
     assert history.history["epsilon"][-1] == pytest.approx(reference.epsilon, rel=1e-12)
 
 
-def test_poisson_assumption_with_fixed_batches_warns(digits):
+def test_poisson_assumption_with_fixed_batches_is_refused(digits):
+    # model.fit's shuffled fixed-size batches are not Poisson sampled: the Poisson figure
+    # would be no guarantee, so fit stops before the first step.
     x, y = digits
     model = private_model()
-    compile_private(model)  # no expected_batch_size: model.fit's fixed-size batches
-    with pytest.warns(UserWarning, match="sampling='shuffle'"):
+    optimizer = compile_private(model)
+    with pytest.raises(ValueError, match="sampling='shuffle'"):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0,
                   callbacks=[tfdp.PrivacyCallback(N, DELTA)])
+    assert int(optimizer.iterations) == 0
 
 
 def test_zero_noise_optimizer_logs_infinite_epsilon(digits):

@@ -119,7 +119,7 @@ def test_a_registered_third_mechanism_works_everywhere_without_other_edits(twin)
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
     callback = tfdp.PrivacyCallback(32, 1e-5)
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[callback])
+    model.fit(tfdp.data.poisson_batches(x, y, 8), epochs=1, verbose=0, callbacks=[callback])
     expected = tfdp.compute_epsilon(32, 8, 1.1, steps=4, mechanism="gaussian", noisy_steps=4)
     assert callback.result.epsilon == pytest.approx(expected.epsilon, rel=1e-12)
 

@@ -77,7 +77,8 @@ def main():
             noise_schedule="random", noise_probability=0.6, on_skip="drop", insecure_reproducible_seed=11),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None))
-    privacy = tfdp.PrivacyCallback(96, delta=1e-5, batch_size=8)
+    # model.fit's fixed-size batches: the shuffled-batch (replace-one) figure.
+    privacy = tfdp.PrivacyCallback(96, delta=1e-5, batch_size=8, sampling="shuffle")
     # Keras 3's BackupAndRestore restores the epoch but not the position inside it: a backup
     # taken mid-epoch would resume at the epoch's first batch with the later ledger. Backups
     # at epoch ends are the exact resume point; the kill still comes mid-epoch, and the steps

@@ -72,6 +72,8 @@ class PrivacyCallback(keras.callbacks.Callback):
         self.verbose = verbose
         self.privacy_unit = check_privacy_unit(privacy_unit, self.sampling)
         self.result: Optional[PrivacyResult] = None
+        # The batches' SamplingTag, when a make_private model's fit saw one.
+        self.sampling_tag: Optional[Any] = None
         self.stopped_epoch: Optional[int] = None
         self._steps_at_epoch_start = 0
 
@@ -93,13 +95,24 @@ class PrivacyCallback(keras.callbacks.Callback):
             optimizer, self.num_examples, steps, noisy_steps, batch_size=batch_size,
             delta=self.delta, sampling=self.sampling, accountant=self.accountant,
             privacy_unit=self.privacy_unit,
+            secret_batches=self.sampling_tag is None or self.sampling_tag.secret_randomness,
         )
+
+    def observe_sampling(self, tag: Any) -> None:
+        """Records the `SamplingTag` of the batches `fit` trains on (`tfdp.plan.check_fit`).
+
+        The statement then says whether the batches, too, came from secret randomness.
+        """
+        self.sampling_tag = tag
 
     # ----- Keras hooks -----
 
     def _check_unit(self) -> None:
-        """Refuses a privacy unit the model does not clip by (an overstated guarantee)."""
-        options = getattr(self.model, "step_options", None)
+        self.check_model(self.model)
+
+    def check_model(self, model: Any) -> None:
+        """Refuses a privacy unit `model` does not clip by (an overstated guarantee)."""
+        options = getattr(model, "step_options", None)
         if options is None:  # a custom loop: the caller vouches for its units
             return
         if options.grouped and self.privacy_unit == "example":
@@ -148,6 +161,16 @@ class PrivacyCallback(keras.callbacks.Callback):
                 "(not a guarantee), or use on_skip='drop'.",
                 stacklevel=2,
             )
+
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        """Ends `fit` as soon as the optimizer's step budget (`max_steps`) is reached."""
+        optimizer = self._optimizer()
+        budget = getattr(optimizer, "max_steps", None)
+        if budget is not None and self._ledger(optimizer)["steps"] >= budget:
+            if not self.model.stop_training and self.verbose:
+                print(f"PrivacyCallback: the privacy budget's {budget} steps are taken; "
+                      "stopping.")
+            self.model.stop_training = True
 
     def on_epoch_begin(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         self._steps_at_epoch_start = self._ledger(self._optimizer())["steps"]

@@ -72,8 +72,13 @@ def epsilon_for_steps(
     sampling: str = Sampling.POISSON,
     accountant: Optional[str] = None,
     privacy_unit: str = "example",
+    secret_batches: bool = True,
 ) -> PrivacyResult:
-    """`compute_epsilon` for the given counters under the optimizer's privacy settings."""
+    """`compute_epsilon` for the given counters under the optimizer's privacy settings.
+
+    `secret_batches` False: the batches came from a reproducible seed (the sampler's
+    `SamplingTag` says so), and the statement must not call the randomness secret.
+    """
     settings = optimizer.dp_settings
     mechanism = settings["mechanism"]
     if mechanism != NO_NOISE and not settings.get("noise_multiplier"):
@@ -93,7 +98,7 @@ def epsilon_for_steps(
         noisy_steps=noisy_steps,
         used_microbatching=bool(settings.get("used_microbatching", False)),
         privacy_unit=privacy_unit,
-        secret_randomness=bool(settings.get("secret_randomness", True)),
+        secret_randomness=bool(settings.get("secret_randomness", True)) and secret_batches,
         floating_point_safe=bool(settings.get("floating_point_safe", False)),
         noised_coordinates=settings.get("noised_coordinates"),
     )

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tfdp._validation import check_positive, check_positive_int
 from tfdp.accounting.counting import steps_from_epochs
 from tfdp.data.groups import count_groups, group_codes
+from tfdp.data.sampling_tag import SamplingTag, tag_dataset
 from tfdp.randomness import check_insecure_seed, derive_seed, os_entropy_seed, warn_seed_ignored
 
 __all__ = ["poisson_batches", "count_groups"]
@@ -81,7 +82,9 @@ def poisson_batches(
         secret_randomness=False)`).
 
     Returns:
-      The dataset; batch sizes vary and may be 0.
+      The dataset; batch sizes vary and may be 0. It carries a `SamplingTag`
+      (`tfdp.data.sampling_tag(ds)`): a `make_private` model's `fit` checks the DP
+      optimizer and `PrivacyCallback` against it.
 
     Raises:
       ValueError: on bad sizes or when both `num_steps` and `epochs` are given.
@@ -101,8 +104,10 @@ def poisson_batches(
             )
         _check_rate(batch_size, num_examples, "examples")
         steps = _check_steps(num_steps, epochs, num_examples, batch_size)
-        return _pipeline(_example_sampler(data, num_examples, batch_size / num_examples),
-                         steps, insecure_seed)
+        dataset = _pipeline(_example_sampler(data, num_examples, batch_size / num_examples),
+                            steps, insecure_seed)
+        return tag_dataset(dataset, SamplingTag(num_examples, batch_size, False, steps,
+                                                insecure_seed is None))
     if y is None:
         raise ValueError(
             "`y` is required with `groups`: grouped batches are (x, y, sample_weight) triples."
@@ -110,8 +115,10 @@ def poisson_batches(
     layout = _GroupLayout(groups, num_examples, max_examples_per_group)
     _check_rate(batch_size, layout.num_groups, "groups")
     steps = _check_steps(num_steps, epochs, layout.num_groups, batch_size)
-    return _pipeline(_group_sampler(data, layout, batch_size / layout.num_groups), steps,
-                     insecure_seed)
+    dataset = _pipeline(_group_sampler(data, layout, batch_size / layout.num_groups), steps,
+                        insecure_seed)
+    return tag_dataset(dataset, SamplingTag(layout.num_groups, batch_size, True, steps,
+                                            insecure_seed is None))
 
 
 def _check_data(x: Any, y: Any) -> Tuple[Any, int]:

@@ -38,6 +38,8 @@ _JACOBIAN_HINT = (
     "tfdp.make_private(model) computes the same clipped gradients from the layers' inputs."
 )
 _hinted = []
+# make_dp_keras_optimizer_class's classes, one per Keras optimizer class.
+_DP_CLASSES: Dict[type, type] = {}
 _NOT_PRIVATE_MESSAGE = (
     "{name} received gradients that did not go through the DP query: a Keras 3 optimizer only "
     "sees the batch-averaged gradient, so per-example clipping must happen in the model's "
@@ -69,7 +71,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
     an optimizer only sees averaged gradients, so the per-example work happens in
     the model: compile a `tfdp.make_private(model)` with it (or, in a custom loop,
     call `minimize` with per-example losses). Gradients that did not pass the
-    query are refused, never applied.
+    query are refused, never applied. Each Keras class gets one DP class, registered
+    for Keras serialization as "tfdp>DPKeras<Name>Optimizer".
     """
     if not (isinstance(cls, type) and issubclass(cls, _Optimizer)):
         raise ValueError(
@@ -77,6 +80,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             f"keras.optimizers.SGD), got {cls!r}. tf-keras / keras.optimizers.legacy "
             "optimizers are not supported: use `import keras` (Keras 3)."
         )
+    if cls in _DP_CLASSES:
+        return _DP_CLASSES[cls]
 
     class DPOptimizerClass(cls):  # pylint: disable=missing-class-docstring
         __doc__ = f"""Differentially private {cls.__name__}.
@@ -131,6 +136,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             There one NaN/inf example makes every unit's Jacobian row non-finite (the
             batched backward multiplies it by zeros), so "skip" would zero the whole
             batch: one record would move the sum by up to batch size x clip.
+          max_steps: the privacy budget in steps (a `tfdp.PrivacyPlan` sets it): a step
+            past it is refused before anything is applied or counted (an error that says
+            so), and `PrivacyCallback` ends `fit` when it is reached. None: no budget.
           **kwargs: {cls.__name__}'s own arguments (learning_rate, ...).
         """
 
@@ -151,6 +159,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             seed: Optional[int] = None,
             on_nonfinite: str = "raise",
             insecure_reproducible_seed: Optional[int] = None,
+            max_steps: Optional[int] = None,
             **kwargs: Any,
         ):
             super().__init__(**kwargs)
@@ -204,6 +213,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                         "`num_microbatches` at None when you set it."
                     )
             self._on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
+            self._max_steps = None if max_steps is None else check_positive_int(
+                "max_steps", max_steps)
             self._dp_sum_query = dp_sum_query
             self._num_microbatches = num_microbatches
             self._expected_batch_size = expected_batch_size
@@ -272,6 +283,11 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             return self._skipped_examples
 
         @property
+        def max_steps(self) -> Optional[int]:
+            """The budget in steps (applied + dropped) this optimizer may take; None: no budget."""
+            return self._max_steps
+
+        @property
         def on_nonfinite(self) -> str:
             """What a NaN/inf loss or gradient does: "raise" or "skip"."""
             return self._on_nonfinite
@@ -327,6 +343,7 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 num_microbatches=self._num_microbatches,
                 used_microbatching=self._num_microbatches is not None,
                 expected_batch_size=self._expected_batch_size,
+                max_steps=self._max_steps,
                 secret_randomness=self.secret_randomness,
                 # Coordinates noised per step (None before the first step): the grid
                 # noise's arithmetic excess grows with them.
@@ -383,9 +400,23 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             clipped_sum = tf.nest.flatten(clipped_sum)
             # Every ledger update depends on the data: under tf.function, ops that do not are
             # free to run even when the step fails to get a batch (the end of an iterator of
-            # unknown length), which would count a step that never happened.
-            with tf.control_dependencies(clipped_sum):
+            # unknown length), which would count a step that never happened. The budget check
+            # comes first: a refused step draws no noise and moves no counter.
+            with tf.control_dependencies(clipped_sum + self._budget_checks()):
                 return self._privatize(clipped_sum, num_units, batch_size, nonfinite_units)
+
+        def _budget_checks(self):
+            if self._max_steps is None:
+                return []
+            taken = self.iterations + self._dropped_steps
+            return [tf.debugging.assert_less(
+                taken, tf.constant(self._max_steps, taken.dtype),
+                message=(
+                    f"tfdp: the privacy budget of {self._max_steps} steps is spent: training "
+                    f"took all {self._max_steps} planned steps, which the plan's epsilon "
+                    "covers. This step was refused and nothing was applied. Train with the "
+                    "plan's callback (plan.callback()), which ends fit at the budget, or make "
+                    "a new plan for more steps (a larger epsilon)."))]
 
         def _noised(self, clipped_sum, state):
             """The query's noised result, its randomness from this step's secret seed.
@@ -619,11 +650,15 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 expected_batch_size=self._expected_batch_size,
                 on_nonfinite=self._on_nonfinite,
                 insecure_reproducible_seed=self._insecure_seed,
+                max_steps=self._max_steps,
             )
             return config
 
     DPOptimizerClass.__name__ = f"DPKeras{cls.__name__}Optimizer"
     DPOptimizerClass.__qualname__ = DPOptimizerClass.__name__
+    # One class per Keras class, registered, so that `.keras` files of any of them load.
+    _DP_CLASSES[cls] = keras.saving.register_keras_serializable(
+        package="tfdp", name=DPOptimizerClass.__name__)(DPOptimizerClass)
     return DPOptimizerClass
 
 
@@ -649,10 +684,6 @@ def _draws_from_seed(query) -> bool:
     return hasattr(query, "get_noised_result_with_seed")
 
 
-def _registered(cls):
-    return keras.saving.register_keras_serializable(package="tfdp", name=cls.__name__)(cls)
-
-
-DPKerasSGDOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.SGD))
-DPKerasAdamOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.Adam))
-DPKerasAdagradOptimizer = _registered(make_dp_keras_optimizer_class(keras.optimizers.Adagrad))
+DPKerasSGDOptimizer = make_dp_keras_optimizer_class(keras.optimizers.SGD)
+DPKerasAdamOptimizer = make_dp_keras_optimizer_class(keras.optimizers.Adam)
+DPKerasAdagradOptimizer = make_dp_keras_optimizer_class(keras.optimizers.Adagrad)

@@ -9,6 +9,7 @@ the ledger.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, Optional
 
 import keras
@@ -22,6 +23,7 @@ from tfdp.training.per_example import capture, clipped_sum, static_batch_size, u
 from tfdp.training.plan import GradientPlan, make_plan, model_layers
 from tfdp.training.step_options import StepOptions
 
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
 _NORMALIZATION_ADVICE = (
     "BatchNormalization mixes the examples of a batch, so one example's gradient depends on "
     "the others and per-example clipping no longer bounds its influence. Replace it with "
@@ -138,6 +140,15 @@ class PrivateTrainStep:
         See `make_private` for their meaning; invalid combinations raise ValueError.
         """
         self.step_options = StepOptions(**options)
+
+    def fit(self, *args: Any, **kwargs: Any):
+        """Keras `fit`, after checking that the data, the DP optimizer and any
+        `PrivacyCallback` state the same privacy facts (`tfdp.plan.check_fit`)."""
+        from tfdp.plan.fit_check import check_fit  # pylint: disable=import-outside-toplevel
+
+        bound = _FIT_SIGNATURE.bind(self, *args, **kwargs).arguments
+        check_fit(self, bound.get("x"), bound.get("batch_size"), bound.get("callbacks"))
+        return super().fit(*args, **kwargs)
 
     def train_step(self, data):
         """One DP step: per-example losses, norms, clipped sum, noise via the optimizer.
