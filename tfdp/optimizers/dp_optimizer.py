@@ -38,6 +38,8 @@ _JACOBIAN_HINT = (
     "tfdp.make_private(model) computes the same clipped gradients from the layers' inputs."
 )
 _hinted = []
+# Folded into a step seed to make the microbatch assignment's stream ("mbat").
+_MICROBATCH_STREAM = 0x6D626174
 _NOT_PRIVATE_MESSAGE = (
     "{name} received gradients that did not go through the DP query: a Keras 3 optimizer only "
     "sees the batch-averaged gradient, so per-example clipping must happen in the model's "
@@ -102,9 +104,14 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
           l2_norm_clip / l1_norm_clip: the per-unit clip (L2 for Gaussian, L1 for
             Laplace).
           noise_multiplier: noise std (Gaussian) or scale (Laplace) over the clip.
-          num_microbatches: None (one unit per example, any batch size) or the
-            number of microbatches a batch is split into. With microbatches of
-            more than one example the sensitivity doubles; the ledger records it.
+          num_microbatches: None (one unit per example, any batch size) or M, the
+            number of microbatches of every batch: each example joins one of the M
+            uniformly at random, from this optimizer's secret key (never by its
+            position, which would let one added example shift every microbatch), a
+            microbatch's gradient is that of its examples' mean loss, and the noised
+            sum is divided by M (empty microbatches contribute zero). One example then
+            moves one microbatch's clipped gradient by up to twice the clip, so the
+            accountant uses half the noise multiplier (`used_microbatching`).
           expected_batch_size: divide the noised sum by this instead of the
             realized batch size (the unbiased choice under Poisson sampling).
           seed: no longer used (a warning says so): the noise and the random schedule's
@@ -308,6 +315,17 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             """Microbatches per batch, or None for one per example."""
             return self._num_microbatches
 
+        def microbatch_seed(self) -> Optional[tf.Tensor]:
+            """This step's secret [2] int64 seed assigning examples to microbatches.
+
+            None without microbatches. Its own draw from the secret key (apart from the
+            noise's), so the assignment is independent of the data and of the noise.
+            """
+            if self._num_microbatches is None:
+                return None
+            step_seed = self._secret_key.step_seed(self.iterations + self._dropped_steps)
+            return tf.random.experimental.stateless_fold_in(step_seed, _MICROBATCH_STREAM)
+
         @property
         def dp_settings(self) -> Dict[str, Any]:
             """The privacy-relevant settings, as the accountant and exports read them.
@@ -493,7 +511,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 _hinted.append(True)
                 _logger.warning(_JACOBIAN_HINT)
             with tape:
-                unit_losses, num_units, batch_size = per_unit_losses(loss, self._num_microbatches)
+                unit_losses, num_units, batch_size = per_unit_losses(
+                    loss, self._num_microbatches, seed=self.microbatch_seed())
             jacobians = tape.jacobian(
                 unit_losses, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
