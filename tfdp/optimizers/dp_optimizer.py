@@ -25,6 +25,7 @@ from tfdp.mechanisms import (
     query_to_config,
 )
 from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
+from tfdp.queries.seeded import SETTINGS_RTOL, settings_agree
 from tfdp.randomness import SecretKey, check_insecure_seed, warn_seed_ignored
 from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
 from tfdp.optimizers.gradient_canaries import GradientCanaryBlock
@@ -396,8 +397,43 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             # Every ledger update depends on the data: under tf.function, ops that do not are
             # free to run even when the step fails to get a batch (the end of an iterator of
             # unknown length), which would count a step that never happened.
-            with tf.control_dependencies(clipped_sum):
+            with tf.control_dependencies(clipped_sum + self._state_checks()):
                 return self._privatize(clipped_sum, num_units, batch_size, nonfinite_units)
+
+        def _state_mismatches(self):
+            """(name, state leaf, setting) of the query state's settings (clip, noise)."""
+            query = self._dp_sum_query
+            if not hasattr(query, "state_settings"):
+                return []
+            return query.state_settings(self.query_global_state())
+
+        def _state_checks(self):
+            """Refuses a query state whose clip or noise differs from this optimizer's settings.
+
+            The clip and the noise come from the settings the accountant reads; a state
+            holding other values was restored from a file saved with other settings, and
+            training on would silently change them. Eagerly a ValueError, in a graph an
+            assertion every update waits for.
+            """
+            checks = []
+            for name, leaf, setting in self._state_mismatches():
+                if tf.executing_eagerly():
+                    if not settings_agree(float(leaf), setting):
+                        raise ValueError(_state_mismatch_message(name, setting, float(leaf)))
+                    continue
+                leaf = tf.cast(leaf, tf.float64)
+                tolerance = SETTINGS_RTOL * abs(setting) + 1e-12
+                checks.append(tf.debugging.Assert(
+                    tf.abs(leaf - setting) <= tolerance,
+                    [_state_mismatch_message(name, setting), f"The state holds {name} =", leaf]))
+            return checks
+
+        def load_own_variables(self, store):
+            """Keras's loading of the optimizer variables, refusing other DP settings."""
+            super().load_own_variables(store)
+            for name, leaf, setting in self._state_mismatches():
+                if not settings_agree(float(leaf), setting):
+                    raise ValueError(_state_mismatch_message(name, setting, float(leaf)))
 
         def _noised(self, clipped_sum, state):
             """The query's noised result, its randomness from this step's secret seed.
@@ -621,6 +657,18 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
     DPOptimizerClass.__name__ = f"DPKeras{cls.__name__}Optimizer"
     DPOptimizerClass.__qualname__ = DPOptimizerClass.__name__
     return DPOptimizerClass
+
+
+def _state_mismatch_message(name: str, setting: float, state_value: Optional[float] = None) -> str:
+    # No apostrophes: a graph assertion would print them escaped.
+    held = "another value" if state_value is None else f"{state_value:g}"
+    return (
+        f"tfdp: the query state of the DP optimizer holds {name} = {held}, but the optimizer "
+        f"was built with {name} = {setting:g}, the value that clips, noises and is accounted "
+        "for. The state was restored from a checkpoint or file saved with other settings: "
+        "build the optimizer with the settings of that checkpoint (clip, noise_multiplier, "
+        "mechanism) before restoring it. Nothing was applied."
+    )
 
 
 def _with_seeded_noise(query: dp_query.SumAggregationDPQuery) -> dp_query.SumAggregationDPQuery:
