@@ -28,6 +28,7 @@ from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
 from tfdp.queries.seeded import SETTINGS_RTOL, settings_agree
 from tfdp.randomness import SecretKey, check_insecure_seed, warn_seed_ignored
 from tfdp.optimizers.clipping import clip_and_sum, finite_units, zero_units
+from tfdp.optimizers.diagnostics import InMemoryCounters
 from tfdp.optimizers.gradient_canaries import GradientCanaryBlock
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
@@ -238,10 +239,17 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             with tf.init_scope():
                 self._noisy_steps = self._add_dp_variable("dp_noisy_steps", np.int64(0))
                 self._dropped_steps = self._add_dp_variable("dp_dropped_steps", np.int64(0))
-                self._largest_batch_size = self._add_dp_variable(
-                    "dp_largest_batch_size", np.int64(0)
+                # Retired placeholders, always 0: these two slots held the largest realized
+                # batch size and the count of skipped (non-finite) examples, exact
+                # data-dependent counts that went into every saved file. Saved optimizer
+                # variables are restored by position, so the slots stay (files saved before
+                # still load) but hold nothing: every step and every load resets them to 0.
+                # The counts live in `self._in_memory`, which nothing saves.
+                self._retired_slots = (
+                    self._add_dp_variable("dp_largest_batch_size", np.int64(0)),
+                    self._add_dp_variable("dp_skipped_examples", np.int64(0)),
                 )
-                self._skipped_examples = self._add_dp_variable("dp_skipped_examples", np.int64(0))
+                self._in_memory = InMemoryCounters()
                 # Not an optimizer variable: no checkpoint or saved file may hold the key.
                 self._secret_key = SecretKey("noise", self._insecure_seed)
                 initial_state = self._dp_sum_query.initial_global_state()
@@ -264,14 +272,28 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             return self._dropped_steps
 
         @property
-        def largest_batch_size(self) -> keras.Variable:
-            """Largest number of examples seen in one step (for the sampling rate)."""
-            return self._largest_batch_size
+        def largest_batch_size(self) -> tf.Variable:
+            """Largest number of examples seen in one step by this process.
+
+            An in-memory diagnostic (exact and data-dependent): never saved, 0 again
+            after a restore, so a resumed run must account with a stated batch size.
+            """
+            return self._in_memory.largest_batch_size
 
         @property
-        def skipped_examples(self) -> keras.Variable:
-            """Examples whose non-finite loss or gradient was skipped (on_nonfinite="skip")."""
-            return self._skipped_examples
+        def skipped_examples(self) -> tf.Variable:
+            """Units with a non-finite loss or gradient skipped by this process
+            (on_nonfinite="skip"); in memory only, never saved."""
+            return self._in_memory.skipped_examples
+
+        @property
+        def steps_in_this_process(self) -> tf.Variable:
+            """Private steps this optimizer took in this process (in memory, never saved).
+
+            Fewer than the ledger's steps after a restore: the in-memory counts
+            (`largest_batch_size`) then miss the earlier steps.
+            """
+            return self._in_memory.steps_in_this_process
 
         @property
         def on_nonfinite(self) -> str:
@@ -428,9 +450,18 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                     [_state_mismatch_message(name, setting), f"The state holds {name} =", leaf]))
             return checks
 
+        def _zero_retired_slots(self):
+            for slot in self._retired_slots:
+                slot.assign(tf.zeros([], slot.dtype))
+
         def load_own_variables(self, store):
-            """Keras's loading of the optimizer variables, refusing other DP settings."""
+            """Keras's loading of the optimizer variables, refusing other DP settings.
+
+            The retired slots of an older file (the exact largest batch, skipped examples)
+            are zeroed: nothing data-dependent is carried into the next save.
+            """
             super().load_own_variables(store)
+            self._zero_retired_slots()
             for name, leaf, setting in self._state_mismatches():
                 if not settings_agree(float(leaf), setting):
                     raise ValueError(_state_mismatch_message(name, setting, float(leaf)))
@@ -499,14 +530,12 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 outcome = tf.constant(OUTCOME_NOISY, tf.int32)
             self._noisy_steps.assign_add(tf.cast(tf.equal(outcome, OUTCOME_NOISY), tf.int64))
             self._dropped_steps.assign_add(tf.cast(tf.equal(outcome, OUTCOME_DROPPED), tf.int64))
-            self._largest_batch_size.assign(
-                tf.maximum(self._largest_batch_size, tf.cast(batch_size, tf.int64))
-            )
             nonfinite_units = tf.cast(nonfinite_units, tf.int64)
+            skipped = nonfinite_units if self._on_nonfinite == "skip" else tf.zeros([], tf.int64)
+            self._in_memory.record_step(batch_size, skipped)
+            self._zero_retired_slots()
             checks = []
-            if self._on_nonfinite == "skip":
-                self._skipped_examples.assign_add(nonfinite_units)
-            else:
+            if self._on_nonfinite != "skip":
                 # After the counters: the step touched the data, so the ledger keeps it.
                 checks.append(tf.debugging.assert_equal(
                     nonfinite_units, tf.constant(0, tf.int64),
