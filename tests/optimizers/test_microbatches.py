@@ -34,7 +34,7 @@ def test_an_example_added_to_the_batch_moves_the_clipped_sum_by_at_most_twice_th
     # sums +2 and -2 (a change of 4 * clip); the random assignment keeps it at 2 * clip.
     batch = [150.0, -100.0, -200.0, 250.0]
     changes = []
-    for seed in range(24):
+    for seed in range(16):
         # The coupling of the guarantee: the old examples keep their microbatches.
         step = tfdp.DPKerasSGDOptimizer(l2_norm_clip=CLIP, noise_multiplier=0.0,
                                         num_microbatches=M, insecure_reproducible_seed=seed)
