@@ -214,6 +214,23 @@ def test_poisson_assumption_with_fixed_batches_is_refused(digits):
     assert int(optimizer.iterations) == 0
 
 
+def test_poisson_accounting_of_an_update_divided_by_the_realized_batch_is_refused(digits):
+    x, y = digits
+    model = private_model()
+    optimizer = compile_private(model)  # no expected_batch_size: divides by the realized batch
+    for callback in (tfdp.PrivacyCallback(N, DELTA), tfdp.PrivacyCallback(N, DELTA, batch_size=BATCH)):
+        with pytest.raises(ValueError, match="expected_batch_size.*sampling='shuffle'"):
+            model.fit(tfdp.data.poisson_batches(x, y, BATCH), epochs=1, verbose=0,
+                      callbacks=[callback])
+    assert int(optimizer.iterations.numpy()) == 0  # refused before any step
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="realized batch size"):
+        tfdp.accounting.epsilon_from_ledger(optimizer, N, batch_size=BATCH)
+    shuffle = tfdp.accounting.epsilon_from_ledger(optimizer, N, sampling="shuffle")
+    assert shuffle.epsilon == pytest.approx(tfdp.compute_epsilon(
+        N, BATCH, SIGMA, steps=STEPS_PER_EPOCH, delta=DELTA, sampling="shuffle").epsilon, rel=1e-12)
+
+
 def test_zero_noise_optimizer_logs_infinite_epsilon(digits):
     x, y = digits
     model = private_model()

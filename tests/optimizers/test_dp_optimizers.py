@@ -8,6 +8,7 @@ import tensorflow as tf
 from tfdp._tf_privacy import gaussian_query
 
 import tfdp
+from tfdp.optimizers.per_example_loss import random_microbatch_ids
 from tfdp.queries import LaplaceSumQuery, RandomizedNoiseQuery
 
 LOSS_NONE = None
@@ -39,17 +40,20 @@ def _per_example_loss():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=LOSS_NONE)
 
 
-def _reference_update(model, x, y, norm, clip, units=None):
-    """Mean of clipped per-unit gradients, computed one unit at a time in NumPy."""
+def _reference_update(model, x, y, norm, clip, units=None, ids=None):
+    """Mean of clipped per-unit gradients, computed one unit at a time in NumPy.
+
+    With `units` microbatches, example i belongs to microbatch `ids[i]`; empty ones count.
+    """
     loss_fn = _per_example_loss()
     n = len(x)
     groups = [[i] for i in range(n)]
     if units is not None:
-        k = min(n, units)
-        ids = (np.arange(n) * k) // n
-        groups = [list(np.flatnonzero(ids == j)) for j in range(k)]
+        groups = [list(np.flatnonzero(ids == j)) for j in range(units)]
     total = [np.zeros(v.shape, np.float64) for v in model.trainable_variables]
     for group in groups:
+        if not group:
+            continue  # an empty microbatch contributes zero
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(loss_fn(y[group], model(x[group])))
         grads = [g.numpy().astype(np.float64) for g in tape.gradient(loss, model.trainable_variables)]
@@ -67,7 +71,8 @@ def _reference_update(model, x, y, norm, clip, units=None):
     [
         (dict(mechanism="gaussian", l2_norm_clip=0.3), "l2", None),
         (dict(mechanism="laplace", l1_norm_clip=0.5), "l1", None),
-        (dict(mechanism="gaussian", l2_norm_clip=0.3, num_microbatches=5), "l2", 5),  # 24 % 5 != 0
+        (dict(mechanism="gaussian", l2_norm_clip=0.3, num_microbatches=5,
+              insecure_reproducible_seed=2), "l2", 5),  # 24 % 5 != 0
         (dict(mechanism="gaussian", noise_schedule="random", noise_probability=0.5,
               l2_norm_clip=0.3, insecure_reproducible_seed=1), "l2", None),
     ],
@@ -77,7 +82,13 @@ def test_noiseless_update_equals_the_mean_of_clipped_per_unit_gradients(kwargs, 
     model = _model()
     before = [v.numpy() for v in model.trainable_variables]
     clip = kwargs.get("l2_norm_clip", kwargs.get("l1_norm_clip"))
-    expected = _reference_update(model, x, y, norm, clip, units)
+    ids = None
+    if units is not None:
+        # The first step's random assignment, from a twin optimizer with the same insecure seed.
+        twin = tfdp.DPKerasSGDOptimizer(noise_multiplier=0.0, **kwargs)
+        ids = random_microbatch_ids(len(x), units, twin.microbatch_seed()).numpy()
+        assert len(set(ids)) > 1
+    expected = _reference_update(model, x, y, norm, clip, units, ids)
     optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=1.0, noise_multiplier=0.0, **kwargs)
     private = tfdp.make_private(model)
     private.compile(optimizer=optimizer, loss=_per_example_loss())

@@ -56,7 +56,8 @@ def main():
         model.compile(
             optimizer=tfdp.DPKerasSGDOptimizer(
                 learning_rate=0.5, l2_norm_clip=1.0, noise_multiplier=1.2,
-                noise_schedule="random", noise_probability=0.7, on_skip="drop", insecure_reproducible_seed=5),
+                noise_schedule="random", noise_probability=0.7, on_skip="drop", insecure_reproducible_seed=5,
+                expected_batch_size=16),  # Poisson accounting needs a data-independent divisor
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True, reduction=None))
     options = tf.data.Options()

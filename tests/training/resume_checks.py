@@ -74,7 +74,8 @@ def main():
     model.compile(
         optimizer=tfdp.DPKerasAdamOptimizer(
             learning_rate=0.05, l2_norm_clip=1.0, noise_multiplier=1.0,
-            noise_schedule="random", noise_probability=0.6, on_skip="drop", insecure_reproducible_seed=11),
+            noise_schedule="random", noise_probability=0.6, on_skip="drop", insecure_reproducible_seed=11,
+            expected_batch_size=8),  # Poisson accounting needs a data-independent divisor
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction=None))
     # model.fit's fixed-size batches: the shuffled-batch (replace-one) figure.

@@ -9,9 +9,10 @@ import keras
 
 from tfdp._validation import check_choice, check_positive, check_positive_int
 from tfdp.accounting.epsilon import check_delta, check_privacy_unit
-from tfdp.accounting.ledger import check_dp_optimizer, epsilon_for_steps, ledger_batch_size, read_ledger
+from tfdp.accounting.ledger import (check_divides_by_expected_batch, check_dp_optimizer,
+                                   epsilon_for_steps, ledger_batch_size, read_ledger)
 from tfdp.accounting.privacy_result import PrivacyResult
-from tfdp.mechanisms import NO_NOISE, NoiseSchedule, OnSkip, Sampling, values
+from tfdp.mechanisms import NoiseSchedule, OnSkip, Sampling, values
 TARGET_METRICS = ("epsilon", "epsilon_noisy_steps_only")
 
 
@@ -23,7 +24,9 @@ class PrivacyCallback(keras.callbacks.Callback):
     `dp_settings`) and runs `compute_epsilon` on those counters, so the figure
     shows in the progress bar, `History`, `CSVLogger` and `TensorBoard`
     (list this callback before CSVLogger/TensorBoard in `callbacks=[...]`).
-    The last `PrivacyResult` is kept in `self.result`.
+    The last `PrivacyResult` is kept in `self.result`. With sampling="poisson", an
+    optimizer without `expected_batch_size` (which divides by the realized batch
+    size, a data-dependent release) is refused when training begins.
 
     Args:
       num_examples: training examples n.
@@ -34,7 +37,8 @@ class PrivacyCallback(keras.callbacks.Callback):
       sampling: "poisson" (batches from `tfdp.data.poisson_batches`) or
         "shuffle" (plain `model.fit` batches); see `compute_epsilon`.
       batch_size: the (expected) batch size. Default: the optimizer's
-        `expected_batch_size`, else the largest batch it has seen (conservative).
+        `expected_batch_size`, else the largest batch this process has seen (an
+        in-memory count: refused for an optimizer restored after earlier steps).
       accountant: None, "rdp" or "pld" (as in `compute_epsilon`).
       target_metric: which figure `target_epsilon` limits: "epsilon" (the
         formal guarantee) or "epsilon_noisy_steps_only" (the paper's convention
@@ -129,23 +133,13 @@ class PrivacyCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
         self._check_unit()
         optimizer = self._optimizer()
-        self._steps_at_epoch_start = self._ledger(optimizer)["steps"]
+        ledger = self._ledger(optimizer)
+        self._steps_at_epoch_start = ledger["steps"]
         settings = optimizer.dp_settings
-        if (
-            self.sampling == Sampling.POISSON
-            and self.batch_size is None
-            and not settings.get("expected_batch_size")
-            and settings.get("mechanism") != NO_NOISE
-        ):
-            warnings.warn(
-                "PrivacyCallback assumes Poisson sampling (sampling='poisson'), but the "
-                "optimizer has no expected_batch_size, as with model.fit's shuffled "
-                "fixed-size batches. Then the Poisson figure is not a guarantee: pass "
-                "sampling='shuffle', or train on tfdp.data.poisson_batches with "
-                "expected_batch_size set on the optimizer. The sampling rate is taken "
-                "from the largest batch seen (conservative).",
-                stacklevel=2,
-            )
+        # An optimizer that divides by the realized batch size is not what Poisson covers.
+        check_divides_by_expected_batch(optimizer, self.sampling, "PrivacyCallback")
+        if ledger["steps"]:  # a resumed optimizer: refuse a batch size it cannot know, now
+            self._batch_size(optimizer, ledger)
         if (
             self.target_epsilon is not None
             and self.target_metric == "epsilon"

@@ -52,13 +52,51 @@ def read_ledger(optimizer: Any) -> Dict[str, int]:
 
 def ledger_batch_size(optimizer: Any, ledger: Dict[str, int],
                       batch_size: Optional[float] = None) -> Optional[float]:
-    """The batch size to account with: given, else expected_batch_size, else the largest seen."""
+    """The batch size to account with: given, else expected_batch_size, else the largest seen.
+
+    The largest batch seen is an in-memory count (never saved): after a restore it misses
+    the earlier steps and could understate the batch size, hence epsilon. The fallback is
+    refused whenever the ledger holds steps this process did not see.
+    """
     if batch_size is not None:
         return batch_size
     expected = optimizer.dp_settings.get("expected_batch_size")
     if expected:
         return expected
+    seen = getattr(optimizer, "steps_in_this_process", None)
+    seen = None if seen is None else int(keras.ops.convert_to_numpy(seen))
+    if seen is None or ledger["steps"] > seen:
+        raise ValueError(
+            f"The optimizer's ledger holds {ledger['steps']} steps, but this process saw "
+            f"{seen or 0} of them (it was restored from a checkpoint or file), and the largest "
+            "batch size is kept in memory only, so it cannot give the batch size to account "
+            "with (a smaller one would understate epsilon). Pass batch_size= (the batch size "
+            "you trained with) to PrivacyCallback or epsilon_from_ledger, or build the "
+            "optimizer with expected_batch_size=.")
     return ledger["largest_batch_size"] or None
+
+
+def check_divides_by_expected_batch(optimizer: Any, sampling: str, who: str = "Accounting") -> None:
+    """Refuses Poisson accounting of an optimizer that divides by the realized batch size.
+
+    Without `expected_batch_size` (or microbatches, whose number is fixed) the noised sum
+    is divided by the number of examples the batch happened to hold: a data-dependent
+    release that Poisson-sampling accounting does not cover. No-noise optimizers pass
+    (they claim no guarantee).
+    """
+    settings = optimizer.dp_settings
+    if (sampling != Sampling.POISSON or settings.get("mechanism") == NO_NOISE
+            or not settings.get("noise_multiplier")):
+        return
+    if settings.get("expected_batch_size") or settings.get("num_microbatches"):
+        return
+    raise ValueError(
+        f"{who}: sampling='poisson', but the optimizer has no expected_batch_size, so it "
+        "divides each noised sum by the realized batch size, which depends on the data; the "
+        "Poisson accountant does not cover that. Build the optimizer with "
+        "expected_batch_size=<the expected batch size> for batches from "
+        "tfdp.data.poisson_batches (tfdp.run does), or pass sampling='shuffle' for "
+        "model.fit's fixed-size shuffled batches.")
 
 
 def epsilon_for_steps(
@@ -122,7 +160,8 @@ def epsilon_from_ledger(
       delta: the delta of the guarantee.
       sampling: "poisson" or "shuffle", as in `compute_epsilon`.
       batch_size: the (expected) batch size; default the optimizer's
-        `expected_batch_size`, else the largest batch it has seen (conservative).
+        `expected_batch_size`, else the largest batch this process has seen (refused
+        when the optimizer took steps before it was restored into this process).
       accountant: None (the mechanism's default), "rdp" or "pld".
       privacy_unit: "example", or the group's name (e.g. "patient"), as in
         `compute_epsilon`.
@@ -130,9 +169,15 @@ def epsilon_from_ledger(
     Returns:
       A `PrivacyResult` over the ledger's steps and noisy steps; before any step,
       epsilon 0 ("No training step was taken.").
+
+    Raises:
+      ValueError: with sampling="poisson", for an optimizer that divides by the
+        realized batch size (no `expected_batch_size`) and adds noise.
     """
     check_dp_optimizer(optimizer)
     ledger = read_ledger(optimizer)
+    if ledger["steps"]:
+        check_divides_by_expected_batch(optimizer, sampling, "epsilon_from_ledger")
     if ledger["steps"] == 0:
         settings = optimizer.dp_settings
         return PrivacyResult(

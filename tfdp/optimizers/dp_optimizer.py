@@ -25,8 +25,10 @@ from tfdp.mechanisms import (
     query_to_config,
 )
 from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
+from tfdp.queries.seeded import SETTINGS_RTOL, settings_agree
 from tfdp.randomness import SecretKey, check_insecure_seed, warn_seed_ignored
 from tfdp.optimizers.clipping import SKIP_NEEDS_ISOLATION, clip_and_sum, finite_units
+from tfdp.optimizers.diagnostics import InMemoryCounters
 from tfdp.optimizers.gradient_canaries import GradientCanaryBlock
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
@@ -40,6 +42,8 @@ _JACOBIAN_HINT = (
 _hinted = []
 # make_dp_keras_optimizer_class's classes, one per Keras optimizer class.
 _DP_CLASSES: Dict[type, type] = {}
+# Folded into a step seed to make the microbatch assignment's stream ("mbat").
+_MICROBATCH_STREAM = 0x6D626174
 _NOT_PRIVATE_MESSAGE = (
     "{name} received gradients that did not go through the DP query: a Keras 3 optimizer only "
     "sees the batch-averaged gradient, so per-example clipping must happen in the model's "
@@ -107,9 +111,14 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
           l2_norm_clip / l1_norm_clip: the per-unit clip (L2 for Gaussian, L1 for
             Laplace).
           noise_multiplier: noise std (Gaussian) or scale (Laplace) over the clip.
-          num_microbatches: None (one unit per example, any batch size) or the
-            number of microbatches a batch is split into. With microbatches of
-            more than one example the sensitivity doubles; the ledger records it.
+          num_microbatches: None (one unit per example, any batch size) or M, the
+            number of microbatches of every batch: each example joins one of the M
+            uniformly at random, from this optimizer's secret key (never by its
+            position, which would let one added example shift every microbatch), a
+            microbatch's gradient is that of its examples' mean loss, and the noised
+            sum is divided by M (empty microbatches contribute zero). One example then
+            moves one microbatch's clipped gradient by up to twice the clip, so the
+            accountant uses half the noise multiplier (`used_microbatching`).
           expected_batch_size: divide the noised sum by this instead of the
             realized batch size (the unbiased choice under Poisson sampling).
           seed: no longer used (a warning says so): the noise and the random schedule's
@@ -247,10 +256,17 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             with tf.init_scope():
                 self._noisy_steps = self._add_dp_variable("dp_noisy_steps", np.int64(0))
                 self._dropped_steps = self._add_dp_variable("dp_dropped_steps", np.int64(0))
-                self._largest_batch_size = self._add_dp_variable(
-                    "dp_largest_batch_size", np.int64(0)
+                # Retired placeholders, always 0: these two slots held the largest realized
+                # batch size and the count of skipped (non-finite) examples, exact
+                # data-dependent counts that went into every saved file. Saved optimizer
+                # variables are restored by position, so the slots stay (files saved before
+                # still load) but hold nothing: every step and every load resets them to 0.
+                # The counts live in `self._in_memory`, which nothing saves.
+                self._retired_slots = (
+                    self._add_dp_variable("dp_largest_batch_size", np.int64(0)),
+                    self._add_dp_variable("dp_skipped_examples", np.int64(0)),
                 )
-                self._skipped_examples = self._add_dp_variable("dp_skipped_examples", np.int64(0))
+                self._in_memory = InMemoryCounters()
                 # Not an optimizer variable: no checkpoint or saved file may hold the key.
                 self._secret_key = SecretKey("noise", self._insecure_seed)
                 initial_state = self._dp_sum_query.initial_global_state()
@@ -273,14 +289,28 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             return self._dropped_steps
 
         @property
-        def largest_batch_size(self) -> keras.Variable:
-            """Largest number of examples seen in one step (for the sampling rate)."""
-            return self._largest_batch_size
+        def largest_batch_size(self) -> tf.Variable:
+            """Largest number of examples seen in one step by this process.
+
+            An in-memory diagnostic (exact and data-dependent): never saved, 0 again
+            after a restore, so a resumed run must account with a stated batch size.
+            """
+            return self._in_memory.largest_batch_size
 
         @property
-        def skipped_examples(self) -> keras.Variable:
-            """Examples whose non-finite loss or gradient was skipped (on_nonfinite="skip")."""
-            return self._skipped_examples
+        def skipped_examples(self) -> tf.Variable:
+            """Units with a non-finite loss or gradient skipped by this process
+            (on_nonfinite="skip"); in memory only, never saved."""
+            return self._in_memory.skipped_examples
+
+        @property
+        def steps_in_this_process(self) -> tf.Variable:
+            """Private steps this optimizer took in this process (in memory, never saved).
+
+            Fewer than the ledger's steps after a restore: the in-memory counts
+            (`largest_batch_size`) then miss the earlier steps.
+            """
+            return self._in_memory.steps_in_this_process
 
         @property
         def max_steps(self) -> Optional[int]:
@@ -329,6 +359,17 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
         def num_microbatches(self) -> Optional[int]:
             """Microbatches per batch, or None for one per example."""
             return self._num_microbatches
+
+        def microbatch_seed(self) -> Optional[tf.Tensor]:
+            """This step's secret [2] int64 seed assigning examples to microbatches.
+
+            None without microbatches. Its own draw from the secret key (apart from the
+            noise's), so the assignment is independent of the data and of the noise.
+            """
+            if self._num_microbatches is None:
+                return None
+            step_seed = self._secret_key.step_seed(self.iterations + self._dropped_steps)
+            return tf.random.experimental.stateless_fold_in(step_seed, _MICROBATCH_STREAM)
 
         @property
         def dp_settings(self) -> Dict[str, Any]:
@@ -400,9 +441,10 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
             clipped_sum = tf.nest.flatten(clipped_sum)
             # Every ledger update depends on the data: under tf.function, ops that do not are
             # free to run even when the step fails to get a batch (the end of an iterator of
-            # unknown length), which would count a step that never happened. The budget check
-            # comes first: a refused step draws no noise and moves no counter.
-            with tf.control_dependencies(clipped_sum + self._budget_checks()):
+            # unknown length), which would count a step that never happened. The budget and
+            # settings checks come first: a refused step draws no noise and moves no counter.
+            checks = self._budget_checks() + self._state_checks()
+            with tf.control_dependencies(clipped_sum + checks):
                 return self._privatize(clipped_sum, num_units, batch_size, nonfinite_units)
 
         def _budget_checks(self):
@@ -417,6 +459,50 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                     "covers. This step was refused and nothing was applied. Train with the "
                     "plan's callback (plan.callback()), which ends fit at the budget, or make "
                     "a new plan for more steps (a larger epsilon)."))]
+
+        def _state_mismatches(self):
+            """(name, state leaf, setting) of the query state's settings (clip, noise)."""
+            query = self._dp_sum_query
+            if not hasattr(query, "state_settings"):
+                return []
+            return query.state_settings(self.query_global_state())
+
+        def _state_checks(self):
+            """Refuses a query state whose clip or noise differs from this optimizer's settings.
+
+            The clip and the noise come from the settings the accountant reads; a state
+            holding other values was restored from a file saved with other settings, and
+            training on would silently change them. Eagerly a ValueError, in a graph an
+            assertion every update waits for.
+            """
+            checks = []
+            for name, leaf, setting in self._state_mismatches():
+                if tf.executing_eagerly():
+                    if not settings_agree(float(leaf), setting):
+                        raise ValueError(_state_mismatch_message(name, setting, float(leaf)))
+                    continue
+                leaf = tf.cast(leaf, tf.float64)
+                tolerance = SETTINGS_RTOL * abs(setting) + 1e-12
+                checks.append(tf.debugging.Assert(
+                    tf.abs(leaf - setting) <= tolerance,
+                    [_state_mismatch_message(name, setting), f"The state holds {name} =", leaf]))
+            return checks
+
+        def _zero_retired_slots(self):
+            for slot in self._retired_slots:
+                slot.assign(tf.zeros([], slot.dtype))
+
+        def load_own_variables(self, store):
+            """Keras's loading of the optimizer variables, refusing other DP settings.
+
+            The retired slots of an older file (the exact largest batch, skipped examples)
+            are zeroed: nothing data-dependent is carried into the next save.
+            """
+            super().load_own_variables(store)
+            self._zero_retired_slots()
+            for name, leaf, setting in self._state_mismatches():
+                if not settings_agree(float(leaf), setting):
+                    raise ValueError(_state_mismatch_message(name, setting, float(leaf)))
 
         def _noised(self, clipped_sum, state):
             """The query's noised result, its randomness from this step's secret seed.
@@ -482,14 +568,12 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 outcome = tf.constant(OUTCOME_NOISY, tf.int32)
             self._noisy_steps.assign_add(tf.cast(tf.equal(outcome, OUTCOME_NOISY), tf.int64))
             self._dropped_steps.assign_add(tf.cast(tf.equal(outcome, OUTCOME_DROPPED), tf.int64))
-            self._largest_batch_size.assign(
-                tf.maximum(self._largest_batch_size, tf.cast(batch_size, tf.int64))
-            )
             nonfinite_units = tf.cast(nonfinite_units, tf.int64)
+            skipped = nonfinite_units if self._on_nonfinite == "skip" else tf.zeros([], tf.int64)
+            self._in_memory.record_step(batch_size, skipped)
+            self._zero_retired_slots()
             checks = []
-            if self._on_nonfinite == "skip":
-                self._skipped_examples.assign_add(nonfinite_units)
-            else:
+            if self._on_nonfinite != "skip":
                 # After the counters: the step touched the data, so the ledger keeps it.
                 checks.append(tf.debugging.assert_equal(
                     nonfinite_units, tf.constant(0, tf.int64),
@@ -530,7 +614,8 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 _hinted.append(True)
                 _logger.warning(_JACOBIAN_HINT)
             with tape:
-                unit_losses, num_units, batch_size = per_unit_losses(loss, self._num_microbatches)
+                unit_losses, num_units, batch_size = per_unit_losses(
+                    loss, self._num_microbatches, seed=self.microbatch_seed())
             jacobians = tape.jacobian(
                 unit_losses, watched, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
@@ -660,6 +745,18 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
     _DP_CLASSES[cls] = keras.saving.register_keras_serializable(
         package="tfdp", name=DPOptimizerClass.__name__)(DPOptimizerClass)
     return DPOptimizerClass
+
+
+def _state_mismatch_message(name: str, setting: float, state_value: Optional[float] = None) -> str:
+    # No apostrophes: a graph assertion would print them escaped.
+    held = "another value" if state_value is None else f"{state_value:g}"
+    return (
+        f"tfdp: the query state of the DP optimizer holds {name} = {held}, but the optimizer "
+        f"was built with {name} = {setting:g}, the value that clips, noises and is accounted "
+        "for. The state was restored from a checkpoint or file saved with other settings: "
+        "build the optimizer with the settings of that checkpoint (clip, noise_multiplier, "
+        "mechanism) before restoring it. Nothing was applied."
+    )
 
 
 def _with_seeded_noise(query: dp_query.SumAggregationDPQuery) -> dp_query.SumAggregationDPQuery:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import dp_accounting
 import tensorflow as tf
@@ -74,8 +74,15 @@ class LaplaceSumQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
         )
 
     def derive_sample_params(self, global_state):
-        """Implements `DPQuery.derive_sample_params`: the L1 clip."""
-        return global_state.l1_norm_clip
+        """Implements `DPQuery.derive_sample_params`: the Python L1 clip, not the state's copy."""
+        del global_state  # compared with the settings by `state_settings`, never used
+        return tf.constant(self._l1_norm_clip, tf.float32)
+
+    def state_settings(self, global_state) -> List[Tuple[str, tf.Tensor, float]]:
+        """The clip and the noise scale, as the global state holds them and as set."""
+        return [("l1_norm_clip", global_state.l1_norm_clip, self._l1_norm_clip),
+                ("noise_scale", global_state.noise_scale,
+                 self._noise_multiplier * self._l1_norm_clip)]
 
     def preprocess_record(self, params, record):
         """Implements `DPQuery.preprocess_record`: global L1 clipping."""
@@ -83,8 +90,12 @@ class LaplaceSumQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
         return clipped
 
     def get_noised_result_with_seed(self, sample_state, global_state, seed):
-        """Adds Laplace noise, drawn from `seed`, to every coordinate."""
-        scale = global_state.noise_scale
+        """Adds Laplace noise, drawn from `seed`, to every coordinate.
+
+        The scale is noise_multiplier * l1_norm_clip from the Python settings (the
+        accounted ones), never the state's copy.
+        """
+        scale = self._noise_multiplier * self._l1_norm_clip
         if self._floating_point_safe and self._noise_multiplier > 0:
             result = noise_on_grid(sample_state, seed, clip=self._l1_norm_clip,
                                    noise_multiplier=self._noise_multiplier, norm="l1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import dp_accounting
 import tensorflow as tf
@@ -107,6 +107,13 @@ class RandomizedNoiseQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
             dropped_count=zero,
             last_outcome=tf.constant(OUTCOME_NOISY, tf.int32),
         )
+
+    def state_settings(self, global_state) -> List[Tuple[str, tf.Tensor, float]]:
+        """The inner query's settings in the inner state (the schedule's are Python-only)."""
+        inner = self._inner_query
+        if not hasattr(inner, "state_settings"):
+            return []
+        return inner.state_settings(global_state.inner_state)
 
     def derive_sample_params(self, global_state):
         """Implements `DPQuery.derive_sample_params` by delegating to the inner query."""

@@ -10,6 +10,9 @@ Neither reads TensorFlow's global RNG, so no `set_random_seed` can replay the no
 
 from __future__ import annotations
 
+import math
+from typing import List, Tuple
+
 import tensorflow as tf
 
 from tfdp.randomness import grid, os_entropy_seed, split_seeds
@@ -25,6 +28,25 @@ class SeededNoiseQuery:
     def get_noised_result(self, sample_state, global_state):
         """Implements `DPQuery.get_noised_result` with a fresh seed from OS entropy."""
         return self.get_noised_result_with_seed(sample_state, global_state, os_entropy_seed())
+
+    def state_settings(self, global_state) -> List[Tuple[str, tf.Tensor, float]]:
+        """`(name, state leaf, Python setting)` of every setting the global state repeats.
+
+        The clip and the noise are always taken from the Python settings (the ones the
+        accountant reads); a state restored from a file saved with other settings is
+        caught by comparing these pairs (`settings_agree`).
+        """
+        return []
+
+
+# Relative tolerance between a query's stated noise multiplier and its stddev / clip, and
+# between a setting and its float32 copy in the global state.
+SETTINGS_RTOL = 1e-6
+
+
+def settings_agree(a: float, b: float) -> bool:
+    """True when two values of one setting agree up to `SETTINGS_RTOL` (float32 copies do)."""
+    return math.isclose(float(a), float(b), rel_tol=SETTINGS_RTOL, abs_tol=1e-12)
 
 
 def noise_on_grid(sample_state, seed: tf.Tensor, *, clip: float, noise_multiplier: float,

@@ -170,6 +170,8 @@ def train_model(
         # the callback projects the next epoch as all-noisy, which the random one is not.
         callbacks.append(tfdp.accounting.PrivacyCallback(
             units, delta=config.delta, sampling=config.sampling, verbose=0,
+            # Stated, not read from the in-memory largest batch: a resumed run needs it.
+            batch_size=config.batch_size,
             privacy_unit=config.privacy_unit, accountant=config.accountant,
             target_epsilon=(config.target_epsilon
                             if config.noise_schedule == NoiseSchedule.REGULAR else None),

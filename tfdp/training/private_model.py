@@ -314,7 +314,7 @@ class PrivateTrainStep:
             row_losses = self._row_losses(y, y_pred, sample_weight)
             example_losses = unit_means(row_losses, unit_size)
             unit_losses, num_units, batch_size = per_unit_losses(
-                example_losses, optimizer.num_microbatches)
+                example_losses, optimizer.num_microbatches, seed=optimizer.microbatch_seed())
         jacobians = tape.jacobian(unit_losses, handles,
                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
         del tape
