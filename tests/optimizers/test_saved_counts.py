@@ -90,7 +90,7 @@ def test_accounting_a_restored_optimizer_without_a_stated_batch_size_is_refused(
     loaded = keras.models.load_model(path)
     with pytest.raises(ValueError, match="batch_size=.*expected_batch_size"):
         tfdp.accounting.epsilon_from_ledger(loaded.optimizer, 1000, sampling="shuffle")
-    x, y = np.ones((4, 3), np.float32), np.zeros(4, np.int64)
+    x, y = np.ones((1000, 3), np.float32), np.zeros(1000, np.int64)
     with pytest.raises(ValueError, match="this process saw 0"):
         loaded.fit(x, y, batch_size=4, verbose=0,
                    callbacks=[tfdp.PrivacyCallback(1000, sampling="shuffle")])
