@@ -17,34 +17,18 @@ from keras.src.models.functional import Functional
 
 from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
+from tfdp.training.model_check import check_dp_compatible, check_first_step, share_checks
 from tfdp.training.groups import GROUPED_LAYOUT, flatten_groups, group_slots, looks_grouped
 from tfdp.training.per_example import capture, clipped_sum, static_batch_size, unit_means
 from tfdp.training.plan import GradientPlan, make_plan, model_layers
 from tfdp.training.step_options import StepOptions
 
-_NORMALIZATION_ADVICE = (
-    "BatchNormalization mixes the examples of a batch, so one example's gradient depends on "
-    "the others and per-example clipping no longer bounds its influence. Replace it with "
-    "keras.layers.GroupNormalization or keras.layers.LayerNormalization."
-)
 _OTHER_KERAS_ADVICE = (
     "make_private needs a Keras 3 model (`import keras`; on TensorFlow >= 2.16 `keras` is "
     "the same), got {kind}. A model built with tf-keras (Keras 2, TF_USE_LEGACY_KERAS=1) "
     "cannot be trained by tfdp: build it with `keras.layers` / `keras.Sequential` / "
     "`keras.Model` instead."
 )
-
-
-def check_dp_compatible(model: keras.Model) -> None:
-    """Raises ValueError for layers that break per-example sensitivity."""
-    for layer in model_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            raise ValueError(f"Layer {layer.name!r}: {_NORMALIZATION_ADVICE}")
-        if getattr(layer, "activity_regularizer", None) is not None:
-            raise ValueError(
-                f"Layer {layer.name!r} has an activity_regularizer, a loss that depends on the "
-                "whole batch's data outside the per-example losses; remove it for DP training."
-            )
 
 
 class PrivateTrainStep:
@@ -158,6 +142,7 @@ class PrivateTrainStep:
         unit_size = slots * self.step_options.unit_size
         # The rows the model sees: a grouped batch's [groups, slots] blocks flattened.
         rows = flatten_groups((x, y, sample_weight), grouped)
+        check_first_step(self, rows[0], self.step_options)  # once per input signature
         optimizer = self._dp_optimizer()
         kind = clip_norm_kind(optimizer.dp_sum_query)
         variables = list(self.trainable_variables)
@@ -461,4 +446,5 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
         # Keras scope names may not start with "_" (a class named _Net gives "_net").
         private = PrivateWrapper(model, name=f"{model.name.lstrip('_') or 'model'}_private")
     private.set_step_options(**options)
+    share_checks(model, private)
     return private
