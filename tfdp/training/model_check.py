@@ -43,6 +43,8 @@ from tfdp.training.plan import model_layers
 
 # Rows of a probe batch when the input's batch size is not fixed (mixing needs >= 2).
 PROBE_ROWS = 3
+# A fixed batch size of the step's inputs up to this is kept (a subclassed stateful model).
+MAX_STATIC_ROWS = 64
 # The length given to input axes of unknown size (e.g. a variable sequence length).
 UNKNOWN_AXIS = 8
 _SEED = 20240607  # the probe's own NumPy generator: the global random state is untouched
@@ -396,13 +398,14 @@ def _declared_spec(model: keras.Model):
 
 
 def _probe_rows(model: keras.Model, x: Any) -> int:
-    """The probe's batch size: a fixed batch size of the inputs or the model, else PROBE_ROWS."""
-    for t in tf.nest.flatten(x):
-        if t.shape.rank and t.shape[0] is not None:
-            return int(t.shape[0])
+    """The probe's batch size: the model's declared batch size (a stateful RNN needs it),
+    else a small fixed batch size of `x`, else PROBE_ROWS (the probe stays cheap)."""
     spec = _declared_spec(model)
     for t in tf.nest.flatten(spec) if spec is not None else []:
         if t.shape[0] is not None:
+            return int(t.shape[0])
+    for t in tf.nest.flatten(x):
+        if t.shape.rank and t.shape[0] is not None and 2 <= t.shape[0] <= MAX_STATIC_ROWS:
             return int(t.shape[0])
     return PROBE_ROWS
 

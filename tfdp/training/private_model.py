@@ -17,10 +17,10 @@ from keras.src.models.functional import Functional
 
 from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
-from tfdp.training.model_check import check_dp_compatible, check_first_step, share_checks
 from tfdp.training.groups import GROUPED_LAYOUT, flatten_groups, group_slots, looks_grouped
+from tfdp.training.model_check import check_dp_compatible, check_first_step, share_checks
 from tfdp.training.per_example import capture, clipped_sum, static_batch_size, unit_means
-from tfdp.training.plan import GradientPlan, make_plan, model_layers
+from tfdp.training.plan import GradientPlan, make_plan
 from tfdp.training.step_options import StepOptions
 
 _OTHER_KERAS_ADVICE = (
@@ -385,15 +385,20 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
     Compile the result with a tfdp DP optimizer and a loss built with
     `reduction=None`. Sequential and functional models become a `PrivateModel`
     on the same graph; a subclassed model is wrapped (`PrivateWrapper`).
-    BatchNormalization and activity regularizers are refused because they break
-    per-example sensitivity; a tf-keras (Keras 2) model is refused with advice.
+    A model that breaks per-example sensitivity is refused (`check_dp_compatible`;
+    subclassed models at their first step): BatchNormalization in training mode,
+    activity regularizers, and any layer found by probing the training forward pass
+    to write data into its variables (running statistics, stateful RNNs) or to mix
+    the examples of a batch; a tf-keras (Keras 2) model is refused with advice.
 
     Args:
       model: a built Keras 3 model.
       augment: a function (or weightless Keras layer/model) applied to each training
         batch before the forward pass, e.g. `keras.Sequential([keras.layers.RandomFlip(),
         keras.layers.RandomTranslation(0.1, 0.1)])`. It must transform every example on
-        its own (no mixing of examples, such as mixup) and keep the input shape.
+        its own (no mixing of examples, such as mixup: refused) and keep the input shape;
+        its randomness must come from Keras seed generators (Keras's Random* layers,
+        keras.random ops), which the model check can replay.
       augmentation_multiplicity: K. Each example is repeated K times and augmented;
         its gradient is the mean over its K copies, and that mean is clipped, so the
         sensitivity (and the privacy accounting) is that of one example (De et al.,
