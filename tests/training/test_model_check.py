@@ -194,3 +194,4 @@ def test_functional_models_are_probed_at_make_private():
     out = L.Dense(3)(RunningMean(name="stats")(h))
     with pytest.raises(ValueError, match="'stats'"):
         tfdp.make_private(keras.Model(x, out))
+

@@ -194,8 +194,7 @@ def _probe(fn: Callable[[Any], Any], variables: List[Any], batches, layers, unit
         raise ValueError(f"{describe} cannot be checked for differential privacy: "
                          + _REPLAY_ADVICE)
     _, states_b, _ = _run(fn, variables, b, layers)
-    for key, (variable, value) in states_a.items():
-        other = states_b.get(key, (variable, value))[1]
+    for variable, value, other in _paired(states_a, states_b):
         if not _close(value, other):
             raise ValueError(_state_message(variable, owners, augment))
     out_mixed, _, trail_mixed = _run(fn, variables, mixed, layers)
@@ -309,9 +308,18 @@ def _all_close(xs: List[np.ndarray], ys: List[np.ndarray]) -> bool:
     return len(xs) == len(ys) and all(_close(x, y) for x, y in zip(xs, ys))
 
 
+def _paired(xs, ys):
+    """(variable, value in xs, value in ys) for every variable of either run; a variable
+    written in one run only holds its current value in the other."""
+    for key in list(xs) + [k for k in ys if k not in xs]:
+        variable = (xs.get(key) or ys.get(key))[0]
+        unwritten = None if key in xs and key in ys else np.asarray(variable.numpy())
+        yield (variable, xs[key][1] if key in xs else unwritten,
+               ys[key][1] if key in ys else unwritten)
+
+
 def _states_close(xs, ys) -> bool:
-    keys = set(xs) | set(ys)
-    return all(k in xs and k in ys and _close(xs[k][1], ys[k][1]) for k in keys)
+    return all(_close(a, b) for _, a, b in _paired(xs, ys))
 
 
 def _rows_unchanged(xs: List[np.ndarray], ys: List[np.ndarray], unit: int) -> bool:
