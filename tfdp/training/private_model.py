@@ -19,34 +19,18 @@ from keras.src.models.functional import Functional
 from tfdp.optimizers.clipping import clip_norm_kind
 from tfdp.optimizers.per_example_loss import per_unit_losses
 from tfdp.training.groups import GROUPED_LAYOUT, flatten_groups, group_slots, looks_grouped
+from tfdp.training.model_check import check_dp_compatible, check_first_step, share_checks
 from tfdp.training.per_example import capture, clipped_sum, static_batch_size, unit_means
-from tfdp.training.plan import GradientPlan, make_plan, model_layers
+from tfdp.training.plan import GradientPlan, make_plan
 from tfdp.training.step_options import StepOptions
 
 _FIT_SIGNATURE = inspect.signature(keras.Model.fit)
-_NORMALIZATION_ADVICE = (
-    "BatchNormalization mixes the examples of a batch, so one example's gradient depends on "
-    "the others and per-example clipping no longer bounds its influence. Replace it with "
-    "keras.layers.GroupNormalization or keras.layers.LayerNormalization."
-)
 _OTHER_KERAS_ADVICE = (
     "make_private needs a Keras 3 model (`import keras`; on TensorFlow >= 2.16 `keras` is "
     "the same), got {kind}. A model built with tf-keras (Keras 2, TF_USE_LEGACY_KERAS=1) "
     "cannot be trained by tfdp: build it with `keras.layers` / `keras.Sequential` / "
     "`keras.Model` instead."
 )
-
-
-def check_dp_compatible(model: keras.Model) -> None:
-    """Raises ValueError for layers that break per-example sensitivity."""
-    for layer in model_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            raise ValueError(f"Layer {layer.name!r}: {_NORMALIZATION_ADVICE}")
-        if getattr(layer, "activity_regularizer", None) is not None:
-            raise ValueError(
-                f"Layer {layer.name!r} has an activity_regularizer, a loss that depends on the "
-                "whole batch's data outside the per-example losses; remove it for DP training."
-            )
 
 
 class PrivateTrainStep:
@@ -169,6 +153,7 @@ class PrivateTrainStep:
         unit_size = slots * self.step_options.unit_size
         # The rows the model sees: a grouped batch's [groups, slots] blocks flattened.
         rows = flatten_groups((x, y, sample_weight), grouped)
+        check_first_step(self, rows[0], self.step_options)  # once per input signature
         optimizer = self._dp_optimizer()
         kind = clip_norm_kind(optimizer.dp_sum_query)
         variables = list(self.trainable_variables)
@@ -444,15 +429,20 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
     Compile the result with a tfdp DP optimizer and a loss built with
     `reduction=None`. Sequential and functional models become a `PrivateModel`
     on the same graph; a subclassed model is wrapped (`PrivateWrapper`).
-    BatchNormalization and activity regularizers are refused because they break
-    per-example sensitivity; a tf-keras (Keras 2) model is refused with advice.
+    A model that breaks per-example sensitivity is refused (`check_dp_compatible`;
+    subclassed models at their first step): BatchNormalization in training mode,
+    activity regularizers, and any layer found by probing the training forward pass
+    to write data into its variables (running statistics, stateful RNNs) or to mix
+    the examples of a batch; a tf-keras (Keras 2) model is refused with advice.
 
     Args:
       model: a built Keras 3 model.
       augment: a function (or weightless Keras layer/model) applied to each training
         batch before the forward pass, e.g. `keras.Sequential([keras.layers.RandomFlip(),
         keras.layers.RandomTranslation(0.1, 0.1)])`. It must transform every example on
-        its own (no mixing of examples, such as mixup) and keep the input shape.
+        its own (no mixing of examples, such as mixup: refused) and keep the input shape;
+        its randomness must come from Keras seed generators (Keras's Random* layers,
+        keras.random ops), which the model check can replay.
       augmentation_multiplicity: K. Each example is repeated K times and augmented;
         its gradient is the mean over its K copies, and that mean is clipped, so the
         sensitivity (and the privacy accounting) is that of one example (De et al.,
@@ -512,4 +502,5 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
         # Keras scope names may not start with "_" (a class named _Net gives "_net").
         private = PrivateWrapper(model, name=f"{model.name.lstrip('_') or 'model'}_private")
     private.set_step_options(**options)
+    share_checks(model, private)
     return private
