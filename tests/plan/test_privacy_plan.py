@@ -148,3 +148,39 @@ def test_optimizer_around_an_instance_round_trips_through_a_keras_file(tmp_path)
         assert type(loaded.optimizer) is type(model.optimizer)
         assert loaded.optimizer.max_steps == plan.steps
         assert int(loaded.optimizer.iterations) == plan.steps
+
+
+@pytest.mark.parametrize("make_inner", [
+    lambda: keras.optimizers.SGD(0.3),
+    lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),
+    lambda: keras.optimizers.Lion(0.01),
+])
+def test_noiseless_step_is_the_inner_update_of_the_brute_force_clipped_mean(make_inner):
+    # One step with noise 0: the plan's optimizer must apply exactly what the inner
+    # optimizer applies to mean_b min(1, C / ||g_b||) g_b, per-example gradients from a loop.
+    x, y = _data(16)
+    clip = 0.1
+    plan = tfdp.PrivacyPlan(num_examples=16, batch_size=16, steps=1, l2_norm_clip=clip,
+                            noise_multiplier=1.0)
+    base = _model()
+    reference = keras.models.clone_model(base)
+    reference.set_weights(base.get_weights())
+    optimizer = plan.optimizer(make_inner())
+    # The plan's noise multiplier applies; zero noise is the query's own setting for this check.
+    optimizer = type(optimizer).from_config({**optimizer.get_config(), "noise_multiplier": 0.0})
+    model = tfdp.make_private(base)
+    model.compile(optimizer=optimizer, loss=_loss())
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    clipped = [tf.zeros_like(v) for v in reference.trainable_variables]
+    for b in range(16):
+        with tf.GradientTape() as tape:
+            value = loss(y[b:b + 1], reference(x[b:b + 1]))
+        grads = tape.gradient(value, reference.trainable_variables)
+        scale = min(1.0, clip / float(tf.linalg.global_norm(grads)))
+        clipped = [c + scale * g for c, g in zip(clipped, grads)]
+    inner = make_inner()
+    inner.apply([c / 16 for c in clipped], reference.trainable_variables)
+    for got, want in zip(model.trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
