@@ -158,9 +158,13 @@ class PrivacyCallback(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
         """Ends `fit` as soon as the optimizer's step budget (`max_steps`) is reached."""
-        optimizer = self._optimizer()
+        # Runs every batch: without a budget it reads nothing; with one, two counters only.
+        optimizer = getattr(self.model, "optimizer", None)
         budget = getattr(optimizer, "max_steps", None)
-        if budget is not None and self._ledger(optimizer)["steps"] >= budget:
+        if budget is None:
+            return
+        taken = int(optimizer.iterations.numpy()) + int(optimizer.dropped_steps.numpy())
+        if taken >= budget:
             if not self.model.stop_training and self.verbose:
                 print(f"PrivacyCallback: the privacy budget's {budget} steps are taken; "
                       "stopping.")
