@@ -101,3 +101,44 @@ def test_reproducible_batches_make_the_statement_say_so():
     secret = tfdp.PrivacyCallback(N, verbose=0)
     model.fit(tfdp.data.poisson_batches(x, y, 64), epochs=1, verbose=0, callbacks=[secret])
     assert secret.result.secret_randomness is True
+
+
+def test_compute_epsilon_checks_its_figures_against_the_sampler():
+    x, y = _data()
+    batches = tfdp.data.poisson_batches(x, y, 64)
+    steps = dict(noise_multiplier=1.0, steps=16)
+    checked = tfdp.compute_epsilon(N, 64, batches=batches, **steps)
+    assert checked.epsilon == tfdp.compute_epsilon(N, 64, **steps).epsilon
+    # The two mismatches, each understating epsilon when unchecked.
+    assert tfdp.compute_epsilon(100 * N, 64, **steps).epsilon < checked.epsilon
+    with pytest.raises(ValueError, match=f"sampled from {N} examples"):
+        tfdp.compute_epsilon(100 * N, 64, batches=batches, **steps)
+    with pytest.raises(ValueError, match="sampled at 64 examples per step"):
+        tfdp.compute_epsilon(N, 8, batches=batches, **steps)
+    with pytest.raises(ValueError, match="sampling='poisson'"):
+        tfdp.compute_epsilon(N, 64, batches=batches, sampling="shuffle", **steps)
+    with pytest.raises(ValueError, match="sample single examples"):
+        tfdp.compute_epsilon(N, 64, batches=batches, privacy_unit="patient", **steps)
+
+
+def test_compute_epsilon_refuses_a_poisson_figure_for_untagged_batches():
+    x, y = _data()
+    mapped = tfdp.data.poisson_batches(x, y, 64).map(lambda a, b: (a * 2, b))
+    steps = dict(noise_multiplier=1.0, steps=16)
+    with pytest.raises(ValueError, match="not known to be Poisson sampled"):
+        tfdp.compute_epsilon(N, 64, batches=mapped, **steps)
+    shuffled = tfdp.compute_epsilon(N, 64, batches=mapped, sampling="shuffle", **steps)
+    assert shuffled.adjacency == "replace-one"
+
+
+def test_compute_epsilon_checks_the_unit_and_the_seed_of_grouped_batches():
+    x, y = _data()
+    groups = np.arange(N) // 4  # 128 patients of 4 examples
+    batches = tfdp.data.poisson_batches(x, y, 16, groups=groups, insecure_reproducible_seed=1)
+    steps = dict(noise_multiplier=1.0, steps=8)
+    with pytest.raises(ValueError, match="sample whole groups"):
+        tfdp.compute_epsilon(128, 16, batches=batches, **steps)
+    result = tfdp.compute_epsilon(128, 16, batches=batches, privacy_unit="patient", **steps)
+    assert result.secret_randomness is False and result.privacy_unit == "patient"
+    with pytest.raises(ValueError, match="sampled from 128 groups"):
+        tfdp.compute_epsilon(N, 16, batches=batches, privacy_unit="patient", **steps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Optional
+from typing import Any, Optional
 
 from tfdp._validation import (
     check_choice,
@@ -16,6 +16,7 @@ from tfdp._validation import (
 from tfdp.accounting import counting, statement
 from tfdp.accounting.events import DEFAULT_PLD_DISCRETIZATION, composed_event, epsilon_of
 from tfdp.accounting.privacy_result import PrivacyResult
+from tfdp.data.sampling_tag import check_accounting_matches
 from tfdp.randomness import grid
 from tfdp.mechanisms import (
     NO_NOISE,
@@ -262,6 +263,7 @@ def compute_epsilon(
     secret_randomness: bool = True,
     floating_point_safe: bool = False,
     noised_coordinates: Optional[int] = None,
+    batches: Optional[Any] = None,
 ) -> PrivacyResult:
     """The (epsilon, delta) of DP-SGD training per example (or per group), with a statement.
 
@@ -314,6 +316,11 @@ def compute_epsilon(
         given; without it the statement gives the formula.
       noised_coordinates: d, the number of coordinates noised per step (the model's
         trainable parameters); the DP optimizer records it at its first step.
+      batches: the dataset trained on (optional). When given, the figures above are
+        checked against what its sampler recorded: data from `tfdp.data.poisson_batches`
+        must agree on the data size, batch size and unit (and batches drawn from an
+        insecure seed make the statement say so); other data is not known to be Poisson
+        sampled and is refused with sampling="poisson".
 
     Returns:
       A `PrivacyResult`.
@@ -327,6 +334,12 @@ def compute_epsilon(
         used_microbatching, value_discretization_interval,
     )
     privacy_unit = check_privacy_unit(privacy_unit, run.sampling)
+    if batches is not None:
+        tag = check_accounting_matches(
+            batches, num_units=run.num_examples, batch_size=run.batch_size,
+            grouped=privacy_unit != "example", sampling=run.sampling)
+        if tag is not None and not tag.secret_randomness:
+            secret_randomness = False
     q = run.sampling_probability
     poisson = _figures(run, run.steps, q)
     if run.sampling == Sampling.POISSON:

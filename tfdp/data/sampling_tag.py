@@ -11,6 +11,7 @@ Poisson sampled any more.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
 
 _ATTRIBUTE = "_tfdp_sampling_tag"
@@ -49,3 +50,46 @@ def tag_dataset(dataset: Any, tag: SamplingTag) -> Any:
 def sampling_tag(dataset: Any) -> Optional[SamplingTag]:
     """The `SamplingTag` a tfdp sampler attached to `dataset`, or None (not known)."""
     return getattr(dataset, _ATTRIBUTE, None)
+
+
+def check_accounting_matches(batches: Any, *, num_units: int, batch_size: float,
+                             grouped: bool, sampling: str) -> Optional[SamplingTag]:
+    """Raises ValueError when the figures an epsilon is computed from contradict the
+    sampler that made `batches`; returns its tag (None for untagged shuffled batches).
+
+    A tagged dataset's population, expected batch size and unit are the truth; an untagged
+    one is not known to be Poisson sampled, so only the shuffled-batch figure is allowed.
+    """
+    tag = sampling_tag(batches)
+    if tag is None:
+        if sampling == "poisson":
+            raise ValueError(
+                "These batches are not known to be Poisson sampled: they did not come from "
+                "tfdp.data.poisson_batches as it returned them (a .map or .batch applied "
+                "afterwards makes a new, untagged dataset). Account them with "
+                "sampling='shuffle' (fixed-size shuffled batches: replace-one, no "
+                "amplification), or train on tfdp.data.poisson_batches or a "
+                "tfdp.PrivacyPlan's batches.")
+        return None
+    if sampling != "poisson":
+        raise ValueError(
+            f"sampling={sampling!r} for batches that tfdp.data.poisson_batches drew: the "
+            "shuffled-batch figure assumes each example at most once per pass, which "
+            "Poisson sampling does not give. Use sampling='poisson'.")
+    if int(num_units) != tag.num_units:
+        raise ValueError(
+            f"num_examples={num_units}, but the batches were sampled from {tag.num_units} "
+            f"{tag.unit_name}: the epsilon would be for another data set. Give "
+            f"num_examples={tag.num_units}, or use a tfdp.PrivacyPlan, which states it once.")
+    if not math.isclose(float(batch_size), tag.batch_size, rel_tol=1e-9):
+        raise ValueError(
+            f"batch_size={batch_size:g}, but the batches were sampled at {tag.batch_size:g} "
+            f"{tag.unit_name} per step: give batch_size={tag.batch_size:g}.")
+    if bool(grouped) != tag.grouped:
+        raise ValueError(
+            ("These batches sample whole groups (poisson_batches(..., groups=ids)): give "
+             "privacy_unit the group's name (e.g. 'patient') and the number of groups.")
+            if tag.grouped else
+            ("privacy_unit names a group, but these batches sample single examples: build "
+             "them with poisson_batches(..., groups=ids), or use privacy_unit='example'."))
+    return tag
