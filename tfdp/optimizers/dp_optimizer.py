@@ -514,7 +514,9 @@ def make_dp_keras_optimizer_class(cls: Type[_Optimizer]) -> Type[_Optimizer]:
                 int(g.shape.num_elements() or 0) for g in tf.nest.flatten(clipped_sum))
             if not hasattr(query, "get_noised_result_with_seed"):
                 return query.get_noised_result(clipped_sum, state)  # a custom query's own noise
-            seed = self._secret_key.step_seed(self.iterations + self._dropped_steps)
+            with tf.control_dependencies(None):  # the seed needs no data: see noise_each_leaf
+                ledger_step = self.iterations + self._dropped_steps
+            seed = self._secret_key.step_seed(ledger_step)
             return query.get_noised_result_with_seed(clipped_sum, state, seed)
 
         def _privatize(self, clipped_sum, num_units, batch_size, nonfinite_units):

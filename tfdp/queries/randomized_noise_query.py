@@ -130,8 +130,9 @@ class RandomizedNoiseQuery(SeededNoiseQuery, dp_query.SumAggregationDPQuery):
 
     def get_noised_result_with_seed(self, sample_state, global_state, seed):
         """`get_noised_result` with the coin and the noise drawn from `seed`."""
-        coin_seed, noise_seed = tf.unstack(split_seeds(seed, 2))
-        noisy = self.draw_coin(coin_seed)
+        with tf.control_dependencies(None):  # the draws need no data (noise_each_leaf)
+            coin_seed, noise_seed = tf.unstack(split_seeds(seed, 2))
+            noisy = self.draw_coin(coin_seed)
         inner = self._inner_query
         if hasattr(inner, "get_noised_result_with_seed"):
             noised, next_inner_state, inner_event = inner.get_noised_result_with_seed(

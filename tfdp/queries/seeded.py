@@ -53,15 +53,29 @@ def noise_on_grid(sample_state, seed: tf.Tensor, *, clip: float, noise_multiplie
                   norm: str):
     """The floating-point-safe release: `tfdp.randomness.grid.noised_on_grid` on every leaf."""
     leaves = tf.nest.flatten(sample_state)
-    seeds = split_seeds(seed, max(len(leaves), 1))
+    with tf.control_dependencies(None):  # the draws need no data (noise_each_leaf)
+        seeds = split_seeds(seed, max(len(leaves), 1))
     noised = grid.noised_on_grid(leaves, seeds, clip=clip, noise_multiplier=noise_multiplier,
                                  norm=norm)
     return tf.nest.pack_sequence_as(sample_state, noised)
 
 
 def noise_each_leaf(sample_state, seed: tf.Tensor, draw):
-    """`leaf + draw(shape, dtype, leaf_seed)` for every leaf, each with a seed of its own."""
+    """`leaf + draw(shape, dtype, leaf_seed)` for every leaf, each with a seed of its own.
+
+    The draws depend on `seed` and the leaves' static shapes only, never on the leaves'
+    values or on the control dependencies around the call: a graph can draw the noise while
+    the gradients are still being computed (on a large model the draw is most of the DP
+    step's fixed cost). Only the sum waits for the data.
+    """
     leaves = tf.nest.flatten(sample_state)
-    seeds = split_seeds(seed, max(len(leaves), 1))
-    noised = [leaf + draw(tf.shape(leaf), leaf.dtype, seeds[i]) for i, leaf in enumerate(leaves)]
+    with tf.control_dependencies(None):
+        seeds = split_seeds(seed, max(len(leaves), 1))
+        noises = [draw(leaf.shape, leaf.dtype, seeds[i]) if leaf.shape.is_fully_defined()
+                  else None for i, leaf in enumerate(leaves)]
+    noised = []
+    for i, (leaf, noise) in enumerate(zip(leaves, noises)):
+        if noise is None:  # a dynamic shape: this draw has to wait for the leaf
+            noise = draw(tf.shape(leaf), leaf.dtype, seeds[i])
+        noised.append(leaf + noise)
     return tf.nest.pack_sequence_as(sample_state, noised)

@@ -80,15 +80,19 @@ def noised_on_grid(leaves: List[tf.Tensor], seeds: tf.Tensor, *, clip: float,
                          "the number of coordinates).")
     gamma, k = grid_for(clip, noise_multiplier, sum(sizes), norm)
     sample: Callable = discrete.discrete_gaussian if norm == "l2" else discrete.floored_laplace
+    # The draws need only the seeds and the static shapes: free of the caller's control
+    # dependencies, a graph draws them while the gradients are computed.
+    with tf.control_dependencies(None):
+        noises = [tf.cast(sample(leaf.shape, k, seeds[i]), tf.float64)
+                  for i, leaf in enumerate(leaves)]
     noised = []
-    for i, leaf in enumerate(leaves):
+    for leaf, noise in zip(leaves, noises):
         on_grid = tf.round(tf.cast(leaf, tf.float64) / gamma)
         checks = [tf.debugging.assert_less(
             tf.reduce_max(tf.abs(on_grid)), tf.constant(_EXACT / 4, tf.float64),
             message="tfdp: a clipped sum is too large for its noise grid; is the clip right?")]
-        with tf.control_dependencies(checks):
-            noise = tf.cast(sample(tf.shape(leaf), k, seeds[i]), tf.float64)
-        noised.append(tf.cast((on_grid + noise) * gamma, leaf.dtype))
+        with tf.control_dependencies(checks):  # nothing noised is released past the check
+            noised.append(tf.cast((on_grid + noise) * gamma, leaf.dtype))
     return noised
 
 

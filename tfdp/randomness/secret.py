@@ -134,11 +134,15 @@ class SecretKey:
         is folded in so that a reproducible run resumed from a checkpoint (a new process,
         its counter back at 0) does not repeat an earlier step's noise.
         """
-        draw = self._draws.read_value()
+        # The seed waits for nothing but the key and the counters (the noise can be drawn
+        # while the step's gradients are computed); the counter advances with the step.
+        with tf.control_dependencies(None):
+            draw = self._draws.read_value()
+            seed = tf.random.experimental.stateless_fold_in(self._key.read_value(), draw)
+            seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(ledger_step, tf.int64))
         with tf.control_dependencies([draw]):
             self._draws.assign_add(1)
-        seed = tf.random.experimental.stateless_fold_in(self._key.read_value(), draw)
-        return tf.random.experimental.stateless_fold_in(seed, tf.cast(ledger_step, tf.int64))
+        return seed
 
     def __repr__(self) -> str:  # never shows the key
         mode = "reproducible (insecure)" if self.reproducible else "secret"
