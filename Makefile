@@ -42,10 +42,10 @@ benchmark: $(STAMP)
 # The documentation site as static HTML in site/ (offline; warnings are errors), and the results
 # page regenerated from the JSON that `make demo` and `make benchmark` write (results/).
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 results-page: $(STAMP)
-	$(PY) scripts/results_page.py
+	$(PY) tools/results_page.py
 
 clean:
 	rm -rf $(VENV) .venv-* build *.egg-info .pytest_cache site
