@@ -17,10 +17,6 @@ import sys
 
 import pytest
 
-# Runs scripts or whole trainings in subprocesses: part of CI (TFDP_RUN_SLOW=1), not of the
-# default `make test`.
-pytestmark = pytest.mark.slow
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 PAGES = [README] + sorted((ROOT / "docs").rglob("*.md"))
@@ -68,6 +64,9 @@ def _workdir(tmp_path: pathlib.Path) -> None:
         (tmp_path / name).symlink_to(ROOT / name)
 
 
+# Runs scripts or whole trainings in subprocesses: part of CI (TFDP_RUN_SLOW=1), not of the
+# default `make test` (the two checks of the fences above are fast).
+@pytest.mark.slow
 @pytest.mark.parametrize("name, lang, code, reason", RUN, ids=[b[0] for b in RUN])
 def test_code_block_runs_as_written(name, lang, code, reason, tmp_path):
     if reason is not None:
