@@ -17,7 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-all install benchmark clean uv
+.PHONY: demo test test-all install benchmark clean uv docs results-page
 
 install: $(STAMP)
 
@@ -27,7 +27,7 @@ uv:
 $(STAMP): pyproject.toml uv.lock
 	@test -n "$(PYTHON)" || { echo "No Python $(PY_VERSION) found: install it, or pass PYTHON=/path/to/python3.X (3.11-3.13)"; exit 1; }
 	@$(MAKE) --no-print-directory uv
-	$(UV) sync --locked --quiet --extra test --python "$(PYTHON)"
+	$(UV) sync --locked --quiet --extra test --extra docs --python "$(PYTHON)"
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,5 +39,13 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py
 
+# The documentation site as static HTML in site/ (offline; warnings are errors), and the results
+# page regenerated from the JSON that `make demo` and `make benchmark` write (results/).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+results-page: $(STAMP)
+	$(PY) tools/results_page.py
+
 clean:
-	rm -rf $(VENV) .venv-* build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-* build *.egg-info .pytest_cache site

@@ -1,6 +1,6 @@
 """Send predict requests to a model served by TF Serving, over REST or gRPC.
 
-Start TF Serving on an export (see the README), then, for example:
+Start TF Serving on an export (see docs/serving.md), then, for example:
 
     .venv/bin/python scripts/serving_client.py --address=localhost:8501 \
         --model_name=digits --dataset=digits --num_examples=5

@@ -12,7 +12,7 @@ import pytest
 from tfdp.run import comparison, comparison_table
 from tfdp.run.comparison import METHOD_SETTINGS, CompareConfig
 
-# API.md's contract: compare.py's method keys.
+# The contract in docs/api/index.md: compare.py's method keys.
 CONTRACT_KEYS = ("no_dp", "gaussian_regn", "gaussian_rann", "laplace_regn", "laplace_rann",
                  "residual_perturbation", "neuraldp")
 

@@ -1,4 +1,4 @@
-"""Every script answers `--helpful` (API.md's documented flag listing) with its own flags."""
+"""Every script answers `--helpful` (the flag listing of docs/api/index.md) with its own flags."""
 
 import os
 import subprocess

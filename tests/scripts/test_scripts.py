@@ -22,6 +22,17 @@ PYTHON = sys.executable
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 
+def _results_page():
+    """tools/results_page.py, which renders docs/results.md (not installed: from the checkout)."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location(
+        "results_page", os.path.join(REPO, "tools", "results_page.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _run(script, *args, timeout=300):
     return subprocess.run(
         [PYTHON, os.path.join(REPO, "scripts", script), *args],
@@ -242,6 +253,9 @@ def test_compare_runs_every_method_and_writes_outputs(tmp_path):
     with open(out / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == names
+    # The results page renders this very JSON (as `make results-page` renders docs/results.md).
+    page = _results_page().render(json.loads((out / "comparison.json").read_text()), None)
+    assert all(f"| {name} |" in page for name in names) and "epsilon 4" in page
     for column in ("accuracy", "precision", "recall", "f1", "epsilon", "epsilon_noisy_steps_only",
                    "epsilon_claimed",
                    "noisy_steps_per_epoch", "noisy_steps_percent", "seconds_per_epoch",

@@ -50,8 +50,8 @@ class AttackReport:
       num_classes: classes of the model (2 for a one-output binary model).
       from_logits: whether the model's outputs were read as logits.
       attack_types: the attacks run, in order.
-      accuracy_members / accuracy_nonmembers, mean_loss_members /
-        mean_loss_nonmembers: the generalization gap the attacks exploit.
+      accuracy_members, accuracy_nonmembers, mean_loss_members, mean_loss_nonmembers: the
+        generalization gap the attacks exploit.
       roc_curves: attack name -> (fpr, tpr) arrays on the entire data set.
       membership_scores: attack name -> (member scores, non-member scores) on the
         entire data set (higher = more likely a member); used by `audit`.

@@ -53,7 +53,7 @@ _NOT_PRIVATE_MESSAGE = (
     "applied."
 )
 
-# The convenience arguments, in the order of the public signature (API.md).
+# The convenience arguments, in the order of the public signature (docs/api/core.md).
 _DP_ARGUMENTS = (
     "mechanism",
     "noise_schedule",

@@ -55,7 +55,7 @@ __all__ = ["METHOD_SETTINGS", "DEFAULT_SWEEP", "DEFAULT_ATTACKS", "CompareConfig
 _REGULAR = mechanisms.NoiseSchedule.REGULAR
 _RANDOM = mechanisms.NoiseSchedule.RANDOM
 
-# The compared methods: key (the --methods names, API.md's contract) -> RunConfig fields.
+# The compared methods: key (the --methods names; contract: docs/api/index.md) -> RunConfig fields.
 # The paper's five (No-DP and the DP-SGD mechanisms x regular / random noise schedule), then
 # two other methods (ordinary optimizers, no formal guarantee; their own models).
 METHOD_SETTINGS: Dict[str, Dict[str, Any]] = {
