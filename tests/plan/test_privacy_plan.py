@@ -112,7 +112,7 @@ def test_optimizer_keeps_an_instance_configuration_and_the_plan_settings():
     assert optimizer.max_steps == plan.steps
     rebuilt = type(optimizer).from_config(optimizer.get_config())
     assert rebuilt.max_steps == plan.steps
-    assert isinstance(plan.optimizer("adam"), keras.optimizers.Adam)
+    assert isinstance(plan.optimizer("adam").inner_optimizer, keras.optimizers.Adam)
 
 
 def test_fit_ends_at_the_budget_and_the_optimizer_refuses_the_next_step():

@@ -315,6 +315,15 @@ class DPOptimizer(_Optimizer):
     def learning_rate(self, learning_rate):
         self.inner_optimizer.learning_rate = learning_rate
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names the wrapper lacks: the inner optimizer's public settings
+        # (momentum, beta_1, amsgrad, ...). Private names are never forwarded, so Keras's and
+        # TensorFlow's probing of the wrapper's own state is unaffected.
+        inner = self.__dict__.get("inner_optimizer")
+        if inner is None or name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(inner, name)
+
     @property
     def iterations(self) -> keras.Variable:
         """Applied private steps (dropped steps are in `dropped_steps`), counted by the wrapper.
@@ -616,29 +625,48 @@ class DPOptimizer(_Optimizer):
     def load_own_variables(self, store):
         """Keras's loading of the optimizer variables, refusing other DP settings.
 
-        A `.keras` file written before the DP optimizer became a wrapper holds one list in
-        the old subclass's order (`_legacy_variables`), one entry shorter than today's:
-        it is matched by that order. The retired slots of an older file (the exact largest
-        batch, skipped examples) are zeroed: nothing data-dependent is carried into the
-        next save.
+        Four layouts load: today's (the wrapper's variables, then the inner optimizer's),
+        and that of an optimizer saved before its first step (no slots yet: they keep
+        their initial values); and the same two of a `.keras` file written before the DP
+        optimizer became a wrapper, when one subclass held one list (`_legacy_variables`).
+        The layout is the one whose length, shapes and dtypes match the file's. Any other
+        raises a ValueError (a fresh ledger would undercount the steps taken). The retired
+        slots of an older file (the exact largest batch, skipped examples) are zeroed:
+        nothing data-dependent is carried into the next save.
         """
-        variables = self.variables
+        own = self._variables[:]
+        inner = self.inner_optimizer
+        rate = inner._learning_rate  # pylint: disable=protected-access
+        unbuilt_inner = [inner._iterations] + (  # pylint: disable=protected-access
+            [rate] if isinstance(rate, keras.Variable) else [])
         legacy = self._legacy_variables() if self.built else []
-        if len(store.keys()) == len(variables):
-            for i, variable in enumerate(variables):
-                variable.assign(store[str(i)])
-        elif legacy and len(store.keys()) == len(legacy):
-            for i, variable in enumerate(legacy):
-                variable.assign(store[str(i)])
-            self._after_legacy_restore()
-            self._skip_next_empty_inner_load()
+        layouts = [(self.variables, False), (own + unbuilt_inner, False)]
+        if legacy:
+            layouts += [(legacy, True), (legacy[:len(own) + len(unbuilt_inner) - 1], True)]
+        saved = [store[str(i)] for i in range(len(store.keys()))]
+        for variables, is_legacy in layouts:
+            if len(variables) == len(saved) and all(
+                    tuple(v.shape) == tuple(np.shape(value))
+                    and np.dtype(v.dtype) == np.dtype(value.dtype)
+                    for v, value in zip(variables, saved)):
+                break
         else:
             raise ValueError(
-                f"The saved state of optimizer {self.name!r} holds {len(store.keys())} "
-                f"variables, but it has {len(variables)} (built: {self.built}). Load it into "
-                "a model compiled with the optimizer it was saved with (same Keras optimizer "
-                "class and settings, e.g. use_ema), built on the same variables."
+                f"The saved state of optimizer {self.name!r} holds {len(saved)} variables, "
+                f"which match no layout of this optimizer ({len(self.variables)} variables, "
+                f"built: {self.built}). Load it into a model compiled with the optimizer it "
+                "was saved with (same Keras optimizer class and settings, e.g. use_ema), "
+                "built on the same variables."
             )
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        if is_legacy:
+            self._after_legacy_restore()
+        if variables is not self.variables:
+            # Keras loads the inner optimizer from its own entry next: that of an old file is
+            # empty, that of an optimizer saved unbuilt lacks the slots. What there is was
+            # loaded here.
+            self._skip_next_inner_load()
         self._zero_retired_slots()
         for name, leaf, setting in self._state_mismatches():
             if not settings_agree(float(leaf), setting):
@@ -907,6 +935,16 @@ class DPOptimizer(_Optimizer):
 
     # ----- files and checkpoints of the DP subclasses this wrapper replaced -----
 
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        # TensorFlow checkpoints name the wrapper's variable list "_dp_variables", not Keras's
+        # "_variables": a checkpoint written before the wrapper holds the old subclass's
+        # whole list there (ledger and slots by position), which must never be matched,
+        # by position, onto this list (restore it with `restore_legacy_checkpoint`).
+        children = super()._trackable_children(save_type, **kwargs)
+        if "_variables" in children:
+            children["_dp_variables"] = children.pop("_variables")
+        return children
+
     def _legacy_variables(self) -> List[keras.Variable]:
         """The variables in the order of a pre-wrapper DP optimizer's saved list.
 
@@ -927,16 +965,17 @@ class DPOptimizer(_Optimizer):
         self.inner_optimizer._iterations.assign(self._iterations)  # pylint: disable=protected-access
         self._zero_retired_slots()
 
-    def _skip_next_empty_inner_load(self) -> None:
-        """Keras loads the inner optimizer from its own entry after the wrapper; an old file
-        has none (its variables came with the wrapper's list), so that one empty load is
-        skipped instead of warning that nothing matched."""
+    def _skip_next_inner_load(self) -> None:
+        """Skips Keras's next loading of the inner optimizer from its own file entry.
+
+        `load_own_variables` already loaded what the file holds for it (an old file has no
+        such entry; an optimizer saved before its first step has no slots there), so that
+        load would only warn that the counts differ.
+        """
         inner = self.inner_optimizer
 
-        def load_own_variables(store):
+        def load_own_variables(store):  # pylint: disable=unused-argument
             del inner.load_own_variables  # the class's method again
-            if len(store.keys()):
-                inner.load_own_variables(store)
 
         inner.load_own_variables = load_own_variables
 
@@ -953,12 +992,17 @@ class DPOptimizer(_Optimizer):
         if not self.built:
             raise ValueError("Build the optimizer (optimizer.build(model.trainable_variables)) "
                              "before restoring a checkpoint into it.")
+        legacy = self._legacy_variables()
+        before = [v.numpy() for v in legacy]
         holder = tf.Module()
-        holder._variables = [v.value for v in self._legacy_variables()]  # pylint: disable=protected-access
-        status = tf.train.Checkpoint(**{key: holder}).restore(checkpoint).expect_partial()
+        holder._variables = [v.value for v in legacy]  # pylint: disable=protected-access
         try:
+            status = tf.train.Checkpoint(**{key: holder}).restore(checkpoint).expect_partial()
             status.assert_existing_objects_matched()
-        except AssertionError as error:
+        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as error:
+            # Nothing half-restored stays: the optimizer is as it was.
+            for variable, value in zip(legacy, before):
+                variable.assign(value)
             raise ValueError(
                 f"Checkpoint {checkpoint} does not hold the variables of this DP optimizer in "
                 "the layout of tfdp before the DP optimizer became a wrapper: build the "
