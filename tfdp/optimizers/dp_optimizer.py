@@ -835,9 +835,9 @@ class DPOptimizer(_Optimizer):
             trainable_variables = self._trainable_variables
         trainable_variables = list(trainable_variables)
         if not self.built:
-            # Slots are created here, not inside the conditional update of a dropped step.
-            with keras.name_scope(self.name, caller=self):
-                self.build(trainable_variables)
+            # Slots are created here, not inside the conditional update of a dropped step
+            # (under the inner optimizer's name, as when Keras builds the optimizer).
+            self.build(trainable_variables)
         # As for the ledger: the counters' update must wait for the data.
         with tf.control_dependencies([g for g in grads if g is not None]):
             self._apply_private(grads, trainable_variables)
