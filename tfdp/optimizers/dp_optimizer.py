@@ -376,8 +376,9 @@ class DPOptimizer(_Optimizer):
         )
 
     def _create_dp_weights(self):
-        # Fixed creation order (iterations, learning rate, the ledger, then the slots
-        # made by `build`): saved optimizer variables are restored by position.
+        # Fixed creation order (the wrapper's iterations, then the ledger; the inner
+        # optimizer's variables follow in `variables`): saved optimizer variables are
+        # restored by position.
         with tf.init_scope():
             self._noisy_steps = self._add_dp_variable("dp_noisy_steps", np.int64(0))
             self._dropped_steps = self._add_dp_variable("dp_dropped_steps", np.int64(0))
