@@ -37,6 +37,7 @@ from tfdp.optimizers import (
     DPKerasAdagradOptimizer,
     DPKerasAdamOptimizer,
     DPKerasSGDOptimizer,
+    DPOptimizer,
     make_dp_keras_optimizer_class,
 )
 from tfdp.training import make_private
@@ -71,6 +72,7 @@ __all__ = [
     "DPKerasAdamOptimizer",
     "DPKerasAdagradOptimizer",
     "make_dp_keras_optimizer_class",
+    "DPOptimizer",
     "PrivacyPlan",
     "make_private",
     "compute_epsilon",

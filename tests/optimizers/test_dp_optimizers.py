@@ -295,7 +295,9 @@ def test_any_keras_3_optimizer_class_becomes_a_dp_optimizer():
     cls = tfdp.make_dp_keras_optimizer_class(keras.optimizers.RMSprop)
     assert cls.__name__ == "DPKerasRMSpropOptimizer"
     optimizer = cls(learning_rate=1.0, l2_norm_clip=0.3, noise_multiplier=0.0)
-    assert isinstance(optimizer, keras.optimizers.RMSprop)
+    # A DPOptimizer around a new RMSprop, which does the update.
+    assert isinstance(optimizer, tfdp.DPOptimizer)
+    assert isinstance(optimizer.inner_optimizer, keras.optimizers.RMSprop)
     x, y = _data()
     private = tfdp.make_private(_model())
     private.compile(optimizer=optimizer, loss=_per_example_loss())

@@ -112,7 +112,7 @@ def test_optimizer_keeps_an_instance_configuration_and_the_plan_settings():
     assert optimizer.max_steps == plan.steps
     rebuilt = type(optimizer).from_config(optimizer.get_config())
     assert rebuilt.max_steps == plan.steps
-    assert isinstance(plan.optimizer("adam"), keras.optimizers.Adam)
+    assert isinstance(plan.optimizer("adam").inner_optimizer, keras.optimizers.Adam)
 
 
 def test_fit_ends_at_the_budget_and_the_optimizer_refuses_the_next_step():
@@ -154,7 +154,10 @@ def test_optimizer_around_an_instance_round_trips_through_a_keras_file(tmp_path)
     lambda: keras.optimizers.SGD(0.3),
     lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),
     lambda: keras.optimizers.Lion(0.01),
-])
+    # Configured instances the plan wraps as they are: a schedule, a moving average.
+    lambda: keras.optimizers.AdamW(keras.optimizers.schedules.ExponentialDecay(0.05, 1, 0.5)),
+    lambda: keras.optimizers.Lion(0.01, use_ema=True, ema_momentum=0.5),
+], ids=["sgd", "adamw", "lion", "adamw-schedule", "lion-ema"])
 def test_noiseless_step_is_the_inner_update_of_the_brute_force_clipped_mean(make_inner):
     # One step with noise 0: the plan's optimizer must apply exactly what the inner
     # optimizer applies to mean_b min(1, C / ||g_b||) g_b, per-example gradients from a loop.
@@ -182,5 +185,6 @@ def test_noiseless_step_is_the_inner_update_of_the_brute_force_clipped_mean(make
         clipped = [c + scale * g for c, g in zip(clipped, grads)]
     inner = make_inner()
     inner.apply([c / 16 for c in clipped], reference.trainable_variables)
+    inner.finalize_variable_values(reference.trainable_variables)  # as fit ends (EMA)
     for got, want in zip(model.trainable_variables, reference.trainable_variables):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)

@@ -63,10 +63,16 @@ def _grouped_data(rng, groups=16, slots=3):
     return tf.data.Dataset.from_tensor_slices((x, y, w)).batch(4)
 
 
-def train(strategy, fast, dp, seed=0, epochs=2, grouped=False):
+def _adamw():
+    """A Keras optimizer instance with weight decay and a moving average, for the wrapper."""
+    return keras.optimizers.AdamW(0.05, weight_decay=0.1, use_ema=True, ema_momentum=0.5)
+
+
+def train(strategy, fast, dp, seed=0, epochs=2, grouped=False, inner=None):
     """Trains a small MLP on fixed global batches; returns weights and the ledger.
 
     `grouped`: the batches hold groups of up to 3 examples, each group clipped as one unit.
+    `inner`: makes the Keras optimizer a `tfdp.DPOptimizer` wraps (default: DP SGD).
     """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(64, 6)).astype("float32")
@@ -78,7 +84,10 @@ def train(strategy, fast, dp, seed=0, epochs=2, grouped=False):
         # The optimizer path: per-example losses to the optimizer's own minimize (Keras 3
         # optimizers see only averaged gradients, so a train_step must hand them over).
         trained = tfdp.make_private(model, grouped=grouped) if fast else OptimizerPath(model)
-        optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=0.5, **dp)
+        if inner is None:
+            optimizer = tfdp.DPKerasSGDOptimizer(learning_rate=0.5, **dp)
+        else:
+            optimizer = tfdp.DPOptimizer(inner(), **dp)
         trained.compile(optimizer=optimizer, loss=LOSS)
     data = (_grouped_data(rng) if grouped
             else tf.data.Dataset.from_tensor_slices((x, y)).batch(16))
@@ -94,6 +103,7 @@ def train(strategy, fast, dp, seed=0, epochs=2, grouped=False):
         "iterations": int(optimizer.iterations.numpy()),
         "noisy_steps": int(optimizer.noisy_steps.numpy()),
         "dropped_steps": int(optimizer.dropped_steps.numpy()),
+        "inner_iterations": int(optimizer.inner_optimizer.iterations.numpy()),
         "largest_batch_size": int(optimizer.largest_batch_size.numpy()),
         # The last epoch's training-loss tracker: how many examples' losses it took in.
         "loss_count": float(trained._loss_tracker.count.numpy()),
@@ -120,6 +130,11 @@ def main():
     drop_all = dict(drop, noise_probability=1e-9)
     results["drop_all"] = {"mirrored": train(mirrored, True, drop_all, epochs=1),
                            "single": train(single, True, drop_all, epochs=1)}
+    # The wrapper around AdamW with weight decay and EMA: noiseless, and with dropped steps.
+    results["adamw"] = {"mirrored": train(mirrored, True, noiseless, inner=_adamw),
+                        "single": train(single, True, noiseless, inner=_adamw)}
+    results["adamw_drop"] = {"mirrored": train(mirrored, True, drop, epochs=3, inner=_adamw),
+                             "single": train(single, True, drop, epochs=3, inner=_adamw)}
     print("RESULT " + json.dumps(results))
 
 

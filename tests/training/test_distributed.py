@@ -86,6 +86,24 @@ def test_dropped_steps_leave_the_training_loss_untouched_on_every_replica(result
     assert mirrored["loss_count"] == single["loss_count"] < 4 * 16
 
 
+def test_the_wrapper_around_adamw_with_ema_matches_single_device_and_skips_dropped_steps(results):
+    # Weight decay, the moving average and the inner update run once per global step, on
+    # the global private gradient (each replica hands the inner optimizer its share).
+    mirrored, single = results["adamw"]["mirrored"], results["adamw"]["single"]
+    assert mirrored["replicas_identical"]
+    for m, s in zip(mirrored["weights"], single["weights"]):
+        np.testing.assert_allclose(np.array(m), np.array(s), rtol=1e-4, atol=1e-6)
+    assert mirrored["iterations"] == mirrored["inner_iterations"] == 2 * 4
+    # A dropped step touches no inner variable on any replica (decided once, across them).
+    mirrored, single = results["adamw_drop"]["mirrored"], results["adamw_drop"]["single"]
+    assert mirrored["replicas_identical"]
+    assert (mirrored["noisy_steps"], mirrored["dropped_steps"]) == (
+        single["noisy_steps"], single["dropped_steps"])
+    assert mirrored["iterations"] + mirrored["dropped_steps"] == 3 * 4
+    assert 0 < mirrored["dropped_steps"] < 12
+    assert mirrored["inner_iterations"] == mirrored["iterations"] == single["inner_iterations"]
+
+
 def _free_loopback_port():
     import socket
 

@@ -1,14 +1,16 @@
-"""Keras optimizer subclasses that run any sum DPQuery (clipping and noise) on every step."""
+"""The DP optimizer (a wrapper around any Keras 3 optimizer) that runs a sum DPQuery each step."""
 
 from tfdp.optimizers.dp_optimizer import (
     DPKerasAdagradOptimizer,
     DPKerasAdamOptimizer,
     DPKerasSGDOptimizer,
+    DPOptimizer,
     make_dp_keras_optimizer_class,
 )
 from tfdp.optimizers.per_example_loss import per_unit_losses
 
 __all__ = [
+    "DPOptimizer",
     "DPKerasSGDOptimizer",
     "DPKerasAdamOptimizer",
     "DPKerasAdagradOptimizer",

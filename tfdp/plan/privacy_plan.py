@@ -47,6 +47,8 @@ from tfdp.mechanisms import (
 
 _OPTIMIZER_NAMES = {"sgd": "DPKerasSGDOptimizer", "adam": "DPKerasAdamOptimizer",
                     "adagrad": "DPKerasAdagradOptimizer"}
+# What `PrivacyPlan.optimizer` passes on to the DP optimizer beside a Keras instance.
+_DP_OPTIONS = ("on_nonfinite", "num_microbatches", "insecure_reproducible_seed", "name")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,19 +204,29 @@ class PrivacyPlan:
                   **kwargs: Any) -> keras.optimizers.Optimizer:
         """A tfdp DP optimizer with the plan's clip, noise, expected batch size and budget.
 
-        `optimizer` is "sgd", "adam", "adagrad", a Keras 3 optimizer class, or an unbuilt
-        optimizer instance whose configuration (learning rate, momentum, ...) is kept;
-        `kwargs` are the inner optimizer's arguments (e.g. learning_rate=0.5).
+        `optimizer` is a Keras 3 optimizer instance, which the result wraps as it is
+        (`tfdp.DPOptimizer`: AdamW, Lion, a learning-rate schedule, use_ema, gradient
+        accumulation, ...; one already built keeps its slots, and the plan's budget counts
+        only the steps taken through the wrapper), or "sgd", "adam", "adagrad" or a Keras 3
+        optimizer class, built with `kwargs` as its arguments (e.g. learning_rate=0.5).
+        `kwargs` also take the DP optimizer's own options that the plan does not fix (e.g.
+        on_nonfinite="skip", name=...).
         """
         from tfdp import optimizers as dp_optimizers  # pylint: disable=import-outside-toplevel
 
+        plan_arguments = dict(**self._query_arguments(), expected_batch_size=self.batch_size,
+                              floating_point_safe_noise=self.floating_point_safe_noise,
+                              max_steps=self.steps)
         if isinstance(optimizer, keras.optimizers.Optimizer):
-            if optimizer.built:
-                raise ValueError("Give the plan an optimizer that has not been built (used) "
-                                 "yet, or its class and arguments.")
-            kwargs = {**optimizer.get_config(), **kwargs}
-            kwargs.pop("name", None)
-            optimizer = type(optimizer)
+            if isinstance(optimizer, dp_optimizers.DPOptimizer):
+                raise ValueError("Give the plan the Keras optimizer to wrap, not a DP optimizer: "
+                                 "the plan sets the clip, the noise and the budget.")
+            keras_arguments = sorted(set(kwargs) - set(_DP_OPTIONS))
+            if keras_arguments:
+                raise ValueError(
+                    f"Configure the optimizer instance itself; got {keras_arguments} beside it "
+                    "(the plan passes only the DP optimizer's options on).")
+            return dp_optimizers.DPOptimizer(optimizer, **plan_arguments, **kwargs)
         if isinstance(optimizer, str):
             name = _OPTIMIZER_NAMES.get(optimizer.lower())
             if name is None:
@@ -223,9 +235,7 @@ class PrivacyPlan:
             cls = getattr(dp_optimizers, name)
         else:
             cls = dp_optimizers.make_dp_keras_optimizer_class(optimizer)
-        return cls(**self._query_arguments(), expected_batch_size=self.batch_size,
-                   floating_point_safe_noise=self.floating_point_safe_noise,
-                   max_steps=self.steps, **kwargs)
+        return cls(**plan_arguments, **kwargs)
 
     def make_private(self, model: keras.Model, **kwargs: Any) -> keras.Model:
         """`tfdp.make_private(model)` clipping the plan's unit (per group when grouped)."""

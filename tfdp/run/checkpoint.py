@@ -88,9 +88,56 @@ def open_model_dir(config: RunConfig, model: keras.Model, optimizer: keras.optim
     if manager.latest_checkpoint:
         # Create the optimizer's slots first so every saved value lands immediately.
         optimizer.build(model.trainable_variables)
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        if is_legacy_dp_checkpoint(manager.latest_checkpoint, optimizer):
+            # Written before the DP optimizer became a wrapper: the model and the epoch load
+            # as before, the optimizer by its old variable order.
+            restore_legacy_dp_checkpoint(manager.latest_checkpoint, model, optimizer,
+                                         epoch=epoch)
+        else:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"Resumed from {manager.latest_checkpoint} after epoch {int(epoch.numpy())}.")
     return int(epoch.numpy()), EpochCheckpoint(manager, epoch)
+
+
+# A checkpoint of today's DP optimizer holds its inner optimizer under this key.
+_INNER_STEP_KEY = "optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def is_legacy_dp_checkpoint(checkpoint: str, optimizer: Any) -> bool:
+    """True when `checkpoint` holds a DP optimizer written before it became a wrapper.
+
+    Such a checkpoint has the ledger (`_noisy_steps`) but no `inner_optimizer`; a
+    `tfdp.DPOptimizer` restores it with `restore_legacy_checkpoint`.
+    """
+    if not hasattr(optimizer, "restore_legacy_checkpoint"):
+        return False
+    names = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    return COUNTER_KEYS["noisy_steps"] in names and _INNER_STEP_KEY not in names
+
+
+class _WithoutOptimizer(tf.__internal__.tracking.Trackable):
+    """A model's checkpoint dependencies without its compiled optimizer (restored apart)."""
+
+    def __init__(self, model: keras.Model):
+        self._model = model
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        children = dict(self._model._trackable_children(save_type, **kwargs))  # pylint: disable=protected-access
+        children.pop("optimizer", None)
+        return children
+
+
+def restore_legacy_dp_checkpoint(checkpoint: str, model: keras.Model, optimizer: Any,
+                                 **others: Any) -> None:
+    """Restores a checkpoint written before the DP optimizer became a wrapper.
+
+    `model` (and `others`, e.g. the epoch variable) are restored as checkpointed, under the
+    same keys; the DP optimizer, built on the model's variables, by its old variable order
+    (`DPOptimizer.restore_legacy_checkpoint`). Raises when something does not match.
+    """
+    tf.train.Checkpoint(model=_WithoutOptimizer(model), **others).restore(
+        checkpoint).expect_partial().assert_existing_objects_matched()
+    optimizer.restore_legacy_checkpoint(checkpoint)
 
 
 def resume_seed(seed: int, epoch: int) -> int:
@@ -166,10 +213,13 @@ def _write_weight_average(model: keras.Model, checkpoint: str,
                           optimizer: keras.optimizers.Optimizer) -> None:
     """Restores the optimizer's moving average of the weights and writes it into `model`."""
     optimizer.build(model.trainable_variables)
-    status = tf.train.Checkpoint(optimizer=optimizer).restore(checkpoint).expect_partial()
     try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
+        if is_legacy_dp_checkpoint(checkpoint, optimizer):
+            optimizer.restore_legacy_checkpoint(checkpoint)
+        else:
+            status = tf.train.Checkpoint(optimizer=optimizer).restore(checkpoint).expect_partial()
+            status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
         raise ValueError(f"Checkpoint {checkpoint} does not hold the optimizer's moving average "
                          f"of the weights that the run's settings (EMA) imply: {error}") from error
     optimizer.finalize_variable_values(model.trainable_variables)
