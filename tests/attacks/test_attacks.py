@@ -323,12 +323,9 @@ def test_bad_inputs_raise(breast_cancer):
 
 
 @pytest.mark.slow
-def test_evaluate_script_writes_json_and_plot(tmp_path):
-    """scripts/evaluate.py on a saved binary model of the bundled breast-cancer data."""
-    import os
-    import subprocess
-    import sys
-
+def test_evaluate_script_writes_json_and_plot(tmp_path, run_script):
+    """scripts/evaluate.py (in this process) on a saved binary model of the bundled
+    breast-cancer data."""
     from tfdp.data import load_dataset
 
     data = load_dataset("breast_cancer", seed=0)
@@ -342,15 +339,11 @@ def test_evaluate_script_writes_json_and_plot(tmp_path):
     model.save(model_path)
     claim_path = tmp_path / "claim.json"
     claim_path.write_text(json.dumps({"privacy": {"epsilon": 3.0, "delta": 1e-5}}))
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "out"
-    completed = subprocess.run(
-        [sys.executable, os.path.join(repo, "scripts", "evaluate.py"), f"--model_path={model_path}",
-         "--dataset=breast_cancer", f"--output_dir={out}", f"--privacy_json={claim_path}",
-         "--attack_types=threshold,threshold-entropy"],
-        cwd=repo, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    completed = run_script(
+        "evaluate.py", f"--model_path={model_path}", "--dataset=breast_cancer",
+        f"--output_dir={out}", f"--privacy_json={claim_path}",
+        "--attack_types=threshold,threshold-entropy")
     assert completed.returncode == 0, completed.stderr[-3000:]
     record = json.loads((out / "evaluation.json").read_text())
     assert record["membership_inference"]["n_members"] == data.num_train
