@@ -32,7 +32,7 @@ def _seeded():
     yield
 
 
-# Tests marked `slow` (scripts and whole trainings in subprocesses, the README's snippets) run
+# Tests marked `slow` (scripts, whole trainings, fresh processes, the README's snippets) run
 # when TFDP_RUN_SLOW=1, as CI sets it; the default `make test` skips them, saying why.
 RUN_SLOW = os.environ.get("TFDP_RUN_SLOW") == "1"
 

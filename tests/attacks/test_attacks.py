@@ -33,7 +33,10 @@ def _train_non_private(x, y, seed):
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(x, y, epochs=300, batch_size=32, verbose=0)  # to 100% train accuracy
+    # 300 epochs (to 100% train accuracy) as one run of 300 reshuffled passes in batches of 32:
+    # the same 1,200 updates without Keras's per-epoch cost (most of the time of 300 epochs).
+    passes = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).batch(32)
+    model.fit(passes.repeat(300), epochs=1, verbose=0)
     return model
 
 

@@ -106,6 +106,7 @@ print(sorted(signature.structured_input_signature[1]))
 """
 
 
+@pytest.mark.slow  # a new Python and TensorFlow (CI runs it)
 def test_fresh_process_reload_matches_keras_predictions(trained, exported, tmp_path):
     _, path = exported
     x_path, out = str(tmp_path / "x.npy"), str(tmp_path / "out.npz")
@@ -122,6 +123,7 @@ def test_fresh_process_reload_matches_keras_predictions(trained, exported, tmp_p
     assert served["classes"].dtype == np.int64
 
 
+@pytest.mark.slow  # a new Python and TensorFlow (CI runs it)
 def test_saved_model_cli_show_lists_the_named_signature(exported):
     _, path = exported
     done = _run([SAVED_MODEL_CLI, "show", "--dir", path, "--all"])
@@ -138,6 +140,7 @@ def test_saved_model_cli_show_lists_the_named_signature(exported):
     assert "tensorflow/serving/predict" in text
 
 
+@pytest.mark.slow  # a new Python and TensorFlow (CI runs it)
 def test_saved_model_cli_run_on_a_made_input(trained, exported, tmp_path):
     _, path = exported
     x = trained["x"][:5]

@@ -14,7 +14,7 @@ import tfdp
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tfdp import run  # noqa: E402  (the library scripts/train.py runs)
 
-# Runs scripts or whole trainings in subprocesses: part of CI (TFDP_RUN_SLOW=1), not of the
+# Whole script runs (compare.py trains 23 models): part of CI (TFDP_RUN_SLOW=1), not of the
 # default `make test`.
 pytestmark = pytest.mark.slow
 
