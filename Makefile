@@ -3,8 +3,12 @@
 # (installing uv itself from the package registry first if this machine has none).
 #   PY_VERSION=3.11 make test     another supported Python (3.11, 3.12, 3.13)
 #   VENV=.venv-3.11               a separate environment per Python
+#   TEST_JOBS=1 make test         the tests in one process (default: 2 worker processes)
+#   TFDP_RUN_SLOW=1 make test     the slow tests too (scripts, subprocesses; CI runs them)
 PY_VERSION ?= 3.13
 VENV ?= .venv
+# pytest-xdist workers of `make test`; a test file stays on one worker (its shared fixtures).
+TEST_JOBS ?= 2
 # A working interpreter of that version: on PATH, or installed by pyenv (its shims may not resolve).
 PYTHON ?= $(shell for p in python$(PY_VERSION) $(wildcard $(HOME)/.pyenv/versions/$(PY_VERSION).*/bin/python$(PY_VERSION)) /usr/local/bin/python$(PY_VERSION) /usr/bin/python$(PY_VERSION); do "$$p" -c 'import sys' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
 # uv: on PATH, else the copy `pip install uv` puts beside a Python.
@@ -34,7 +38,7 @@ demo: $(STAMP)
 	$(PY) scripts/compare.py
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(if $(filter 1,$(TEST_JOBS)),0,$(TEST_JOBS)) --dist loadfile tests
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py

@@ -366,29 +366,20 @@ def test_calibration_bad_input(args, kwargs, message):
 # ----- the script -----
 
 
-@pytest.mark.slow
-def test_compute_epsilon_script_prints_json_and_refuses_bad_flags():
+def test_compute_epsilon_script_prints_json_and_refuses_bad_flags(run_script):
     import json
-    import os
-    import subprocess
-    import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    script = os.path.join(root, "scripts", "compute_epsilon.py")
-    base = [sys.executable, script, f"--num_examples={N}", f"--batch_size={B}", "--epochs=60"]
-    run = subprocess.run(
-        base + ["--noise_multiplier=1.1", "--sampling=shuffle", "--json"],
-        capture_output=True, text=True, cwd=root, timeout=120, check=True,
-    )
+    base = [f"--num_examples={N}", f"--batch_size={B}", "--epochs=60"]
+    run = run_script("compute_epsilon.py", *base, "--noise_multiplier=1.1", "--sampling=shuffle",
+                     "--json")  # in this process: conftest's run_script
+    assert run.returncode == 0, run.stderr[-2000:]
     record = json.loads(run.stdout)
     reference = tfdp.compute_epsilon(N, B, SIGMA, epochs=EPOCHS, sampling="shuffle")
     assert record["epsilon"] == pytest.approx(reference.epsilon, rel=1e-12)
     assert record["epsilon_assuming_poisson"] == pytest.approx(
         reference.epsilon_assuming_poisson, rel=1e-12
     )
-    bad = subprocess.run(
-        base + ["--noise_multiplier=0"], capture_output=True, text=True, cwd=root, timeout=120
-    )
+    bad = run_script("compute_epsilon.py", *base, "--noise_multiplier=0")
     assert bad.returncode != 0 and "mechanism='none'" in bad.stdout + bad.stderr
 
 

@@ -106,6 +106,7 @@ print(sorted(signature.structured_input_signature[1]))
 """
 
 
+@pytest.mark.slow  # a new Python and TensorFlow (CI runs it)
 def test_fresh_process_reload_matches_keras_predictions(trained, exported, tmp_path):
     _, path = exported
     x_path, out = str(tmp_path / "x.npy"), str(tmp_path / "out.npz")
@@ -122,6 +123,7 @@ def test_fresh_process_reload_matches_keras_predictions(trained, exported, tmp_p
     assert served["classes"].dtype == np.int64
 
 
+@pytest.mark.slow  # a new Python and TensorFlow (CI runs it)
 def test_saved_model_cli_show_lists_the_named_signature(exported):
     _, path = exported
     done = _run([SAVED_MODEL_CLI, "show", "--dir", path, "--all"])
@@ -138,6 +140,7 @@ def test_saved_model_cli_show_lists_the_named_signature(exported):
     assert "tensorflow/serving/predict" in text
 
 
+@pytest.mark.slow  # a new Python and TensorFlow (CI runs it)
 def test_saved_model_cli_run_on_a_made_input(trained, exported, tmp_path):
     _, path = exported
     x = trained["x"][:5]
@@ -416,25 +419,25 @@ from tfdp.run import checkpoint as run_checkpoint, exporting  # noqa: E402  (exp
 
 
 @pytest.fixture(scope="module")
-def train_run(tmp_path_factory):
-    """scripts/train.py with --model_dir and --export_dir: checkpoints, metrics, an export."""
+def train_run(tmp_path_factory, run_script):
+    """scripts/train.py (in this process) with --model_dir and --export_dir: checkpoints,
+    metrics, an export."""
     work = tmp_path_factory.mktemp("train_run")
     model_dir, base = str(work / "run"), str(work / "saved_models")
-    done = _run([PYTHON, os.path.join(ROOT, "scripts", "train.py"), "--dataset=digits",
-                 "--model=mlp", "--noise_multiplier=1.1", "--epochs=1", "--batch_size=64",
-                 "--learning_rate=0.5", "--max_train_examples=300", "--max_test_examples=60",
-                 f"--model_dir={model_dir}", f"--export_dir={base}", "--export_name=digits"])
+    done = run_script("train.py", "--dataset=digits", "--model=mlp", "--noise_multiplier=1.1",
+                      "--epochs=1", "--batch_size=64", "--learning_rate=0.5",
+                      "--max_train_examples=300", "--max_test_examples=60",
+                      f"--model_dir={model_dir}", f"--export_dir={base}", "--export_name=digits")
     assert done.returncode == 0, done.stderr[-3000:]
     return model_dir, base
 
 
 @pytest.mark.slow
-def test_train_export_and_script_export_from_checkpoint_agree(train_run, tmp_path):
+def test_train_export_and_script_export_from_checkpoint_agree(train_run, tmp_path, run_script):
     model_dir, base = train_run
     with open(os.path.join(model_dir, "metrics.json")) as f:
         metrics = json.load(f)
-    done = _run([PYTHON, os.path.join(ROOT, "scripts", "export.py"), f"--model_dir={model_dir}",
-                 f"--export_dir={base}"])
+    done = run_script("export.py", f"--model_dir={model_dir}", f"--export_dir={base}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert os.path.join(base, "digits", "2") in done.stdout
     by_train = export.read_privacy(os.path.join(base, "digits", "1"))
@@ -555,28 +558,24 @@ def test_export_from_model_dir_holds_the_weight_average_the_run_evaluated(tmp_pa
 
 @pytest.mark.parametrize("script_name, flag", [("export.py", "--model_dir"),
                                                ("serving_client.py", "--address")])
-@pytest.mark.slow
-def test_helpful_lists_flags(script_name, flag):
-    done = _run([PYTHON, os.path.join(ROOT, "scripts", script_name), "--helpful"])
+def test_helpful_lists_flags(script_name, flag, run_script):
+    done = run_script(script_name, "--helpful")  # in this process: conftest's run_script
     assert done.returncode in (0, 1), done.stderr[-2000:]
     assert flag in done.stdout + done.stderr
 
 
 @pytest.mark.slow
-def test_evaluate_script_reads_an_export_through_its_signature(trained, exported, tmp_path):
-    """scripts/evaluate.py on the exported version folder: same accuracy as the Keras model."""
+def test_evaluate_script_reads_an_export_through_its_signature(trained, exported, tmp_path,
+                                                              run_script):
+    """scripts/evaluate.py (in this process) on the exported version folder: same accuracy as
+    the Keras model."""
     from tfdp import attacks
     from tfdp.data import load_dataset
 
     _, version_dir = exported
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "evaluation"
-    done = subprocess.run(
-        [sys.executable, os.path.join(repo, "scripts", "evaluate.py"),
-         f"--model_path={version_dir}", "--dataset=digits", f"--output_dir={out}",
-         "--attack_types=threshold"],
-        cwd=repo, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    done = run_script("evaluate.py", f"--model_path={version_dir}", "--dataset=digits",
+                      f"--output_dir={out}", "--attack_types=threshold")
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((out / "evaluation.json").read_text())
     data = load_dataset("digits")

@@ -1,10 +1,10 @@
-"""Tests for scripts/train.py and scripts/compare.py: real runs on tiny settings, bad flags."""
+"""Tests for scripts/train.py and scripts/compare.py: real runs on tiny settings, bad flags.
+
+The scripts run in this process through their entry points (conftest's `run_script`)."""
 
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,13 +14,9 @@ import tfdp
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tfdp import run  # noqa: E402  (the library scripts/train.py runs)
 
-# Runs scripts or whole trainings in subprocesses: part of CI (TFDP_RUN_SLOW=1), not of the
+# Whole script runs (compare.py trains 23 models): part of CI (TFDP_RUN_SLOW=1), not of the
 # default `make test`.
 pytestmark = pytest.mark.slow
-
-PYTHON = sys.executable
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-
 
 def _results_page():
     """tools/results_page.py, which renders docs/results.md (not installed: from the checkout)."""
@@ -33,21 +29,15 @@ def _results_page():
     return module
 
 
-def _run(script, *args, timeout=300):
-    return subprocess.run(
-        [PYTHON, os.path.join(REPO, "scripts", script), *args],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout,
-    )
-
-
 # ----- train.py -----
 
-def test_train_script_runs_and_writes_metrics(tmp_path):
+def test_train_script_runs_and_writes_metrics(tmp_path, run_script):
     metrics = tmp_path / "m.json"
-    result = _run("train.py", "--dataset=digits", "--mechanism=gaussian",
-                  "--noise_schedule=random", "--noise_probability=0.5", "--noise_multiplier=1.0",
-                  "--epochs=1", "--batch_size=32", "--max_train_examples=160",
-                  "--max_test_examples=60", "--learning_rate=0.5", f"--metrics_path={metrics}")
+    result = run_script("train.py", "--dataset=digits", "--mechanism=gaussian",
+                        "--noise_schedule=random", "--noise_probability=0.5",
+                        "--noise_multiplier=1.0", "--epochs=1", "--batch_size=32",
+                        "--max_train_examples=160", "--max_test_examples=60",
+                        "--learning_rate=0.5", f"--metrics_path={metrics}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/1" in result.stdout and "epsilon" in result.stdout
     record = json.loads(metrics.read_text())
@@ -75,10 +65,10 @@ def test_train_script_runs_and_writes_metrics(tmp_path):
     (["--privacy_unit=patient", "--mechanism=none"], "--privacy_unit=patient samples and clips"),
     (["--max_examples_per_patient=2", "--noise_multiplier=1"], "needs --privacy_unit=patient"),
 ])
-def test_train_script_bad_flags_fail_with_a_clear_message(args, message):
+def test_train_script_bad_flags_fail_with_a_clear_message(args, message, run_script):
     import re
 
-    result = _run("train.py", *args, "--epochs=1")
+    result = run_script("train.py", *args, "--epochs=1")
     assert result.returncode != 0
     assert re.search(message, result.stderr), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -142,15 +132,15 @@ def _xray_folder(root):
     return root
 
 
-def test_train_script_per_patient_on_chest_xray_folders_resumes_its_ledger(tmp_path):
+def test_train_script_per_patient_on_chest_xray_folders_resumes_its_ledger(tmp_path, run_script):
     data_dir = _xray_folder(tmp_path / "xray")
     args = ["--dataset=chest_xray", f"--data_dir={data_dir}", "--image_size=12",
             "--model=mlp", "--privacy_unit=patient", "--max_examples_per_patient=2",
             "--noise_multiplier=1.2", "--batch_size=3", "--learning_rate=0.5",
             f"--model_dir={tmp_path / 'run'}"]
-    first = _run("train.py", *args, "--epochs=1")
+    first = run_script("train.py", *args, "--epochs=1")
     assert first.returncode == 0, first.stderr[-3000:]
-    second = _run("train.py", *args, "--epochs=2")
+    second = run_script("train.py", *args, "--epochs=2")
     assert second.returncode == 0, second.stderr[-3000:]
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # 11 images of 6 children: person1, person12, person3, IM-0115, IM-0117, NORMAL2-IM-0135.
@@ -166,16 +156,16 @@ def test_train_script_per_patient_on_chest_xray_folders_resumes_its_ledger(tmp_p
     assert "patient ids from the file names" in statement
     assert "at most 2 of their examples" in statement
     # Resuming as an example-level run would change what the ledger means: refused.
-    third = _run("train.py", *args[:4], *args[6:], "--epochs=3")
+    third = run_script("train.py", *args[:4], *args[6:], "--epochs=3")
     assert third.returncode != 0 and "privacy_unit" in third.stderr
 
 
-def test_train_script_residual_perturbation_one_epoch(tmp_path):
+def test_train_script_residual_perturbation_one_epoch(tmp_path, run_script):
     metrics = tmp_path / "rp.json"
-    result = _run("train.py", "--dataset=digits", "--mechanism=residual_perturbation",
-                  "--gamma=0.5", "--epochs=1", "--batch_size=32", "--max_train_examples=160",
-                  "--max_test_examples=60", "--learning_rate=0.01", "--optimizer=adam",
-                  f"--metrics_path={metrics}")
+    result = run_script("train.py", "--dataset=digits", "--mechanism=residual_perturbation",
+                        "--gamma=0.5", "--epochs=1", "--batch_size=32", "--max_train_examples=160",
+                        "--max_test_examples=60", "--learning_rate=0.01", "--optimizer=adam",
+                        f"--metrics_path={metrics}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/1" in result.stdout and "Residual perturbation" in result.stdout
     record = json.loads(metrics.read_text())
@@ -190,12 +180,13 @@ def test_train_script_residual_perturbation_one_epoch(tmp_path):
     assert "No formal guarantee for this training as run" in text and "gamma = 0.5" in text
 
 
-def test_train_script_neuraldp_one_epoch(tmp_path):
+def test_train_script_neuraldp_one_epoch(tmp_path, run_script):
     metrics = tmp_path / "nd.json"
-    result = _run("train.py", "--dataset=digits", "--mechanism=neuraldp", "--target_epsilon=3",
-                  "--epochs=1", "--batch_size=32", "--max_train_examples=160",
-                  "--max_test_examples=60", "--learning_rate=0.01", "--optimizer=adam",
-                  f"--metrics_path={metrics}")
+    result = run_script("train.py", "--dataset=digits", "--mechanism=neuraldp",
+                        "--target_epsilon=3", "--epochs=1", "--batch_size=32",
+                        "--max_train_examples=160", "--max_test_examples=60",
+                        "--learning_rate=0.01", "--optimizer=adam",
+                        f"--metrics_path={metrics}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch 1/1" in result.stdout and "not a guarantee" in result.stdout
     record = json.loads(metrics.read_text())
@@ -234,12 +225,12 @@ def test_train_config_checks_of_the_other_methods():
 from tfdp.run import comparison, comparison_plot  # noqa: E402  (scripts/compare.py's library)
 
 
-def test_compare_runs_every_method_and_writes_outputs(tmp_path):
+def test_compare_runs_every_method_and_writes_outputs(tmp_path, run_script):
     out = tmp_path / "results"
-    result = _run("compare.py", "--epochs=1", "--max_train_examples=160",
-                  "--max_test_examples=80", "--batch_size=32", "--target_epsilon=2",
-                  "--sweep_epsilons=1,4", "--lira_shadows=2", "--audit_canaries=40",
-                  f"--output_dir={out}", timeout=900)
+    result = run_script("compare.py", "--epochs=1", "--max_train_examples=160",
+                        "--max_test_examples=80", "--batch_size=32", "--target_epsilon=2",
+                        "--sweep_epsilons=1,4", "--lira_shadows=2", "--audit_canaries=40",
+                        f"--output_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     # Progress is printed per run, then the table with all five methods.
     assert "[1/" in result.stdout and "Comparison at target epsilon 2" in result.stdout
@@ -315,10 +306,10 @@ def test_compare_runs_every_method_and_writes_outputs(tmp_path):
     assert (out / "lira_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compare_bad_flags_fail_clearly(tmp_path):
-    result = _run("compare.py", "--methods=no_dp,gaussian_regn,bogus", "--epochs=1")
+def test_compare_bad_flags_fail_clearly(tmp_path, run_script):
+    result = run_script("compare.py", "--methods=no_dp,gaussian_regn,bogus", "--epochs=1")
     assert result.returncode != 0 and "Unknown methods ['bogus']" in result.stderr
-    result = _run("compare.py", "--noise_probability=1.5", "--epochs=1")
+    result = run_script("compare.py", "--noise_probability=1.5", "--epochs=1")
     assert result.returncode != 0 and "noise_probability" in result.stderr
 
 
@@ -371,14 +362,14 @@ def test_aggregate_over_seeds_never_understates_epsilon():
     assert out["seeds"] == 2
 
 
-def test_compute_epsilon_script_per_patient():
-    result = _run("compute_epsilon.py", "--num_examples=480", "--batch_size=160",
-                  "--noise_multiplier=2", "--steps=60", "--privacy_unit=patient", "--json")
+def test_compute_epsilon_script_per_patient(run_script):
+    result = run_script("compute_epsilon.py", "--num_examples=480", "--batch_size=160",
+                        "--noise_multiplier=2", "--steps=60", "--privacy_unit=patient", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout)
     want = tfdp.compute_epsilon(480, 160, 2.0, steps=60, privacy_unit="patient")
     assert record["privacy_unit"] == "patient" and record["epsilon"] == pytest.approx(want.epsilon)
     assert "each patient joining each step" in " ".join(record["statement"].split())
-    bad = _run("compute_epsilon.py", "--num_examples=480", "--batch_size=160",
-               "--noise_multiplier=2", "--steps=60", "--privacy_unit=two words")
+    bad = run_script("compute_epsilon.py", "--num_examples=480", "--batch_size=160",
+                     "--noise_multiplier=2", "--steps=60", "--privacy_unit=two words")
     assert bad.returncode != 0 and "privacy_unit" in bad.stderr

@@ -8,9 +8,6 @@ serving_default signature on the request they receive.
 
 import http.server
 import json
-import os
-import subprocess
-import sys
 import threading
 from concurrent import futures
 
@@ -25,9 +22,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 import tfdp
 from tfdp import export
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 20.0
-
 
 from tfdp.export import client  # noqa: E402  (the library under scripts/serving_client.py)
 
@@ -236,14 +231,11 @@ def test_grpc_round_trip_on_loopback(served):
     assert service.requests[0].model_spec.signature_name == "serving_default"
 
 
-@pytest.mark.slow
-def test_script_dry_run_prints_the_request(tmp_path):
+def test_script_dry_run_prints_the_request(tmp_path, run_script):
     x = np.random.default_rng(3).uniform(size=(2, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "serving_client.py"), "--dry_run",
-         "--address=localhost:8501", "--model_name=digits", f"--input_npy={tmp_path / 'x.npy'}"],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    done = run_script("serving_client.py", "--dry_run", "--address=localhost:8501",
+                      "--model_name=digits", f"--input_npy={tmp_path / 'x.npy'}")
     assert done.returncode == 0, done.stderr[-2000:]
     first, body = done.stdout.split("\n", 1)
     assert first == "POST http://localhost:8501/v1/models/digits:predict"
