@@ -111,3 +111,15 @@ def _run_script(script, *args, cwd=REPO):
 def run_script():
     """`run_script("train.py", "--epochs=1", ...)`: a script run in this process (see above)."""
     return _run_script
+
+
+@pytest.fixture(scope="session")
+def results_page():
+    """tools/results_page.py (it renders docs/results.md; a tool of the checkout, not installed)."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    spec = importlib.util.spec_from_file_location(
+        "results_page", os.path.join(REPO, "tools", "results_page.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,7 +4,6 @@ Fast tests (a few seconds each): part of the default `make test`. The code block
 pages run in tests/test_readme.py (slow).
 """
 
-import importlib.util
 import os
 import pathlib
 import re
@@ -12,14 +11,6 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _results_page():
-    spec = importlib.util.spec_from_file_location("results_page",
-                                                  ROOT / "tools" / "results_page.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_site_builds_strictly_and_loads_nothing_from_the_network(tmp_path):
@@ -42,8 +33,8 @@ def test_the_site_builds_strictly_and_loads_nothing_from_the_network(tmp_path):
     assert "PrivacyPlan" in core and "make_private" in core and "register_layer_rule" in core
 
 
-def test_the_results_page_is_what_its_data_gives():
-    assert _results_page().main(["--check"]) == 0
+def test_the_results_page_is_what_its_data_gives(results_page):
+    assert results_page.main(["--check"]) == 0
 
 
 def _comparison():
@@ -88,8 +79,8 @@ def _benchmark():
     }
 
 
-def test_the_results_page_renders_every_column_it_promises():
-    page = _results_page().render(_comparison(), _benchmark())
+def test_the_results_page_renders_every_column_it_promises(results_page):
+    page = results_page.render(_comparison(), _benchmark())
     assert "| Gaussian RegN-DP-SGD | 0.954 ± 0.004 | 1.62 | 1.62 | 100% |" in page
     assert "| Gaussian RanN-DP-SGD |" in page and "**VIOLATION**" in page and "| 4.68 |" in page
     assert "1.62 per patient" in page and "| No-DP | 0.983 | inf | inf | 0% |" in page
@@ -98,11 +89,11 @@ def test_the_results_page_renders_every_column_it_promises():
     assert "--quick: a smoke test" in page and "worker exit status 1" in page
     assert "make results-page" in page
     # Rendering is a function of the data alone: the same JSON gives the same bytes.
-    assert page == _results_page().render(_comparison(), _benchmark())
+    assert page == results_page.render(_comparison(), _benchmark())
 
 
-def test_the_results_page_says_how_to_make_missing_data():
-    page = _results_page().render(None, None)
+def test_the_results_page_says_how_to_make_missing_data(results_page):
+    page = results_page.render(None, None)
     assert "No comparison recorded yet. Run `make demo`" in page
     assert "No benchmark recorded yet. Run `make benchmark`" in page
 

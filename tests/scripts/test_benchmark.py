@@ -82,19 +82,8 @@ def test_script_runs_nodp_and_fast_path_in_alternating_rounds():
     assert script._keep_best({"error": "x"}, _result(1.0, 1.0))["seconds_per_epoch"] == 1.0
 
 
-def _results_page():
-    """tools/results_page.py, which renders docs/results.md (not installed: from the checkout)."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-
-    spec = importlib.util.spec_from_file_location(
-        "results_page", os.path.join(REPO, "tools", "results_page.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
-def test_quick_run_over_two_zoo_models(tmp_path):
+def test_quick_run_over_two_zoo_models(tmp_path, results_page):
     output = tmp_path / "benchmark.json"
     done = subprocess.run(
         [sys.executable, os.path.join(REPO, "scripts", "benchmark.py"), "--quick",
@@ -119,7 +108,7 @@ def test_quick_run_over_two_zoo_models(tmp_path):
     assert "tfdp_vs_nodp_ratio=" in done.stdout
     assert "unavailable" in done.stdout
     # The results page renders this very JSON (as `make results-page` renders docs/results.md).
-    page = _results_page().render(None, report)
+    page = results_page.render(None, report)
     assert "| tutorial_cnn | 8 |" in page and "| text_cnn | 8 |" in page and "--quick" in page
 
 

@@ -18,17 +18,6 @@ from tfdp import run  # noqa: E402  (the library scripts/train.py runs)
 # default `make test`.
 pytestmark = pytest.mark.slow
 
-def _results_page():
-    """tools/results_page.py, which renders docs/results.md (not installed: from the checkout)."""
-    import importlib.util  # pylint: disable=import-outside-toplevel
-
-    spec = importlib.util.spec_from_file_location(
-        "results_page", os.path.join(REPO, "tools", "results_page.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # ----- train.py -----
 
 def test_train_script_runs_and_writes_metrics(tmp_path, run_script):
@@ -225,7 +214,7 @@ def test_train_config_checks_of_the_other_methods():
 from tfdp.run import comparison, comparison_plot  # noqa: E402  (scripts/compare.py's library)
 
 
-def test_compare_runs_every_method_and_writes_outputs(tmp_path, run_script):
+def test_compare_runs_every_method_and_writes_outputs(tmp_path, run_script, results_page):
     out = tmp_path / "results"
     result = run_script("compare.py", "--epochs=1", "--max_train_examples=160",
                         "--max_test_examples=80", "--batch_size=32", "--target_epsilon=2",
@@ -245,7 +234,7 @@ def test_compare_runs_every_method_and_writes_outputs(tmp_path, run_script):
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == names
     # The results page renders this very JSON (as `make results-page` renders docs/results.md).
-    page = _results_page().render(json.loads((out / "comparison.json").read_text()), None)
+    page = results_page.render(json.loads((out / "comparison.json").read_text()), None)
     assert all(f"| {name} |" in page for name in names) and "epsilon 4" in page
     for column in ("accuracy", "precision", "recall", "f1", "epsilon", "epsilon_noisy_steps_only",
                    "epsilon_claimed",
