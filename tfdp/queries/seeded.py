@@ -53,9 +53,7 @@ def noise_on_grid(sample_state, seed: tf.Tensor, *, clip: float, noise_multiplie
                   norm: str):
     """The floating-point-safe release: `tfdp.randomness.grid.noised_on_grid` on every leaf."""
     leaves = tf.nest.flatten(sample_state)
-    with tf.control_dependencies(None):  # the draws need no data (noise_each_leaf)
-        seeds = split_seeds(seed, max(len(leaves), 1))
-    noised = grid.noised_on_grid(leaves, seeds, clip=clip, noise_multiplier=noise_multiplier,
+    noised = grid.noised_on_grid(leaves, seed, clip=clip, noise_multiplier=noise_multiplier,
                                  norm=norm)
     return tf.nest.pack_sequence_as(sample_state, noised)
 
