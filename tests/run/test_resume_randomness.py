@@ -106,3 +106,24 @@ def test_two_runs_with_the_same_seed_train_different_dp_models_with_the_same_led
     # The initial weights are zeros in both (the model's initializer); the updates are noise.
     assert not np.allclose(runs[0].model.get_weights()[0], runs[1].model.get_weights()[0],
                            atol=1e-6)
+
+
+def test_one_poisson_pipeline_serves_every_epoch_with_the_same_steps(tmp_path, monkeypatch):
+    """The run builds its Poisson batches once, for all epochs (an input pipeline per epoch cost
+    most of a short epoch); each epoch still takes ceil(n / b) independently sampled steps."""
+    monkeypatch.setitem(registry._BUILDERS, "no_gradient", _no_gradient)
+    calls = []
+    original = Dataset.poisson_batches
+
+    def recording(self, batch_size, **kwargs):
+        calls.append(kwargs.get("num_steps"))
+        return original(self, batch_size, **kwargs)
+
+    monkeypatch.setattr(Dataset, "poisson_batches", recording)
+    data = _zeros()  # 64 examples, batches of 16 expected: 4 steps an epoch
+    trained = _train(dataclasses.replace(_config(tmp_path / "run"), epochs=3), data)
+    assert calls == [12]
+    assert int(trained.optimizer.iterations.numpy()) == 12
+    resumed = _train(dataclasses.replace(_config(tmp_path / "run"), epochs=5), data)
+    assert calls == [12, 8]  # the two epochs left, in one pipeline of their own
+    assert int(resumed.optimizer.iterations.numpy()) == 20
