@@ -65,7 +65,9 @@ CASES = {
 
 
 def _frozen(layer):
-    return layer._embeddings if isinstance(layer, L.Embedding) else layer._kernel  # pylint: disable=protected-access
+    """W, the variable enable_lora freezes."""
+    # pylint: disable-next=protected-access
+    return layer._embeddings if isinstance(layer, L.Embedding) else layer._kernel
 
 
 def _model(name, rank, calls):
@@ -173,7 +175,8 @@ def _lora_backbone():
     for layer in model.layers:
         if layer.name != "head":
             layer.trainable = False
-    for layer in (embedding, attention._query_dense, attention._value_dense, up):  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    for layer in (embedding, attention._query_dense, attention._value_dense, up):
         layer.trainable = True
         _enable(layer, 2, alpha=4)
     return model

@@ -71,7 +71,7 @@ def sum_to_parameter(t: tf.Tensor, kept_axes: Sequence[int], shape: Sequence[int
 
 
 def stacked_positions(pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]]) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Pairs of [B, ..., d] tensors -> ([B, T, d_a], [B, T, d_g]): every call's positions on one axis."""
+    """Pairs of [B, ..., d] tensors -> [B, T, d_a] and [B, T, d_g], all calls on one axis."""
     if len(pairs) == 1:
         a, g = pairs[0]
         return flatten_positions(a), flatten_positions(g)

@@ -390,14 +390,11 @@ class ConvLoraRule(LoraRule, ConvRule):
     def rank_gradient(self, layer, a, g):
         return last_axis_product(g, layer.lora_kernel_b, transpose=True)
 
-    def _kernel_shape(self, layer, low_rank):
-        return (layer.lora_kernel_a if low_rank else layer._kernel).shape  # pylint: disable=protected-access
-
     def kernel_norms(self, layer, pairs, kind, low_rank):
         return kernel_norms(self.geometry(layer), list(pairs), kind)
 
     def kernel_sum(self, layer, pairs, weights, low_rank):
-        shape = self._kernel_shape(layer, low_rank)
+        shape = (layer.lora_kernel_a if low_rank else self.frozen(layer)).shape
         return tf.add_n([filter_gradient(self.geometry(layer), a, scale_batch(g, weights), shape)
                          for a, g in pairs])
 

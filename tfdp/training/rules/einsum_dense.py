@@ -332,7 +332,7 @@ class EinsumDenseLoraRule(LoraRule, EinsumDenseRule):
         return [(lp.factor if low_rank else lp.plan, pair) for lp, pair in zip(plans, pairs)]
 
     def kernel_norms(self, layer, pairs, kind, low_rank):
-        variable = layer.lora_kernel_a if low_rank else layer._kernel  # pylint: disable=protected-access
+        variable = layer.lora_kernel_a if low_rank else self.frozen(layer)
         return kernel_norms(tuple(variable.shape), self._plans(layer, pairs, low_rank), kind)
 
     def kernel_sum(self, layer, pairs, weights, low_rank):
