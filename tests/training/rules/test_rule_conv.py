@@ -229,16 +229,22 @@ def test_overridden_convolution_op_is_declined():
     assert plan["declined"] in ("local", "jacobian")
 
 
-def test_lora_is_declined():
+def test_lora_takes_its_rule_and_grouped_lora_is_declined():
+    # Keras's LoRA (more cases in test_rule_lora.py) takes the LoRA variant of the rule; with
+    # groups, A B mixes the groups' channels in a way it does not measure: the fallback (whose
+    # grouped filter gradient needs oneDNN on CPU, so it is not run here).
     shape = (6, 6, 2)
 
-    def make():
-        model = _sequential(shape, lambda: [L.Conv2D(3, 3, name="c")])()
-        model.get_layer("c").enable_lora(2, b_initializer="glorot_uniform")
-        return model
+    def make(groups):
+        def build():
+            model = _sequential(shape, lambda: [L.Conv2D(4, 3, groups=groups, name="c")])()
+            model.get_layer("c").enable_lora(2, b_initializer="glorot_uniform")
+            return model
+        return build
 
     x, y = _data(shape)
-    assert check_against_brute_force(make, x, y)["c"] in ("local", "jacobian")
+    assert check_against_brute_force(make(1), x, y)["c"] == "rule:ConvLoraRule"
+    assert rule_for(make(2)().get_layer("c")) is None
 
 
 GEOMETRIES = [

@@ -58,11 +58,12 @@ def test_sample_weights():
     assert plan["d"] == RULE
 
 
-def test_lora_is_declined_and_stays_exact():
+def test_lora_takes_its_rule():
+    # Keras's LoRA (more cases in test_rule_lora.py) takes the LoRA variant of the rule.
     def make():
         model = _model((5,), lambda: L.Dense(4, name="d"))()
-        model.get_layer("d").enable_lora(2)
+        model.get_layer("d").enable_lora(2, b_initializer="glorot_uniform")
         return model
 
     x, y = _data((5,))
-    assert check_against_brute_force(make, x, y)["d"] == "local"
+    assert check_against_brute_force(make, x, y)["d"] == "rule:DenseLoraRule"

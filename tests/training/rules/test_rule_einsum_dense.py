@@ -9,7 +9,7 @@ from rule_check import check_against_brute_force
 
 import tfdp.training.rules.einsum_dense as einsum_dense  # noqa: F401  (registers the rule)
 from tfdp.training.rules.einsum_dense import _parse
-from tfdp.training.rules.registry import registered_rules, rule_for
+from tfdp.training.rules.registry import rule_for
 
 RULE = "rule:EinsumDenseRule"
 BATCH = 6
@@ -70,8 +70,7 @@ def test_equations(name):
                                   "dense", "summed_input_axis"])
 def test_both_l2_forms_are_exact(name, ghost, monkeypatch):
     """The ghost norm and the materialized gradient agree whichever the shapes would pick."""
-    monkeypatch.setattr(registered_rules()[keras.layers.EinsumDense], "_use_ghost",
-                        lambda *args: ghost)
+    monkeypatch.setattr(einsum_dense, "_use_ghost", lambda *args: ghost)
     equation, output_shape, bias_axes, input_shape = CASES[name]
     plan = check_against_brute_force(
         lambda: _model(input_shape, _einsum(equation, output_shape, bias_axes=bias_axes)),
@@ -80,13 +79,12 @@ def test_both_l2_forms_are_exact(name, ghost, monkeypatch):
 
 
 def test_form_choice_follows_static_shapes():
-    rule = registered_rules()[keras.layers.EinsumDense]
-
     def picks_ghost(equation, output_shape, input_shape):
         layer = keras.layers.EinsumDense(equation, output_shape)
         a = tf.zeros((2,) + input_shape)
         z = layer(a)
-        return rule._use_ghost(layer, rule._plans_calls(layer, [(a, z)]))  # pylint: disable=protected-access
+        kshape = tuple(layer._kernel.shape)  # pylint: disable=protected-access
+        return einsum_dense._use_ghost(kshape, [(_parse(equation, None, a.shape.rank), (a, z))])
 
     # T (K_in + K_out) < K_in K_out picks the ghost norm.
     assert picks_ghost("abc,cd->abd", (None, 64), (4, 64))          # 4 * 128 < 4096
@@ -117,8 +115,7 @@ def test_called_twice_shares_weights():
 @pytest.mark.parametrize("ghost", [True, False])
 def test_called_twice_on_different_lengths(ghost, monkeypatch):
     """Two calls with different numbers of positions: their positions add up in one gradient."""
-    monkeypatch.setattr(registered_rules()[keras.layers.EinsumDense], "_use_ghost",
-                        lambda *args: ghost)
+    monkeypatch.setattr(einsum_dense, "_use_ghost", lambda *args: ghost)
 
     def make():
         inputs = keras.Input((6, 3))
@@ -178,16 +175,16 @@ def test_multi_head_attention_takes_the_rule():
         assert plan[name] == RULE, plan
 
 
-def test_lora_is_declined_and_still_exact():
-    # A 2-d equation: the fallback's vectorized map turns a sequence equation's rank-3 x rank-2
-    # matmul into a rank-4 x rank-2 BatchMatMulV2, which oneDNN builds compute wrongly.
+def test_lora_takes_its_rule():
+    # Keras's LoRA (more cases in test_rule_lora.py) takes the LoRA variant of the rule.
     def make():
-        return _model((5,), _einsum("ab,bc->ac", 4, bias_axes="c", lora_rank=2, lora_alpha=2))
+        model = _model((5,), _einsum("ab,bc->ac", 4, bias_axes="c", lora_rank=2, lora_alpha=3))
+        b_factor = model.get_layer("ed").lora_kernel_b
+        b_factor.assign(np.random.default_rng(2).normal(size=b_factor.shape))
+        return model
 
-    keras.utils.set_random_seed(1)
-    assert rule_for(make().get_layer("ed")) is None
     plan = check_against_brute_force(make, _x(5), _labels())
-    assert plan["ed"] in ("local", "jacobian")
+    assert plan["ed"] == "rule:EinsumDenseLoraRule"
 
 
 def test_quantized_is_declined():

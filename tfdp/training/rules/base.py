@@ -70,6 +70,53 @@ def sum_to_parameter(t: tf.Tensor, kept_axes: Sequence[int], shape: Sequence[int
     return tf.reshape(t, [-1, *shape])
 
 
+def stacked_positions(pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]]) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Pairs of [B, ..., d] tensors -> [B, T, d_a] and [B, T, d_g], all calls on one axis."""
+    if len(pairs) == 1:
+        a, g = pairs[0]
+        return flatten_positions(a), flatten_positions(g)
+    return (tf.concat([flatten_positions(a) for a, _ in pairs], axis=1),
+            tf.concat([flatten_positions(g) for _, g in pairs], axis=1))
+
+
+def outer_product_norms(pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]], kind: str) -> tf.Tensor:
+    """[B]: squared L2 or L1 norm of each example's sum over calls and positions of a_t g_t^T.
+
+    This is the per-example gradient of a matrix M in z = a @ M (Dense's kernel; LoRA's
+    factors). One rank-2 call: the outer product's norm is the product of a's and g's. Over
+    positions: the ghost norm sum_{t,s} (a_t . a_s)(g_t . g_s) (L2 only) or the materialized
+    [B, in, out] gradient, the cheaper by the static shapes: T^2 (in + out) against T in out.
+    """
+    if len(pairs) == 1 and pairs[0][0].shape.rank == 2:
+        a, g = pairs[0]
+        size = tf.square if kind == "l2" else tf.abs
+        return tf.reduce_sum(size(a), 1) * tf.reduce_sum(size(g), 1)
+    a, g = stacked_positions(pairs)
+    positions, k_in, k_out = a.shape[1], a.shape[-1], g.shape[-1]
+    ghost_is_cheaper = (None not in (positions, k_in, k_out)
+                        and positions * (k_in + k_out) < k_in * k_out)
+    if kind == "l2" and ghost_is_cheaper:
+        aa = tf.einsum("bti,bsi->bts", a, a)
+        gg = tf.einsum("bto,bso->bts", g, g)
+        return tf.reduce_sum(aa * gg, axis=[1, 2])
+    return per_example_norm(tf.einsum("bti,bto->bio", a, g), kind)
+
+
+def outer_product_sum(pairs: Sequence[Tuple[tf.Tensor, tf.Tensor]],
+                      weights: tf.Tensor) -> tf.Tensor:
+    """[in, out]: sum_b weights[b] sum_{calls, t} a[b,t] g[b,t]^T."""
+    if len(pairs) == 1 and pairs[0][0].shape.rank == 2:
+        a, g = pairs[0]
+        return tf.matmul(a, g * tf.cast(weights, g.dtype)[:, None], transpose_a=True)
+    a, g = stacked_positions(pairs)
+    return tf.einsum("bti,bto->io", a, g * tf.cast(weights, g.dtype)[:, None, None])
+
+
+def position_sums(ts: Sequence[tf.Tensor]) -> tf.Tensor:
+    """[B, c]: the sum over positions and over calls of [B, ..., c] tensors (a bias gradient)."""
+    return tf.add_n([tf.reduce_sum(flatten_positions(t), axis=1) for t in ts])
+
+
 def _call_owner(cls: type) -> Optional[type]:
     """The class in `cls`'s MRO that defines the `call` method `cls` uses."""
     return next((c for c in cls.__mro__ if "call" in vars(c)), None)
@@ -84,6 +131,7 @@ class LayerRule:
     a different one would be measured wrongly); a rule may widen or narrow `supports`.
 
     The methods, all called while tracing the train step:
+      variant        the rule that handles one layer (see `rule_for`; self by default);
       forward        re-runs one call: (output, a, z), or None to run the layer as usual
                      (its variables then take a slower exact path);
       variables      the trainable variables whose gradients the rule produces;
@@ -99,6 +147,11 @@ class LayerRule:
         cls = type(layer)
         return any(isinstance(layer, t) and _call_owner(cls) is _call_owner(t)
                    for t in self.layer_types)
+
+    def variant(self, layer: keras.layers.Layer) -> "LayerRule":
+        """The rule for this particular layer: this one, or the variant for a configuration
+        of the layer class that computes a different function of its weights (Keras's LoRA)."""
+        return self
 
     def forward(self, layer: keras.layers.Layer, inputs: Any, *args: Any,
                 **kwargs: Any) -> Optional[Tuple[Any, Any, Any]]:

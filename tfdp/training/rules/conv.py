@@ -30,7 +30,9 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import keras
 import tensorflow as tf
 
-from tfdp.training.rules.base import (LayerRule, flatten_positions, per_example_norm, var_key)
+from tfdp.training.rules.base import (LayerRule, flatten_positions, per_example_norm,
+                                      position_sums, var_key)
+from tfdp.training.rules.lora import LoraRule, last_axis_product, uses_lora
 from tfdp.training.rules.registry import layer_rule
 
 # Few input channels: a convolution with one-hot filters extracts the patches several times
@@ -275,11 +277,6 @@ def scale_batch(t: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     return t * tf.reshape(tf.cast(weights, t.dtype), [-1] + [1] * (t.shape.rank - 1))
 
 
-def position_sums(ts: Sequence[tf.Tensor]) -> tf.Tensor:
-    """[B, c]: the sum over positions and over calls of [B, ..., c] tensors (a bias gradient)."""
-    return tf.add_n([tf.reduce_sum(flatten_positions(t), axis=1) for t in ts])
-
-
 def _method_owner(cls: type, name: str) -> Optional[type]:
     return next((c for c in cls.__mro__ if name in vars(c)), None)
 
@@ -294,14 +291,19 @@ def trainable_kernel_and_bias(layer) -> Tuple[Optional[tf.Variable], Optional[tf
 class ConvRule(LayerRule):
     """Conv1D/2D/3D (any groups, channels last): per-example kernel gradients from input patches."""
 
-    def supports(self, layer):
-        # LoRA makes the kernel a frozen variable plus trainable factors this rule does not
-        # measure; an overridden convolution_op is a different convolution.
+    def variant(self, layer):
+        return CONV_LORA if uses_lora(layer) else self
+
+    def supports_config(self, layer) -> bool:
+        """Channels last and Keras's own convolution (an overridden convolution_op is another)."""
         return (super().supports(layer)
                 and layer.data_format == "channels_last"
-                and not getattr(layer, "lora_enabled", False)
                 and _method_owner(type(layer), "convolution_op")
                 is _method_owner(keras.layers.Conv2D, "convolution_op"))
+
+    def supports(self, layer):
+        # LoRA makes the kernel a frozen variable plus factors: CONV_LORA measures those.
+        return self.supports_config(layer) and not uses_lora(layer)
 
     def variables(self, layer):
         return [v for v in trainable_kernel_and_bias(layer) if v is not None]
@@ -363,3 +365,38 @@ class ConvRule(LayerRule):
         if bias is not None:
             sums[var_key(bias)] = tf.reduce_sum(position_sums([gw for _, gw in weighted]), axis=0)
         return sums
+
+
+class ConvLoraRule(LoraRule, ConvRule):
+    """Conv1D/2D/3D with Keras's LoRA (no groups): kernel W + s A B, A [*k, c_in, r], B [r, c_out].
+
+    conv(x, A B) = conv(x, A) B, so A's problem is the plain filter-gradient problem at r
+    output channels (g B^T) and B's an outer product of u = conv(x, A) and g over positions.
+    With groups, A B mixes the groups' output channels differently: those take the fallback.
+    """
+
+    layer_types = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+    def supports_lora(self, layer):
+        return layer.groups == 1
+
+    def rank_input(self, layer, a):
+        # `a` is the captured input, already padded for causal convolutions.
+        geometry = self.geometry(layer)
+        return tf.nn.convolution(a, tf.cast(layer.lora_kernel_a, a.dtype),
+                                 strides=list(geometry.strides), padding=geometry.padding,
+                                 dilations=list(geometry.dilations))
+
+    def rank_gradient(self, layer, a, g):
+        return last_axis_product(g, layer.lora_kernel_b, transpose=True)
+
+    def kernel_norms(self, layer, pairs, kind, low_rank):
+        return kernel_norms(self.geometry(layer), list(pairs), kind)
+
+    def kernel_sum(self, layer, pairs, weights, low_rank):
+        shape = (layer.lora_kernel_a if low_rank else self.frozen(layer)).shape
+        return tf.add_n([filter_gradient(self.geometry(layer), a, scale_batch(g, weights), shape)
+                         for a, g in pairs])
+
+
+CONV_LORA = ConvLoraRule()

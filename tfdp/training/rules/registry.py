@@ -55,10 +55,12 @@ def layer_rule(*layer_classes: type) -> Callable[[Type[LayerRule]], Type[LayerRu
 
 
 def rule_for(layer: keras.layers.Layer) -> Optional[LayerRule]:
-    """The rule of the most specific registered class of `layer`, if it supports the layer."""
+    """The rule of the most specific registered class of `layer` (or that rule's variant for
+    the layer, such as its LoRA form), if it supports the layer."""
     for cls in type(layer).__mro__:
         rule = _RULES.get(cls)
         if rule is not None:
+            rule = rule.variant(layer)
             return rule if rule.supports(layer) else None
     return None
 
