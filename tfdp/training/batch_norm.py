@@ -25,6 +25,7 @@ from typing import Dict, List, Tuple
 
 import keras
 import numpy as np
+from keras.src.models.functional import Functional
 
 from tfdp.training.plan import model_layers
 
@@ -138,7 +139,7 @@ def _copy_weights(old, new) -> None:
 
 
 def _require_graph_model(model, name: str) -> None:
-    if not isinstance(model, (keras.Sequential, keras.src.models.functional.Functional)):
+    if not isinstance(model, (keras.Sequential, Functional)):
         raise ValueError(
             f"{name} rewrites Sequential and functional models (keras.applications models "
             f"are functional); got a subclassed {type(model).__name__}, whose layer graph is "
