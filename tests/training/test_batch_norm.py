@@ -1,12 +1,18 @@
 """fold_batch_norm and batch_norm_to_group_norm: the two rewrites of a BatchNormalization
 that would train on batch statistics; and the refusal that names them."""
 
+import pathlib
+import sys
+
 import keras
 import numpy as np
 import pytest
 
 import tfdp
 from tfdp.training.plan import model_layers
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "rules"))  # the brute-force reference
+from rule_check import check_against_brute_force  # noqa: E402
 
 L = keras.layers
 
@@ -25,7 +31,7 @@ def _pretrained(bn, seed):
 
 def _backbone():
     """Every foldable kind, and the cases that must stay: an activation before the BN, an
-    output read twice, a BN after an Add."""
+    output read twice, a BN after an Add, a BN over another axis than the channels."""
     x = keras.Input((6, 6, 2))
     h = L.BatchNormalization(name="bn_conv")(L.Conv2D(4, 3, padding="same", use_bias=False,
                                                       name="conv")(x))
@@ -37,8 +43,7 @@ def _backbone():
     h = L.BatchNormalization(name="bn_shared", scale=False)(shared)
     h = L.Add(name="add")([h, shared])
     h = L.BatchNormalization(name="bn_after_add")(h)
-    first = L.Conv2D(3, 1, data_format="channels_first", name="conv_first")(h)
-    h = L.BatchNormalization(axis=1, name="bn_channels_first")(first)
+    h = L.BatchNormalization(axis=1, name="bn_other_axis")(L.Conv2D(3, 1, name="conv_3")(h))
     h = L.GlobalAveragePooling2D()(h)
     h = L.BatchNormalization(name="bn_dense")(L.Dense(5, name="dense")(h))
     return keras.Model(x, h, name="backbone")
@@ -58,8 +63,8 @@ def _x(n=5, shape=(6, 6, 2)):
     return np.random.default_rng(0).normal(size=(n,) + shape).astype("float32") * 2
 
 
-FOLDED = {"bn_conv", "bn_depthwise", "bn_channels_first", "bn_dense"}
-KEPT = {"bn_after_relu", "bn_shared", "bn_after_add"}
+FOLDED = {"bn_conv", "bn_depthwise", "bn_dense"}
+KEPT = {"bn_after_relu", "bn_shared", "bn_after_add", "bn_other_axis"}
 
 
 def _by_name(model):
@@ -98,10 +103,6 @@ def test_a_folded_sequential_model():
 def test_folded_model_trains_privately_with_exact_per_example_gradients():
     """Folding removes the trainable BNs it can; with the rest frozen, make_private accepts
     it, and one step's clipped gradient agrees with the brute-force loop."""
-    import sys, os  # noqa: E401  (rule_check lives next to the rule tests)
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "rules"))
-    from rule_check import check_against_brute_force
-
     model = _model()
     with pytest.raises(ValueError, match="fold_batch_norm"):
         tfdp.make_private(model)  # trainable BNs in training mode
@@ -117,7 +118,7 @@ def test_folded_model_trains_privately_with_exact_per_example_gradients():
     plan = check_against_brute_force(make, _x(6), np.arange(6) % 3, rtol=1e-4, atol=1e-5)
     assert plan == {"conv": "rule:ConvRule", "depthwise": "rule:DepthwiseConvRule",
                     "conv_relu": "rule:ConvRule", "conv_shared": "rule:ConvRule",
-                    "conv_first": "local",  # the conv rule declines channels_first
+                    "conv_3": "rule:ConvRule",
                     "dense": "rule:DenseRule", "head": "rule:DenseRule"}
 
 
@@ -128,10 +129,10 @@ def test_group_norm_conversion_is_accepted_by_make_private():
     names = FOLDED | KEPT
     assert all(isinstance(layers[n], L.GroupNormalization) for n in names)
     assert not any(isinstance(layer, L.BatchNormalization) for layer in model_layers(converted))
-    # The largest divisor of the channels at most 4: 4 channels -> 4, 8 -> 4, 3 -> 3, 5 -> 1.
+    # The largest divisor of the channels at most 4: 4 channels -> 4, 8 -> 4, 6 rows -> 3, 5 -> 1.
     assert (layers["bn_conv"].groups, layers["bn_depthwise"].groups,
-            layers["bn_channels_first"].groups, layers["bn_dense"].groups) == (4, 4, 3, 1)
-    assert layers["bn_channels_first"].axis == 1
+            layers["bn_other_axis"].groups, layers["bn_dense"].groups) == (4, 4, 3, 1)
+    assert layers["bn_other_axis"].axis == 1
     original = _by_name(model)
     np.testing.assert_array_equal(layers["bn_conv"].gamma.numpy(),
                                   original["bn_conv"].gamma.numpy())
