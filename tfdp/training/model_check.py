@@ -28,9 +28,9 @@ called with `training=False` inside a subclassed model) it reads only its moving
 statistics and passes; in training mode it writes them (or, with momentum 1, mixes the
 batch's statistics into every example) and is refused with the ways out.
 
-`check_dp_compatible(model)` runs what needs no data (activity regularizers) and probes a model whose input shapes are declared; the
-private train step probes once per input signature, on the real batch's shapes, before
-its first step (`check_first_step`).
+`check_dp_compatible(model)` runs what needs no data (activity regularizers) and probes
+a model whose input shapes are declared; the private train step probes once per input
+signature, on the real batch's shapes, before its first step (`check_first_step`).
 """
 
 from __future__ import annotations
