@@ -121,8 +121,52 @@ def test_a_subclassed_model_that_mixes_examples_is_refused():
 
 
 def test_trainable_batch_normalization_keeps_its_advice():
-    with pytest.raises(ValueError, match="GroupNormalization.*trainable = False"):
-        tfdp.make_private(_dense(L.BatchNormalization()))
+    with pytest.raises(ValueError, match="'bn': BatchNormalization in training mode.*"
+                                         "trainable = False.*fold_batch_norm.*GroupNormalization"):
+        tfdp.make_private(_dense(L.BatchNormalization(name="bn")))
+
+
+def test_batch_normalization_on_batch_statistics_alone_is_refused_as_mixing():
+    """momentum=1 never moves the moving statistics (nothing written), but the batch's
+    statistics normalize every example: the mixing probe refuses it, with the BN advice."""
+    with pytest.raises(ValueError, match="'bn': BatchNormalization in training mode"):
+        tfdp.make_private(_dense(L.BatchNormalization(momentum=1.0, name="bn")))
+
+
+class InferenceBatchNorm(L.Layer):
+    """A trainable BatchNormalization its owner always calls with training=False."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.bn = L.BatchNormalization(name="bn")
+
+    def call(self, x, training=None):
+        return self.bn(x, training=False)
+
+
+def test_trainable_batch_normalization_in_inference_mode_is_accepted():
+    """Its gamma and beta train (on the per-channel rule); its statistics stay as they were."""
+    model = _dense(InferenceBatchNorm())
+    bn = model.layers[1].bn
+    update = _one_step_update(model, *_xy())
+    assert 0.0 < update <= 0.5 * CLIP + 1e-6
+    assert np.abs(bn.beta.numpy()).max() > 0  # trained from zeros
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros(4))
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(4))
+    assert tfdp.training.gradient_plan(model, _xy()[0])["bn"] == "rule:BatchNormalizationRule"
+
+
+def test_a_subclassed_model_with_training_mode_batch_normalization_is_refused_at_its_first_step():
+    model = SubclassedWith(L.BatchNormalization(name="bn"))
+    x, y = _xy()
+    model(x[:1])
+    with pytest.raises(ValueError, match="cannot be probed before its first batch.*"
+                                         "fold_batch_norm"):
+        tfdp.training.check_dp_compatible(model)  # cannot see the BN's mode yet: refused
+    tfdp.make_private(model)  # leaves it to the first step's probe
+    with pytest.raises(ValueError, match="'bn': BatchNormalization in training mode"):
+        _train(model, x, y)
+    np.testing.assert_array_equal(model.middle.moving_mean.numpy(), np.zeros(4))
 
 
 def test_unreplayable_randomness_cannot_be_checked_and_is_refused_with_advice():

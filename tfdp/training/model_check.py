@@ -10,8 +10,8 @@ mixup augmentation, so the check probes the forward pass itself:
 - **state**: the training forward pass runs on two synthetic batches with different
   inputs; a variable left with different values by the two depends on the data and is
   refused, naming the layer that owns it. Dropout's seed state advances the same way
-  whatever the input and is accepted; a frozen BatchNormalization (`trainable=False`)
-  runs in inference mode and writes nothing.
+  whatever the input and is accepted; a BatchNormalization in inference mode (frozen with
+  `trainable=False`) writes nothing.
 - **mixing**: example 0 of a batch is replaced; the other examples' outputs must not
   change (to float tolerance). The `augment` function of `make_private` is probed the
   same way, on its own.
@@ -23,10 +23,14 @@ trace (every variable is also snapshotted and restored, against writes that bypa
 Keras). Randomness that cannot be replayed (`tf.random.*` without a Keras seed
 generator) leaves the probe unable to decide, which is refused with advice.
 
-`check_dp_compatible(model)` runs what needs no data (BatchNormalization in training
-mode, activity regularizers) and probes a model whose input shapes are declared; the
-private train step probes once per input signature, on the real batch's shapes, before
-its first step (`check_first_step`).
+BatchNormalization is judged by the probe, not by its class: in inference mode (frozen, or
+called with `training=False` inside a subclassed model) it reads only its moving
+statistics and passes; in training mode it writes them (or, with momentum 1, mixes the
+batch's statistics into every example) and is refused with the ways out.
+
+`check_dp_compatible(model)` runs what needs no data (activity regularizers) and probes
+a model whose input shapes are declared; the private train step probes once per input
+signature, on the real batch's shapes, before its first step (`check_first_step`).
 """
 
 from __future__ import annotations
@@ -50,11 +54,17 @@ UNKNOWN_AXIS = 8
 _SEED = 20240607  # the probe's own NumPy generator: the global random state is untouched
 
 NORMALIZATION_ADVICE = (
-    "BatchNormalization mixes the examples of a batch, so one example's gradient depends on "
-    "the others and per-example clipping no longer bounds its influence. Replace it with "
-    "keras.layers.GroupNormalization or keras.layers.LayerNormalization (or, to fine-tune a "
-    "pretrained model, freeze it with `layer.trainable = False`: it then runs in inference "
-    "mode and updates nothing)."
+    "BatchNormalization in training mode normalizes each example with the statistics of "
+    "its batch and writes them into its moving statistics, so one example's gradient "
+    "depends on the others (per-example clipping no longer bounds its influence) and the "
+    "batch's data reaches the model without noise. Three ways out: (1) freeze it, "
+    "`layer.trainable = False` (or `base_model.trainable = False` for a whole backbone): "
+    "it then runs in inference mode on its moving statistics and mixes nothing (in Keras 3 "
+    "a functional model's `base_model(x, training=False)` does not keep it there when the "
+    "outer model trains; freezing does); (2) fold it into the Conv/Dense layer before it "
+    "with `tfdp.training.fold_batch_norm(model)`, which keeps the pretrained statistics; "
+    "(3) convert it with `tfdp.training.batch_norm_to_group_norm(model)` to "
+    "keras.layers.GroupNormalization (or use LayerNormalization) and train it from scratch."
 )
 _STATE_WHY = (
     "its value after the training forward pass depends on the batch's inputs, so the data "
@@ -93,19 +103,21 @@ _REPLAY_ADVICE = (
 )
 
 
-def check_dp_compatible(model: keras.Model) -> None:
+def check_dp_compatible(model: keras.Model, *, probe_at_first_step: bool = False) -> None:
     """Raises ValueError for layers that break per-example sensitivity.
 
-    Refuses BatchNormalization in training mode (`trainable=True`) and activity
-    regularizers by inspection; a model whose input shapes are all declared (a
-    Sequential or functional model) is then probed on synthetic batches: a variable
-    written from the data, or a forward pass that mixes examples, is refused (see the
-    module docstring). A subclassed model, or one with input axes of unknown size, is
-    probed by the private train step on its first batch.
+    Refuses activity regularizers by inspection; a model whose input shapes are all
+    declared (a Sequential or functional model) is then probed on synthetic batches: a
+    variable written from the data (BatchNormalization in training mode updating its
+    moving statistics, running statistics, stateful RNNs), or a forward pass that mixes
+    examples, is refused (see the module docstring). A BatchNormalization in inference
+    mode (frozen, or called with `training=False`) passes. A subclassed model, or one with
+    input axes of unknown size, cannot be probed before its first batch: with
+    `probe_at_first_step` (as `make_private`, whose train step probes it then) it is
+    left to that probe; otherwise a trainable BatchNormalization in it is refused, since
+    whether it runs in inference mode is only seen when it runs.
     """
     for layer in model_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
-            raise ValueError(f"Layer {layer.name!r}: {NORMALIZATION_ADVICE}")
         if getattr(layer, "activity_regularizer", None) is not None:
             raise ValueError(
                 f"Layer {layer.name!r} has an activity_regularizer, a loss that depends on the "
@@ -115,6 +127,18 @@ def check_dp_compatible(model: keras.Model) -> None:
     if spec is not None:
         probe_model(model, spec)
         _checked(model).add(signature_key(spec))
+    elif not probe_at_first_step:
+        _refuse_trainable_batch_norm(model_layers(model), "before its first batch")
+
+
+def _refuse_trainable_batch_norm(layers, when: str) -> None:
+    """Refuses a trainable BatchNormalization when the probe cannot see its mode."""
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            raise ValueError(
+                f"Layer {layer.name!r}: the model cannot be probed {when}, so tfdp cannot "
+                "check that this trainable BatchNormalization runs in inference mode. "
+                + NORMALIZATION_ADVICE)
 
 
 def check_first_step(model: keras.Model, x: Any, options: Any = None) -> None:
@@ -156,9 +180,10 @@ def probe_model(model: keras.Model, x: Any) -> None:
     when the pass mixes examples, or when its randomness cannot be replayed.
     """
     batches = _probe_batches(x, _probe_rows(model, x))
-    if batches is None:
-        return
     layers = model_layers(model)
+    if batches is None:
+        _refuse_trainable_batch_norm(layers, "on inputs of this dtype")
+        return
     _probe(lambda t: model(t, training=True), list(model.variables), batches, layers, 1,
            describe="The model", owners=layers, augment=False)
 
@@ -202,6 +227,8 @@ def _probe(fn: Callable[[Any], Any], variables: List[Any], batches, layers, unit
         culprit = _first_mixing_layer(trail_a, trail_mixed, unit)
         where = f" (first seen at layer {culprit.name!r}, {type(culprit).__name__})" \
             if culprit is not None else ""
+        if isinstance(culprit, keras.layers.BatchNormalization):
+            raise ValueError(f"Layer {culprit.name!r}: {NORMALIZATION_ADVICE}")
         advice = _AUGMENT_ADVICE if augment else _MIXING_ADVICE
         raise ValueError(f"{describe} mixes examples across the batch{where}: "
                          + _MIXING_WHY + advice)

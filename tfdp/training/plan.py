@@ -187,6 +187,7 @@ def make_plan(model: keras.Model, x: Any) -> GradientPlan:
     layers = sorted((layer for layer in model_layers(model) if id(layer) in probe.spans),
                     key=lambda layer: probe.spans[id(layer)][0][0])
     rules = {id(layer): _usable_rule(layer) for layer in layers}
+    position = {id(layer): i for i, layer in enumerate(layers)}
     reasons: Dict[str, str] = {}
 
     def covers(layer, indices) -> bool:
@@ -209,7 +210,10 @@ def make_plan(model: keras.Model, x: Any) -> GradientPlan:
             indices = reads[key]
             if not indices:
                 continue
-            containing = sorted((layer for layer in layers if covers(layer, indices)), key=span)
+            # Innermost first; a wrapper whose call is only its inner layer's call spans the
+            # same operations, and the inner layer (later in `layers`) is the innermost.
+            containing = sorted((layer for layer in layers if covers(layer, indices)),
+                                key=lambda layer: (span(layer), -position[id(layer)]))
             for layer in containing:
                 lid = id(layer)
                 rule = None if lid in demoted or probe.declined.get(lid) else rules[lid]

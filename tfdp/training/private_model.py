@@ -477,7 +477,7 @@ def make_private(model: keras.Model, *, augment: Optional[Callable[[Any], Any]] 
         if "tf_keras" in kind or "keras.src" not in kind and hasattr(model, "fit"):
             raise ValueError(_OTHER_KERAS_ADVICE.format(kind=kind))
         raise ValueError(f"make_private needs a keras.Model, got {type(model).__name__}.")
-    check_dp_compatible(model)
+    check_dp_compatible(model, probe_at_first_step=True)
     if isinstance(model, keras.Sequential):
         try:
             inputs, outputs = model.inputs[0], model.outputs[0]
