@@ -21,7 +21,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-all install benchmark clean uv docs results-page
+.PHONY: demo test test-all install benchmark clean uv docs results-page peers
 
 install: $(STAMP)
 
@@ -42,6 +42,27 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py
+
+# The Opacus peer of `make benchmark` (a manual measurement; CI does not run it): PyTorch and
+# Opacus in their own environment $(PEERS_VENV), never in $(VENV) or uv.lock, then
+# peers/opacus_zoo.py over the same zoo (writes results/opacus_peer.json). pip takes torch's
+# CPU build (2.13.0+cpu) where its configuration offers one, as this machine's does; from the
+# registry alone it takes the default Linux wheel, which also pulls CUDA libraries.
+#   PEERS_ARGS=--models=tutorial_cnn,mlp make peers
+PEERS_VENV ?= .venv-opacus
+PEERS_PY_VERSION ?= 3.11
+PEERS_PYTHON ?= $(shell for p in python$(PEERS_PY_VERSION) $(wildcard $(HOME)/.pyenv/versions/$(PEERS_PY_VERSION).*/bin/python$(PEERS_PY_VERSION)) /usr/local/bin/python$(PEERS_PY_VERSION) /usr/bin/python$(PEERS_PY_VERSION); do "$$p" -c 'import sys' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+PEERS_REQUIREMENTS ?= torch==2.13.0 opacus==1.6.0
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+
+$(PEERS_STAMP): Makefile
+	@test -n "$(PEERS_PYTHON)" || { echo "No Python $(PEERS_PY_VERSION) found: install it, or pass PEERS_PYTHON=/path/to/python3.X"; exit 1; }
+	"$(PEERS_PYTHON)" -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet $(PEERS_REQUIREMENTS)
+	@touch $(PEERS_STAMP)
+
+peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python peers/opacus_zoo.py $(PEERS_ARGS)
 
 # The documentation site as static HTML in site/ (offline; warnings are errors), and the results
 # page regenerated from the JSON that `make demo` and `make benchmark` write (results/).

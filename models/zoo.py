@@ -5,18 +5,19 @@
 
 `data(num_examples=None, seed=0)` makes synthetic `(x, y)` for the model (images from a
 standard normal, token ids uniform over the vocabulary, integer labels); without
-`num_examples` it makes the model's default count. Where Opacus's peer script
-(`../shared/peers/opacus_models.py`) has the same net, the shapes, vocabulary, batch size
-and number of examples are the same, so the two benchmarks read side by side:
+`num_examples` it makes the model's default count. The Opacus peer, `peers/opacus_zoo.py`
+(`make peers`), builds every one of these nets in PyTorch with the same shapes, vocabulary,
+batch size, number of examples and parameter count, so the two benchmarks read side by
+side; tests/peers/test_opacus_zoo.py fails when the two drift apart:
 
 | name | input | batch | examples | net |
 |---|---|---|---|---|
-| tutorial_cnn | 28x28x1 | 256 | 2048 | TF Privacy's MNIST tutorial CNN (Opacus `tutorial`) |
+| tutorial_cnn | 28x28x1 | 256 | 2048 | TF Privacy's MNIST tutorial CNN |
 | pneumonia_cnn | 128x128x1 | 32 | 512 | tfdp.models.pneumonia_cnn, 3 conv blocks |
-| resnet | 32x32x3 | 64 | 512 | tfdp.models.resnet, GroupNormalization (Opacus `resnet_gn`) |
-| transformer | 64 tokens | 128 | 1024 | one attention block (Opacus `transformer`) |
+| resnet | 32x32x3 | 64 | 512 | tfdp.models.resnet, GroupNormalization |
+| transformer | 64 tokens | 128 | 1024 | one attention block |
 | lstm | 64 tokens | 128 | 1024 | Embedding(1000, 32), LSTM(32), Dense(2) |
-| text_cnn | 64 tokens | 256 | 2048 | Embedding, Conv1D, max pooling (Opacus `text`) |
+| text_cnn | 64 tokens | 256 | 2048 | Embedding, Conv1D, max pooling |
 | mlp | 784 | 256 | 2048 | Dense 512-256-10 (the benchmark's MLP) |
 
 No model has BatchNormalization; every one outputs logits.
@@ -100,7 +101,7 @@ def _tokens(name: str) -> keras.KerasTensor:
 
 def _transformer() -> ZooModel:
     """Embedding(5000, 64), self-attention (4 heads of 16) with residual and LayerNormalization,
-    Dense(128, ReLU), Dense(64), average over tokens, Dense(2): Opacus's `transformer`."""
+    Dense(128, ReLU), Dense(64), average over tokens, Dense(2)."""
     layers = keras.layers
     tokens = _tokens("tokens")
     h = layers.Embedding(5000, 64, name="embedding")(tokens)
@@ -125,8 +126,7 @@ def _lstm() -> ZooModel:
 
 
 def _text_cnn() -> ZooModel:
-    """Embedding(5000, 64), Conv1D(64, 5, ReLU), max over tokens, Dense(64, ReLU), Dense(2):
-    Opacus's `text`."""
+    """Embedding(5000, 64), Conv1D(64, 5, ReLU), max over tokens, Dense(64, ReLU), Dense(2)."""
     layers = keras.layers
     tokens = _tokens("tokens")
     h = layers.Embedding(5000, 64, name="embedding")(tokens)

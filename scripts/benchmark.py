@@ -1,8 +1,8 @@
 """Side-by-side speed and memory of DP vs non-private training on the model zoo, in one run.
 
 For every model of `tfdp.models.zoo` (the TF Privacy tutorial CNN, the pneumonia CNN, a
-GroupNorm ResNet, a transformer block, an LSTM, a text CNN, an MLP; the Opacus peer
-script `../shared/peers/opacus_models.py` has the same nets where it has them), plain
+GroupNorm ResNet, a transformer block, an LSTM, a text CNN, an MLP; the Opacus peer,
+`peers/opacus_zoo.py` run by `make peers`, trains the same nets in PyTorch), plain
 Keras training ("nodp") and tfdp's fast path ("tfdp_fast": `tfdp.make_private` and
 `tfdp.DPKerasSGDOptimizer`) train on the same synthetic data and batch, each in its own
 subprocess so its peak memory (max RSS) is its own. Each reports its best epoch after a

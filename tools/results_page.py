@@ -1,10 +1,10 @@
-"""Renders docs/results.md from the JSON that `make demo` and `make benchmark` write.
+"""Renders docs/results.md from the JSON of `make demo`, `make benchmark` and `make peers`.
 
     make results-page                      # = python tools/results_page.py
     python tools/results_page.py --comparison=other/comparison.json --benchmark=none
 
-It copies the run's files into docs/data/ (comparison.json, benchmark.json and the two
-figures `make demo` draws), then renders docs/results.md from docs/data/ alone, so the page
+It copies the run's files into docs/data/ (comparison.json, benchmark.json, the Opacus
+peer's opacus_peer.json and the two figures `make demo` draws), then renders docs/results.md from docs/data/ alone, so the page
 and the data it shows are committed together and `--check` can tell whether the page is
 what its data gives. An input that does not exist is skipped: the data already in
 docs/data/ is kept, and a section without data says how to make it. The page holds no
@@ -28,8 +28,10 @@ DATA_DIR = os.path.join(ROOT, "docs", "data")
 PAGE = os.path.join(ROOT, "docs", "results.md")
 COMPARISON = "comparison.json"
 BENCHMARK = "benchmark.json"
+PEERS = "opacus_peer.json"  # peers/opacus_zoo.py (`make peers`)
 FIGURES = ("privacy_utility.png", "lira_roc.png")
 BASELINE, FAST, FAST_GRID = "nodp", "tfdp_fast", "tfdp_fast_grid"
+PEER_HOOKS, PEER_GHOST = "opacus", "opacus_ghost"
 
 
 # ----- cells -----
@@ -190,13 +192,58 @@ def _paths(entry: Dict[str, Any]) -> str:
     return " / ".join(str(counts.get(k, 0)) for k in ("rule", "local", "jacobian"))
 
 
-def benchmark_section(report: Optional[Dict[str, Any]]) -> List[str]:
-    """One row per zoo model: no-DP and fast-path epoch times, their ratios, memory, paths."""
+def _peer_cell(entry: Optional[Dict[str, Any]]) -> str:
+    """The Opacus peer's DP / no-DP ratio of a model, ghost clipping's in brackets."""
+    if not entry:
+        return "-"
+    cells = []
+    for loop in (PEER_HOOKS, PEER_GHOST):
+        result = entry.get("results", {}).get(loop, {})
+        if "error" in result:
+            cells.append("fails (" + str(result["error"]).split(":")[0] + ")")
+        else:
+            cells.append(_ratio(entry, loop))
+    return f"{cells[0]} ({cells[1]})"
+
+
+def peers_section(peers: Dict[str, Any]) -> List[str]:
+    """The Opacus peer's run: settings, seconds per epoch of each loop and the ratios."""
+    settings = peers.get("settings", {})
+    lines = [
+        "### The Opacus peer (`make peers`)", "",
+        f"`peers/opacus_zoo.py`: the same nets in PyTorch {settings.get('torch', '?')} with "
+        f"Opacus {settings.get('opacus', '?')}, {settings.get('cpu', '?')}, "
+        f"{settings.get('threads', '?')} threads; best of {settings.get('epochs', '?')} epochs "
+        f"after {settings.get('warmup_epochs', '?')} warm-up, the three loops in turns. Each "
+        "ratio is against the peer's own non-private loop.", ""]
+    header = ["model", "batch", "parameters", "no-DP s/epoch", "Opacus s/epoch",
+              "ghost clipping s/epoch", "Opacus / no-DP", "ghost / no-DP"]
+    rows = []
+    for name, entry in peers.get("models", {}).items():
+        results = entry.get("results", {})
+        rows.append([name, str(entry.get("batch_size", "-")), f"{entry.get('parameters', 0):,}",
+                     _seconds(results.get(BASELINE, {})), _seconds(results.get(PEER_HOOKS, {})),
+                     _seconds(results.get(PEER_GHOST, {})), _ratio(entry, PEER_HOOKS),
+                     _ratio(entry, PEER_GHOST)])
+    lines += table(header, rows) + [""]
+    errors = [f"{name} {loop}: {result['error']}"
+              for name, entry in peers.get("models", {}).items()
+              for loop, result in entry.get("results", {}).items() if "error" in result]
+    if errors:
+        lines += ["Loops Opacus could not run:", ""] + [f"- {e}" for e in errors] + [""]
+    return lines
+
+
+def benchmark_section(report: Optional[Dict[str, Any]],
+                      peers: Optional[Dict[str, Any]] = None) -> List[str]:
+    """One row per zoo model: no-DP and fast-path epoch times, their ratios, memory, paths;
+    with the Opacus peer's record, its ratios beside them and its own table below."""
     lines = ["## Speed of the fast path (`make benchmark`)", ""]
+    peer_lines = peers_section(peers) if peers is not None else []
     if report is None:
         return lines + [
             "No benchmark recorded yet. Run `make benchmark` (it writes "
-            "`results/benchmark.json`), then `make results-page`.", ""]
+            "`results/benchmark.json`), then `make results-page`.", ""] + peer_lines
     settings = report.get("settings", {})
     lines += [
         f"TensorFlow {settings.get('tensorflow', '?')}, Keras {settings.get('keras', '?')}, "
@@ -208,6 +255,8 @@ def benchmark_section(report: Optional[Dict[str, Any]]) -> List[str]:
         + ".", ""]
     header = ["model", "batch", "parameters", "no-DP s/epoch", "DP s/epoch", "DP / no-DP",
               "peak memory ratio", "grid noise / no-DP", "rule / local / jacobian"]
+    if peers is not None:
+        header.append("Opacus DP / no-DP (ghost clipping)")
     rows = []
     for name, entry in report.get("models", {}).items():
         results = entry.get("results", {})
@@ -217,6 +266,8 @@ def benchmark_section(report: Optional[Dict[str, Any]]) -> List[str]:
             _ratio(entry, FAST), _ratio(entry, FAST, "memory_ratio"), _ratio(entry, FAST_GRID),
             _paths(entry),
         ])
+        if peers is not None:
+            rows[-1].append(_peer_cell(peers.get("models", {}).get(name)))
     lines += table(header, rows) + [""]
     errors = [f"{name} {config}: {result['error']}"
               for name, entry in report.get("models", {}).items()
@@ -226,13 +277,15 @@ def benchmark_section(report: Optional[Dict[str, Any]]) -> List[str]:
     unavailable = report.get("unavailable", {})
     if unavailable:
         lines += ["Not run:", ""] + [f"- `{k}`: {v}" for k, v in unavailable.items()] + [""]
-    return lines
+    return lines + peer_lines
 
 
 # ----- the page -----
 
-def render(comparison: Optional[Dict[str, Any]], benchmark: Optional[Dict[str, Any]]) -> str:
-    """The whole page, from the two records (None: not recorded yet)."""
+def render(comparison: Optional[Dict[str, Any]], benchmark: Optional[Dict[str, Any]],
+           peers: Optional[Dict[str, Any]] = None) -> str:
+    """The whole page, from the records (None: not recorded yet; the Opacus peer's is
+    optional)."""
     lines = [
         "# Results",
         "",
@@ -245,6 +298,7 @@ def render(comparison: Optional[Dict[str, Any]], benchmark: Optional[Dict[str, A
         "```sh",
         "make demo            # writes results/comparison.json and the figures",
         "make benchmark       # writes results/benchmark.json",
+        "make peers           # optional, the Opacus peer: results/opacus_peer.json",
         "make results-page    # copies them to docs/data/ and renders this page",
         "```",
         "",
@@ -258,7 +312,12 @@ def render(comparison: Optional[Dict[str, Any]], benchmark: Optional[Dict[str, A
         lines[-2] += "."
     elif benchmark is not None:
         lines[-2] = "The raw record is beside this page: [benchmark.json](data/benchmark.json)."
-    lines += comparison_section(comparison) + benchmark_section(benchmark)
+    if peers is not None:
+        peer_link = "[opacus_peer.json](data/opacus_peer.json)"
+        lines[-2] = (lines[-2].rstrip(".") + f"; the Opacus peer's: {peer_link}."
+                     if comparison is not None or benchmark is not None else
+                     f"The Opacus peer's raw record is beside this page: {peer_link}.")
+    lines += comparison_section(comparison) + benchmark_section(benchmark, peers)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -283,7 +342,8 @@ def _copy_in(source: Optional[str], name: str) -> None:
 def page_from_data() -> str:
     """The page that docs/data/ gives."""
     return render(_load(os.path.join(DATA_DIR, COMPARISON)),
-                  _load(os.path.join(DATA_DIR, BENCHMARK)))
+                  _load(os.path.join(DATA_DIR, BENCHMARK)),
+                  _load(os.path.join(DATA_DIR, PEERS)))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -292,6 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="compare.py's comparison.json ('none': keep docs/data's)")
     parser.add_argument("--benchmark", default=os.path.join("results", BENCHMARK),
                         help="benchmark.py's benchmark.json ('none': keep docs/data's)")
+    parser.add_argument("--peers", default=os.path.join("results", PEERS),
+                        help="peers/opacus_zoo.py's opacus_peer.json ('none': keep docs/data's)")
     parser.add_argument("--check", action="store_true",
                         help="copy nothing; exit 1 if docs/results.md is not what docs/data/ gives")
     args = parser.parse_args(argv)
@@ -308,6 +370,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for figure in FIGURES:
             _copy_in(os.path.join(os.path.dirname(args.comparison), figure), figure)
     _copy_in(args.benchmark, BENCHMARK)
+    _copy_in(args.peers, PEERS)
     with open(PAGE, "w") as handle:
         handle.write(page_from_data())
     print(f"wrote {os.path.relpath(PAGE, ROOT)}")

@@ -54,7 +54,7 @@ def test_data_is_reproducible_and_defaults_to_the_models_count():
     x2, y2 = data(5, seed=3)
     np.testing.assert_array_equal(x1, x2)
     np.testing.assert_array_equal(y1, y2)
-    assert data.num_examples == 2048  # as Opacus's peer `text`
+    assert data.num_examples == 2048  # as the Opacus peer's (peers/opacus_zoo.py)
 
 
 def test_unknown_name_lists_the_zoo():
