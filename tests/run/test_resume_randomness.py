@@ -43,6 +43,19 @@ def _train(config, data):
     return train_model(config, data, log=lambda _: None, validate=False)
 
 
+def _record_sampler_argument(monkeypatch, name):
+    """The list that receives `name`'s value of every `Dataset.poisson_batches` call."""
+    values = []
+    original = Dataset.poisson_batches
+
+    def recording(self, batch_size, **kwargs):
+        values.append(kwargs.get(name))
+        return original(self, batch_size, **kwargs)
+
+    monkeypatch.setattr(Dataset, "poisson_batches", recording)
+    return values
+
+
 def test_resumed_epochs_draw_new_noise_and_two_resumes_differ(tmp_path, monkeypatch):
     monkeypatch.setitem(registry._BUILDERS, "no_gradient", _no_gradient)  # this test only
     config, data = _config(tmp_path / "run"), _zeros()
@@ -64,14 +77,7 @@ def test_resumed_epochs_draw_new_noise_and_two_resumes_differ(tmp_path, monkeypa
 
 def test_the_insecure_opt_in_reproduces_a_run_but_never_across_a_resume(tmp_path, monkeypatch):
     monkeypatch.setitem(registry._BUILDERS, "no_gradient", _no_gradient)
-    seeds = []
-    original = Dataset.poisson_batches
-
-    def recording(self, batch_size, **kwargs):
-        seeds.append(kwargs.get("insecure_reproducible_seed"))
-        return original(self, batch_size, **kwargs)
-
-    monkeypatch.setattr(Dataset, "poisson_batches", recording)
+    seeds = _record_sampler_argument(monkeypatch, "insecure_reproducible_seed")
     data = _zeros()
     weights = []
     for name in ("a", "b"):
@@ -112,14 +118,7 @@ def test_one_poisson_pipeline_serves_every_epoch_with_the_same_steps(tmp_path, m
     """The run builds its Poisson batches once, for all epochs (an input pipeline per epoch cost
     most of a short epoch); each epoch still takes ceil(n / b) independently sampled steps."""
     monkeypatch.setitem(registry._BUILDERS, "no_gradient", _no_gradient)
-    calls = []
-    original = Dataset.poisson_batches
-
-    def recording(self, batch_size, **kwargs):
-        calls.append(kwargs.get("num_steps"))
-        return original(self, batch_size, **kwargs)
-
-    monkeypatch.setattr(Dataset, "poisson_batches", recording)
+    calls = _record_sampler_argument(monkeypatch, "num_steps")
     data = _zeros()  # 64 examples, batches of 16 expected: 4 steps an epoch
     trained = _train(dataclasses.replace(_config(tmp_path / "run"), epochs=3), data)
     assert calls == [12]
