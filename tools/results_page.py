@@ -294,7 +294,7 @@ def render(comparison: Optional[Dict[str, Any]], benchmark: Optional[Dict[str, A
         "This page is generated from the JSON the runs write, never typed in. To regenerate",
         "it after a new run:",
         "",
-        "<!-- not run: make demo takes about 15 minutes, make benchmark longer -->",
+        "<!-- not run: make demo takes about 10 minutes, make benchmark longer -->",
         "```sh",
         "make demo            # writes results/comparison.json and the figures",
         "make benchmark       # writes results/benchmark.json",
