@@ -206,6 +206,14 @@ def _peer_cell(entry: Optional[Dict[str, Any]]) -> str:
     return f"{cells[0]} ({cells[1]})"
 
 
+def _failures(record: Dict[str, Any], heading: str) -> List[str]:
+    """A list under `heading` of every model's configuration whose result is an error."""
+    errors = [f"{name} {config}: {result['error']}"
+              for name, entry in record.get("models", {}).items()
+              for config, result in entry.get("results", {}).items() if "error" in result]
+    return [heading, ""] + [f"- {e}" for e in errors] + [""] if errors else []
+
+
 def peers_section(peers: Dict[str, Any]) -> List[str]:
     """The Opacus peer's run: settings, seconds per epoch of each loop and the ratios."""
     settings = peers.get("settings", {})
@@ -226,11 +234,7 @@ def peers_section(peers: Dict[str, Any]) -> List[str]:
                      _seconds(results.get(PEER_GHOST, {})), _ratio(entry, PEER_HOOKS),
                      _ratio(entry, PEER_GHOST)])
     lines += table(header, rows) + [""]
-    errors = [f"{name} {loop}: {result['error']}"
-              for name, entry in peers.get("models", {}).items()
-              for loop, result in entry.get("results", {}).items() if "error" in result]
-    if errors:
-        lines += ["Loops Opacus could not run:", ""] + [f"- {e}" for e in errors] + [""]
+    lines += _failures(peers, "Loops Opacus could not run:")
     return lines
 
 
@@ -269,11 +273,7 @@ def benchmark_section(report: Optional[Dict[str, Any]],
         if peers is not None:
             rows[-1].append(_peer_cell(peers.get("models", {}).get(name)))
     lines += table(header, rows) + [""]
-    errors = [f"{name} {config}: {result['error']}"
-              for name, entry in report.get("models", {}).items()
-              for config, result in entry.get("results", {}).items() if "error" in result]
-    if errors:
-        lines += ["Failed configurations:", ""] + [f"- {e}" for e in errors] + [""]
+    lines += _failures(report, "Failed configurations:")
     unavailable = report.get("unavailable", {})
     if unavailable:
         lines += ["Not run:", ""] + [f"- `{k}`: {v}" for k, v in unavailable.items()] + [""]
