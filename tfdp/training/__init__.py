@@ -9,11 +9,13 @@ physical batches smaller than the logical one. `split_frozen_prefix` cuts a mode
 first layers are frozen, so that their features are computed once and only the head trains.
 `fold_batch_norm` and `batch_norm_to_group_norm` rewrite a model whose BatchNormalization
 would train on batch statistics (fold it into the layer before it; or GroupNormalization).
+`set_fine_tuning` makes a pretrained part's last blocks trainable, or puts LoRA on them.
 """
 
 from tfdp.training.augmentation import augmentation_names, make_augmentation
 from tfdp.training.batch_norm import batch_norm_to_group_norm, fold_batch_norm
 
+from tfdp.training.fine_tuning import FINE_TUNE_MODES, FineTuning, set_fine_tuning
 from tfdp.training.frozen_features import FrozenSplit, split_frozen_prefix
 from tfdp.training.per_example import ClippedGradientSum, clipped_gradient_sum, gradient_plan
 from tfdp.training.plan import GradientPlan, make_plan
@@ -28,4 +30,5 @@ __all__ = ["make_private", "PrivateModel", "check_dp_compatible", "LayerRule",
            "registered_rules", "rule_for", "rule_names", "gradient_plan", "GradientPlan",
            "make_plan", "clipped_gradient_sum", "ClippedGradientSum", "var_key",
            "make_augmentation", "augmentation_names", "StepOptions", "split_frozen_prefix",
-           "FrozenSplit", "fold_batch_norm", "batch_norm_to_group_norm"]
+           "FrozenSplit", "fold_batch_norm", "batch_norm_to_group_norm", "set_fine_tuning",
+           "FineTuning", "FINE_TUNE_MODES"]
