@@ -20,7 +20,19 @@ side; tests/peers/test_opacus_zoo.py fails when the two drift apart:
 | text_cnn | 64 tokens | 256 | 2048 | Embedding, Conv1D, max pooling |
 | mlp | 784 | 256 | 2048 | Dense 512-256-10 (the benchmark's MLP) |
 
-No model has BatchNormalization; every one outputs logits.
+No model above has BatchNormalization; every one outputs logits.
+
+`FINE_TUNING_NAMES` are the pretrained-backbone rows (tfdp only; Opacus's peer has no
+keras.applications): keras.applications MobileNetV3Small (frozen BatchNormalization) at
+128x128x1, grayscale as the chest X-rays are, batch 32, 512 examples, with a new head, in
+the three fine-tuning modes of `tfdp.models.backbone_classifier`. The weights are random
+(nothing is downloaded); speed and memory do not depend on their values.
+
+| name | what trains |
+|---|---|
+| mobilenet_head | the head only (the backbone frozen) |
+| mobilenet_last_block | the head and the backbone's last block (its BatchNormalization frozen) |
+| mobilenet_lora | the head and rank-4 LoRA factors on the last block's convolutions |
 """
 
 from __future__ import annotations
@@ -154,9 +166,32 @@ _ZOO: Dict[str, Callable[[], ZooModel]] = {
 }
 ZOO_NAMES: Tuple[str, ...] = tuple(_ZOO)
 
+BACKBONE = "mobilenetv3small"
+FINE_TUNING_SHAPE = (128, 128, 1)
+
+
+def _fine_tuned(mode: str) -> Callable[[], ZooModel]:
+    def build() -> ZooModel:
+        from tfdp.models.backbones import backbone_classifier  # keras.applications: lazily
+
+        model = backbone_classifier(BACKBONE, FINE_TUNING_SHAPE, 2, fine_tune=mode)
+        return ZooModel(model, SyntheticData(FINE_TUNING_SHAPE, 2, 512), 32)
+    return build
+
+
+_FINE_TUNING: Dict[str, Callable[[], ZooModel]] = {
+    "mobilenet_head": _fine_tuned("head"),
+    "mobilenet_last_block": _fine_tuned("last_blocks"),
+    "mobilenet_lora": _fine_tuned("lora"),
+}
+# The pretrained-backbone rows (tfdp only: the Opacus peer measures ZOO_NAMES).
+FINE_TUNING_NAMES: Tuple[str, ...] = tuple(_FINE_TUNING)
+ALL_NAMES: Tuple[str, ...] = ZOO_NAMES + FINE_TUNING_NAMES
+
 
 def build_zoo_model(name: str) -> ZooModel:
     """Builds the named zoo model afresh (new weights from Keras's global seed)."""
-    if name not in _ZOO:
-        raise ValueError(f"Unknown zoo model {name!r}. Choose one of: {', '.join(ZOO_NAMES)}.")
-    return _ZOO[name]()
+    builders = {**_ZOO, **_FINE_TUNING}
+    if name not in builders:
+        raise ValueError(f"Unknown zoo model {name!r}. Choose one of: {', '.join(ALL_NAMES)}.")
+    return builders[name]()

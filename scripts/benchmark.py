@@ -1,7 +1,8 @@
 """Side-by-side speed and memory of DP vs non-private training on the model zoo, in one run.
 
 For every model of `tfdp.models.zoo` (the TF Privacy tutorial CNN, the pneumonia CNN, a
-GroupNorm ResNet, a transformer block, an LSTM, a text CNN, an MLP; the Opacus peer,
+GroupNorm ResNet, a transformer block, an LSTM, a text CNN, an MLP, and a MobileNetV3Small
+backbone at 128x128 fine-tuned three ways: head only, last block, LoRA; the Opacus peer,
 `peers/opacus_zoo.py` run by `make peers`, trains the same nets in PyTorch), plain
 Keras training ("nodp") and tfdp's fast path ("tfdp_fast": `tfdp.make_private` and
 `tfdp.DPKerasSGDOptimizer`) train on the same synthetic data and batch, each in its own
@@ -148,10 +149,10 @@ def _benchmark_model(model_name: str, configs, settings: dict) -> dict:
 
 def _model_names():
     names = [ALIASES.get(name, name) for name in FLAGS.models]
-    unknown = [name for name in names if name not in zoo.ZOO_NAMES]
+    unknown = [name for name in names if name not in zoo.ALL_NAMES]
     if unknown:
         raise app.UsageError(f"--models: unknown {unknown}; choose from "
-                             f"{', '.join(zoo.ZOO_NAMES)}.")
+                             f"{', '.join(zoo.ALL_NAMES)}.")
     return names
 
 
@@ -201,9 +202,10 @@ def main(argv):
 
 def define_flags() -> None:
     """Defines this script's absl flags."""
-    flags.DEFINE_list("models", list(zoo.ZOO_NAMES),
-                      f"Zoo models to benchmark ({', '.join(zoo.ZOO_NAMES)}; 'cnn' means "
-                      "tutorial_cnn). Default: all.")
+    flags.DEFINE_list("models", list(zoo.ALL_NAMES),
+                      f"Zoo models to benchmark ({', '.join(zoo.ALL_NAMES)}; 'cnn' means "
+                      "tutorial_cnn; the mobilenet_* rows fine-tune a keras.applications "
+                      "backbone). Default: all.")
     flags.DEFINE_list(
         "configs", [bench.BASELINE, bench.FAST, bench.FAST_GRID] + list(bench.UNAVAILABLE),
         "Training options to compare: nodp (the baseline, required), tfdp_fast, tfdp_fast_grid "
