@@ -305,7 +305,8 @@ def backbone_statement(name: str, fine_tune: str, weights_path: Optional[str],
     if weights_path is None:
         return text + (" Its weights are RANDOM: the backbone is NOT pretrained (no "
                        "--backbone_weights file was given).")
-    return text + (f" Pretrained weights loaded from a local file, {weights_provenance(weights_path)}"
-                   "; their pretraining (keras.applications' files: ImageNet) is public data "
-                   "outside this run and costs no privacy of this data set, provided that data "
-                   "held none of this data set's examples, which tfdp cannot check.")
+    source = weights_provenance(weights_path)
+    return text + (f" Pretrained weights loaded from a local file, {source}; their pretraining "
+                   "(keras.applications' files: ImageNet) is public data outside this run and "
+                   "costs no privacy of this data set, provided that data held none of this "
+                   "data set's examples, which tfdp cannot check.")
