@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Sequence
 import keras
 import tensorflow as tf
 
+from tfdp.models.backbones import BACKBONES, backbone_classifier
 from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
 from tfdp.models.mlp import linear, mlp, normalized_linear
 from tfdp.models.pretrained import pretrained_linear, prior_linear
@@ -23,6 +24,22 @@ _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "prior_linear": prior_linear,
     "resnet": resnet,
 }
+
+# A keras.applications backbone under a DP head: "backbone:<name>" (keyword arguments go to
+# backbone_classifier: weights_path, fine_tune, fine_tune_blocks, lora_rank).
+BACKBONE_PREFIX = "backbone:"
+
+
+def _backbone_builder(name: str) -> Callable[..., keras.Model]:
+    def build(input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> keras.Model:
+        return backbone_classifier(name, input_shape, num_classes, **kwargs)
+
+    build.__doc__ = (f"keras.applications {BACKBONES[name].builder} (weights from a local file, "
+                     "else random) under a zero Dense head.")
+    return build
+
+
+_BUILDERS.update({BACKBONE_PREFIX + name: _backbone_builder(name) for name in BACKBONES})
 
 
 def available_models() -> Dict[str, str]:

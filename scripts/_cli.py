@@ -151,6 +151,29 @@ def define_randomness_flags(defaults) -> None:
         "(the default): both come from the operating system's entropy.")
 
 
+def define_backbone_flags(defaults) -> None:
+    """Defines --backbone, --backbone_weights, --fine_tune, --fine_tune_blocks, --lora_rank."""
+    from absl import flags
+
+    from tfdp.models.backbones import BACKBONES
+    from tfdp.training.fine_tuning import FINE_TUNE_MODES
+
+    flags.DEFINE_enum("backbone", defaults.backbone, list(BACKBONES),
+                      "A keras.applications backbone under a DP Dense head (with --model=auto); "
+                      "grayscale images are repeated to three channels.")
+    flags.DEFINE_string("backbone_weights", defaults.backbone_weights,
+                        "The backbone's pretrained weights: a LOCAL file, keras.applications' "
+                        "'no top' .h5 (nothing is downloaded; a missing file's error gives its "
+                        "URL). Unset: random weights, NOT pretrained (the run says so).")
+    flags.DEFINE_enum("fine_tune", defaults.fine_tune, list(FINE_TUNE_MODES),
+                      "head: the backbone frozen (its features computed once); last_blocks: "
+                      "its last --fine_tune_blocks blocks train too; lora: those blocks train "
+                      "through LoRA of rank --lora_rank. BatchNormalization stays frozen.")
+    flags.DEFINE_integer("fine_tune_blocks", defaults.fine_tune_blocks,
+                         "--fine_tune=last_blocks|lora: how many of the last blocks train.")
+    flags.DEFINE_integer("lora_rank", defaults.lora_rank, "--fine_tune=lora: LoRA's rank.")
+
+
 def define_training_metrics_flag(defaults) -> None:
     """Defines --record_training_metrics (default from a RunConfig: off)."""
     from absl import flags

@@ -78,3 +78,41 @@ def test_accountant_is_checked_against_the_mechanism():
     # Sampled Laplace has no RDP composition in dp_accounting: refused, with the way out.
     with pytest.raises(ValueError, match="--accountant=rdp cannot account for Laplace.*pld"):
         run.RunConfig(mechanism="laplace", target_epsilon=1.0, accountant="rdp").validated()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(fine_tune="lora"), "--fine_tune set.*add --backbone="),
+    (dict(backbone_weights="w.h5"), "--backbone_weights set.*add --backbone="),
+    (dict(lora_rank=8), "--lora_rank"),
+    (dict(backbone="vgg16"), "backbone"),
+    (dict(backbone="mobilenetv3small", fine_tune="all"), "fine_tune"),
+    (dict(backbone="mobilenetv3small", fine_tune_blocks=0), "fine_tune_blocks"),
+    (dict(backbone="mobilenetv3small", model="mlp"), "leave --model=auto"),
+    (dict(backbone="mobilenetv3small", fine_tune_blocks=2), "would do nothing with "
+                                                            "--fine_tune=head"),
+    (dict(backbone="mobilenetv3small", fine_tune="last_blocks", lora_rank=2),
+     "--lora_rank would do nothing"),
+    (dict(backbone="mobilenetv3small", mechanism="residual_perturbation", gamma=0.5),
+     "--backbone is for DP-SGD"),
+    (dict(backbone="mobilenetv3small", mechanism="neuraldp", noise_multiplier=1.0),
+     "--backbone is for DP-SGD"),
+])
+def test_backbone_settings_are_checked(kwargs, message):
+    settings = dict(noise_multiplier=1.0)
+    settings.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        run.RunConfig(**settings).validated()
+
+
+def test_backbone_settings_are_ledger_keys_and_the_weights_path_stays_local():
+    config = run.RunConfig(backbone="mobilenetv3small", backbone_weights="/home/me/w.h5",
+                           fine_tune="lora", fine_tune_blocks=2, lora_rank=8,
+                           noise_multiplier=1.0).validated()
+    assert (config.backbone, config.fine_tune, config.fine_tune_blocks, config.lora_rank) == (
+        "mobilenetv3small", "lora", 2, 8)
+    assert {"backbone", "fine_tune", "fine_tune_blocks", "lora_rank"} <= set(
+        run_config.LEDGER_KEYS)
+    assert "backbone_weights" in run_config.PATH_SETTINGS
+    assert "backbone_weights" not in run_config.LEDGER_KEYS
+    # No-DP fine-tuning is allowed (the comparison's baseline).
+    assert run.RunConfig(backbone="convnexttiny", mechanism="none").validated().backbone

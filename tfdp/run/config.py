@@ -60,9 +60,15 @@ LEDGER_KEYS: Tuple[str, ...] = (
     "l1_norm_clip", "batch_size", "optimizer", "delta", "sampling", "image_size",
     "gamma", "residual_noise", "activation_clip_norm", "privacy_unit",
     "max_examples_per_patient", "insecure_reproducible_seed", "floating_point_safe_noise",
+    "backbone", "fine_tune", "fine_tune_blocks", "lora_rank",
 )
 # Local paths: they say nothing about the model or its privacy (kept out of export records).
-PATH_SETTINGS: Tuple[str, ...] = ("model_dir", "export_dir", "metrics_path")
+# backbone_weights is one too: the privacy statement names the file (its name and SHA-256)
+# instead, and a resume restores the trained weights from the checkpoint anyway.
+PATH_SETTINGS: Tuple[str, ...] = ("model_dir", "export_dir", "metrics_path", "backbone_weights")
+# Fine-tuning settings, meaningful only with a backbone: (name, default).
+FINE_TUNE_DEFAULTS: Tuple[Tuple[str, Any], ...] = (
+    ("fine_tune", "head"), ("fine_tune_blocks", 1), ("lora_rank", 4))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +143,17 @@ class RunConfig:
     # the progress lines and the metrics JSON then hold only test-split figures). True
     # records them, and the record says they are not covered.
     record_training_metrics: bool = False
+    # A keras.applications backbone under a DP head (tfdp.models.backbones: resnet50v2,
+    # mobilenetv3small, mobilenetv3large, efficientnetv2b0, convnexttiny), with --model=auto.
+    backbone: Optional[str] = None
+    # Its pretrained weights: a LOCAL file (keras.applications' "no top" .h5); never
+    # downloaded. None: random weights, and the run says the backbone is NOT pretrained.
+    backbone_weights: Optional[str] = None
+    # What of the backbone trains: "head" (nothing: frozen features), "last_blocks" (its last
+    # fine_tune_blocks blocks) or "lora" (those blocks through LoRA of rank lora_rank).
+    fine_tune: str = "head"
+    fine_tune_blocks: int = 1
+    lora_rank: int = 4
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
@@ -151,6 +168,7 @@ class RunConfig:
         check_choice("accountant", self.accountant, ACCOUNTANTS)
         _check_recipe(self)
         _check_privacy_unit(self)
+        _check_backbone(self)
         common: Dict[str, Any] = dict(
             noise_probability=check_probability("noise_probability", self.noise_probability),
             batch_size=check_positive_int("batch_size", self.batch_size),
@@ -250,6 +268,38 @@ def _check_recipe(c: RunConfig) -> None:
         raise ValueError(f"--augmentation_multiplicity and --physical_batch_size belong to "
                          f"DP-SGD's per-example clipping; --mechanism={c.mechanism} does not "
                          "clip examples.")
+
+
+def _check_backbone(c: RunConfig) -> None:
+    """--backbone with --model=auto and a DP-SGD or No-DP run; the fine-tuning flags with it."""
+    from tfdp.models.backbones import BACKBONES  # tfdp.models imports Keras applications
+    from tfdp.training.fine_tuning import FINE_TUNE_MODES
+
+    if c.backbone is None:
+        given = [k for k, default in FINE_TUNE_DEFAULTS if getattr(c, k) != default]
+        if c.backbone_weights is not None:
+            given.insert(0, "backbone_weights")
+        if given:
+            raise ValueError(f"{', '.join('--' + k for k in given)} set(s) up a pretrained "
+                             f"backbone: add --backbone={'|'.join(BACKBONES)}, or drop it.")
+        return
+    check_choice("backbone", c.backbone, tuple(BACKBONES))
+    check_choice("fine_tune", c.fine_tune, FINE_TUNE_MODES)
+    check_positive_int("fine_tune_blocks", c.fine_tune_blocks)
+    check_positive_int("lora_rank", c.lora_rank)
+    unused = [k for k in (("fine_tune_blocks", "lora_rank") if c.fine_tune == "head" else
+                          ("lora_rank",) if c.fine_tune == "last_blocks" else ())
+              if getattr(c, k) != dict(FINE_TUNE_DEFAULTS)[k]]
+    if unused:
+        raise ValueError(f"{', '.join('--' + k for k in unused)} would do nothing with "
+                         f"--fine_tune={c.fine_tune}; drop it, or choose --fine_tune="
+                         f"{'lora' if 'lora_rank' in unused else 'last_blocks|lora'}.")
+    if c.model != "auto":
+        raise ValueError(f"--backbone={c.backbone} builds the model (the backbone under a Dense "
+                         f"head): leave --model=auto, got --model={c.model}.")
+    if c.mechanism in OTHER_METHODS:
+        raise ValueError(f"--mechanism={c.mechanism} trains its own architecture; --backbone "
+                         "is for DP-SGD (or --mechanism=none).")
 
 
 def _check_privacy_unit(c: RunConfig) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import types
+import warnings
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import keras
@@ -25,6 +26,15 @@ _NOT_TRAINING = PATH_SETTINGS + ("attack_types",)
 _FROM_LOGITS = {"auto": None, "true": True, "false": False}
 
 
+def _without_paths(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings that describe the trained model: no local paths, no attacks. A backbone's
+    weights file is a path: what stays is whether the backbone was pretrained from a file."""
+    kept = {k: v for k, v in settings.items() if k not in _NOT_TRAINING}
+    if settings.get("backbone"):
+        kept["backbone_pretrained"] = settings.get("backbone_weights") is not None
+    return kept
+
+
 def export_name(config: RunConfig) -> str:
     """config.export_name, or <dataset>_<mechanism>_<schedule> made URL-safe (tfds:x -> tfds_x)."""
     default = f"{config.dataset}_{config.mechanism}_{config.noise_schedule}"
@@ -35,8 +45,7 @@ def export_trained(config: RunConfig, model: keras.Model, privacy: Any,
                    log: Callable[[str], None] = print) -> str:
     """Exports a just-trained model for TF Serving with its privacy record; returns the path."""
     record = dict(privacy.to_dict())
-    record["training"] = {k: v for k, v in dataclasses.asdict(config).items()
-                          if k not in _NOT_TRAINING}
+    record["training"] = _without_paths(dataclasses.asdict(config))
     path = tfdp.export.export_saved_model(model, config.export_dir, export_name(config),
                                           privacy=record)
     log(f"Exported the SavedModel to {path}")
@@ -61,7 +70,7 @@ def load_json(path: str, what: str) -> Dict[str, Any]:
 
 def training_settings(metrics: Dict[str, Any]) -> Dict[str, Any]:
     """A run's settings from its metrics record (no local paths), with its step ledger."""
-    settings = {k: v for k, v in (metrics.get("config") or {}).items() if k not in _NOT_TRAINING}
+    settings = _without_paths(metrics.get("config") or {})
     if metrics.get("ledger") is not None:
         settings["ledger"] = metrics["ledger"]
     if metrics.get("method") is not None:
@@ -139,7 +148,10 @@ def load_from_model_dir(model_dir: str, metrics_path: Optional[str] = None) -> T
     # With EMA, the run evaluated (and its record describes) the weights' moving average.
     optimizer = (None if config.ema_momentum is None else
                  make_optimizer(config, int(metrics["dataset"].get("num_train") or 1)))
-    model = checkpoint.restore_model(build_model(config, shape), latest, optimizer)
+    with warnings.catch_warnings():  # a backbone's weights all come from the checkpoint
+        warnings.simplefilter("ignore", UserWarning)
+        model = build_model(dataclasses.replace(config, backbone_weights=None), shape)
+    model = checkpoint.restore_model(model, latest, optimizer)
     training = training_settings(metrics)
     training["checkpoint"] = os.path.basename(latest)
     return model, metrics["privacy"], training, config

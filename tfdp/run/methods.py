@@ -21,6 +21,7 @@ import tfdp.training
 from tfdp import mechanisms
 from tfdp.optimizers import DPKerasAdagradOptimizer, DPKerasAdamOptimizer, DPKerasSGDOptimizer
 from tfdp import models
+from tfdp.models.backbones import backbone_classifier, backbone_statement
 from tfdp.models.neuraldp import PLACEMENT as NEURALDP_PLACEMENT, neuraldp_model
 from tfdp.models.residual_perturbation import residual_perturbation_resnet
 from tfdp.run.config import NEURALDP, RESIDUAL_PERTURBATION, RunConfig
@@ -36,8 +37,15 @@ _OPTIMIZER_CLASSES = {
 def build_model(config: RunConfig, data: Any) -> keras.Model:
     """The configured model for `data` (anything with input_shape and num_classes).
 
-    Residual perturbation and NeuralDP build their own architecture.
+    Residual perturbation and NeuralDP build their own architecture; `config.backbone` a
+    keras.applications backbone under a Dense head (tfdp.models.backbones).
     """
+    if config.backbone is not None:
+        return backbone_classifier(config.backbone, data.input_shape, data.num_classes,
+                                   weights_path=config.backbone_weights,
+                                   fine_tune=config.fine_tune,
+                                   fine_tune_blocks=config.fine_tune_blocks,
+                                   lora_rank=config.lora_rank)
     if config.mechanism == RESIDUAL_PERTURBATION:
         return residual_perturbation_resnet(data.input_shape, data.num_classes, gamma=config.gamma,
                                             noise=config.residual_noise)
@@ -220,6 +228,15 @@ def privacy_record(config: RunConfig, optimizer: keras.optimizers.Optimizer,
         config.noise_multiplier, config.activation_clip_norm, num_examples=num_train,
         batch_size=config.batch_size, steps=steps, delta=config.delta,
         sampling=config.sampling, layer_description=NEURALDP_PLACEMENT)
+
+
+def backbone_paragraph(config: RunConfig) -> str:
+    """The privacy statement's paragraph on the backbone ("" without one): which one, the
+    fine-tuning mode, and whether its weights are pretrained (from which file) or random."""
+    if config.backbone is None:
+        return ""
+    return backbone_statement(config.backbone, config.fine_tune, config.backbone_weights,
+                              config.fine_tune_blocks, config.lora_rank)
 
 
 def step_counts(config: RunConfig, optimizer: keras.optimizers.Optimizer) -> Dict[str, int]:

@@ -146,6 +146,9 @@ def train_model(
             f"{config.target_epsilon} (delta {config.delta}).")
 
     full_model = methods.build_model(config, data)
+    if config.backbone is not None and config.backbone_weights is None:
+        log(f"WARNING: --backbone={config.backbone} without --backbone_weights: the backbone "
+            "has RANDOM weights and is NOT pretrained.")
     split = _frozen_split(config, full_model, data) if cache_frozen_features else None
     model = methods.make_trainable(config, full_model)
     optimizer = methods.make_optimizer(config, units)
@@ -292,6 +295,9 @@ def train_and_evaluate(
     if config.per_patient:
         privacy = dataclasses.replace(privacy, statement=with_paragraph(
             privacy.statement, unit_paragraph(config, data)))
+    if config.backbone is not None:
+        privacy = dataclasses.replace(privacy, statement=with_paragraph(
+            privacy.statement, methods.backbone_paragraph(config)))
     seconds = [h["seconds"] for h in epoch_log.history]
     result = RunResult(
         config=config, method=config.method_name(), dataset=data.summary(), model=model,

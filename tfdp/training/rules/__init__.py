@@ -11,7 +11,8 @@ from tfdp.training.rules.registry import (layer_rule, register_layer_rule, regis
 # The built-in rules register themselves on import.
 from tfdp.training.rules import (conv, conv_transpose, dense, depthwise_conv,  # noqa: F401,E402
                                  einsum_dense, embedding, group_normalization,
-                                 layer_normalization, prelu, recurrent, separable_conv)
+                                 layer_normalization, layer_scale, prelu, recurrent,
+                                 separable_conv)
 from tfdp.training.rules import batch_normalization  # noqa: F401,E402
 
 __all__ = ["Call", "LayerRule", "PerExampleGradientRule", "var_key", "layer_rule",
