@@ -38,6 +38,7 @@ the three fine-tuning modes of `tfdp.models.backbone_classifier`. The weights ar
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import keras
@@ -174,7 +175,9 @@ def _fine_tuned(mode: str) -> Callable[[], ZooModel]:
     def build() -> ZooModel:
         from tfdp.models.backbones import backbone_classifier  # keras.applications: lazily
 
-        model = backbone_classifier(BACKBONE, FINE_TUNING_SHAPE, 2, fine_tune=mode)
+        with warnings.catch_warnings():  # random weights on purpose: speed is the same
+            warnings.filterwarnings("ignore", message=".*RANDOM weights")
+            model = backbone_classifier(BACKBONE, FINE_TUNING_SHAPE, 2, fine_tune=mode)
         return ZooModel(model, SyntheticData(FINE_TUNING_SHAPE, 2, 512), 32)
     return build
 

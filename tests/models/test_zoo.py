@@ -60,3 +60,23 @@ def test_data_is_reproducible_and_defaults_to_the_models_count():
 def test_unknown_name_lists_the_zoo():
     with pytest.raises(ValueError, match="tutorial_cnn"):
         zoo.build_zoo_model("vgg")
+
+
+@pytest.fixture(scope="module")
+def fine_tuning_rows():
+    return {name: zoo.build_zoo_model(name) for name in zoo.FINE_TUNING_NAMES}
+
+
+def test_fine_tuning_rows_train_what_their_names_say(fine_tuning_rows):
+    """Head: the head only; last block: the head and more backbone weights than LoRA's
+    factors; LoRA: the head and lora_kernel_a/b only. All at 128x128 grayscale."""
+    trainable = {name: [w.path for w in built.model.trainable_weights]
+                 for name, built in fine_tuning_rows.items()}
+    counts = {name: sum(int(np.prod(w.shape)) for w in built.model.trainable_weights)
+              for name, built in fine_tuning_rows.items()}
+    assert all(built.data.input_shape == (128, 128, 1) for built in fine_tuning_rows.values())
+    assert sorted(trainable["mobilenet_head"]) == ["head/bias", "head/kernel"]
+    lora = [p for p in trainable["mobilenet_lora"] if not p.startswith("head/")]
+    assert lora and all("lora_kernel" in p for p in lora)
+    assert counts["mobilenet_head"] < counts["mobilenet_lora"] < counts["mobilenet_last_block"]
+    assert set(zoo.ALL_NAMES) == set(zoo.ZOO_NAMES) | set(zoo.FINE_TUNING_NAMES)

@@ -210,7 +210,7 @@ def format_table(report: Dict[str, Any]) -> List[str]:
     process (MB), its ratio ("mem x"), the ratio of the RSS growth during fit ("fit x"), and
     how many layers with weights took a rule, the local fallback or the Jacobian.
     """
-    header = (f"{'model':<14}{'batch':>6}{'n':>6}{'no-DP s':>9}{'DP s':>9}{'DP/no-DP':>9}"
+    header = (f"{'model':<21}{'batch':>6}{'n':>6}{'no-DP s':>9}{'DP s':>9}{'DP/no-DP':>9}"
               f"{'no-DP MB':>9}{'DP MB':>8}{'mem x':>7}{'fit x':>7}  rule/local/jacobian")
     lines = [header, "-" * len(header)]
     notes = []
@@ -223,7 +223,7 @@ def format_table(report: Dict[str, Any]) -> List[str]:
         growth_ratio = ratios.get("training_memory_ratio")
         growth_ratio = f"{growth_ratio:.2f}" if growth_ratio is not None else "-"
         lines.append(
-            f"{name:<14}{entry['batch_size']:>6}{entry['num_examples']:>6}{_seconds(base):>9}"
+            f"{name:<21}{entry['batch_size']:>6}{entry['num_examples']:>6}{_seconds(base):>9}"
             f"{_seconds(fast) if fast else '-':>9}{time_ratio:>9}{_mb(base):>9}{_mb(fast):>8}"
             f"{memory_ratio:>7}{growth_ratio:>7}  {_plan_cell(fast.get('plan')) if fast else '-'}")
         plan = fast.get("plan")
