@@ -6,6 +6,8 @@
     epsilon_from_ledger(optimizer, num_examples, *, delta, sampling, batch_size) -> PrivacyResult
     PrivacyRecord: the protocol of every run's record (PrivacyResult, OtherMethodPrivacy, NoPrivacy)
     format_epsilon(value) -> "inf" or 3 decimals
+    banded_mf_epsilon / calibrate_banded_mf_noise / banded_mf_dp_event: banded DP-MF under
+        cyclic Poisson sampling (tfdp.accounting.banded_mf, BANDED_MF_ASSUMPTIONS)
 
 Gaussian noise is accounted with RDP (PLD on request), Laplace noise with PLD
 (dp_accounting's RDP accountant refuses Poisson-sampled Laplace). Where a method
@@ -13,6 +15,12 @@ has no formal guarantee, epsilon is math.inf and the statement says so.
 """
 
 from tfdp.accounting.calibration import calibrate_noise_multiplier
+from tfdp.accounting.banded_mf import (
+    BANDED_MF_ASSUMPTIONS,
+    banded_mf_dp_event,
+    banded_mf_epsilon,
+    calibrate_banded_mf_noise,
+)
 from tfdp.accounting.callback import PrivacyCallback
 from tfdp.accounting.epsilon import compute_epsilon
 from tfdp.accounting.ledger import epsilon_from_ledger, read_ledger
@@ -39,4 +47,8 @@ __all__ = [
     "OtherMethodPrivacy",
     "residual_perturbation_privacy",
     "neuraldp_privacy",
+    "BANDED_MF_ASSUMPTIONS",
+    "banded_mf_dp_event",
+    "banded_mf_epsilon",
+    "calibrate_banded_mf_noise",
 ]

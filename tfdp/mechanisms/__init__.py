@@ -6,6 +6,8 @@
     RANDOM_SCHEDULE             -> the random noise schedule, a wrapper of any mechanism's query
     make_dp_sum_query / describe_query / query_to_config / query_from_config / clip_norm_kind
     NoiseSchedule, OnSkip, Sampling, NO_NOISE, values(enum)   (from tfdp.names)
+    banded_mf                   -> banded Toeplitz strategies for DP matrix factorization
+                                   (coefficients, optimizer, sensitivity, recurrence reference)
 
 A new mechanism is a module with a `NoiseMechanism` subclass and `@register_mechanism`;
 the factory, description, serialization, fast path, accountant, callback and the run
@@ -25,6 +27,12 @@ from tfdp.mechanisms.gaussian import GaussianMechanism  # registers "gaussian"
 from tfdp.mechanisms.laplace import LaplaceMechanism  # registers "laplace"
 from tfdp.mechanisms.no_noise import NO_NOISE_MECHANISM, NoNoise
 from tfdp.mechanisms.random_schedule import RANDOM_SCHEDULE, RandomSchedule
+from tfdp.mechanisms import banded_mf
+from tfdp.mechanisms.banded_mf import (
+    banded_sensitivity,
+    banded_toeplitz_coefficients,
+    optimize_banded_toeplitz,
+)
 from tfdp.mechanisms.queries import (
     clip_norm_kind,
     describe_query,
@@ -57,4 +65,8 @@ __all__ = [
     "OnSkip",
     "Sampling",
     "values",
+    "banded_mf",
+    "banded_toeplitz_coefficients",
+    "optimize_banded_toeplitz",
+    "banded_sensitivity",
 ]
