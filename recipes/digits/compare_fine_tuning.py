@@ -26,15 +26,16 @@ from tfdp.models import pretrained, registry  # noqa: E402
 from tfdp.run.sweep import Arm, ArmsConfig, sweep_arms  # noqa: E402
 
 BATCH_SIZES = (256, 512)
+RATES = (0.125, 0.25, 0.5, 1.0)  # an earlier run's 2.0 was far worse for LoRA (0.81-0.88)
 ARMS = (
     Arm("head", (("model", ("prior_linear",)), ("batch_size", BATCH_SIZES),
-                 ("learning_rate", (0.25, 0.5, 1.0)))),
+                 ("learning_rate", RATES))),
     Arm("last_block", (("model", ("prior_last_blocks",)), ("batch_size", BATCH_SIZES),
-                       ("learning_rate", (0.125, 0.25, 0.5, 1.0)))),
+                       ("learning_rate", RATES))),
     Arm("lora_rank4", (("model", ("prior_lora",)), ("batch_size", BATCH_SIZES),
-                       ("learning_rate", (0.5, 1.0, 2.0)))),
+                       ("learning_rate", RATES))),
     Arm("lora_rank8", (("model", ("prior_lora_rank8",)), ("batch_size", BATCH_SIZES),
-                       ("learning_rate", (0.5, 1.0, 2.0)))),
+                       ("learning_rate", RATES))),
 )
 OUTPUT_DIR = os.path.dirname(os.path.abspath(__file__))
 
