@@ -9,6 +9,8 @@ example, so it costs no privacy.
     pretrained_linear(input_shape=(8, 8, 1), num_classes=10)   frozen features + zero head
     prior_linear(input_shape, num_classes)     the prior for 8x8x1 digits, normalized_linear
                                                for any other input (the recipe's model)
+    prior_linear(..., fine_tune="last_blocks" | "lora")   the prior's last blocks fine-tuned
+                                               with DP too (`prior_last_blocks`, `prior_lora`)
     public_digits_weights()                                    the extractors' weights
     prior_statement()                                          what a privacy statement says
 
@@ -27,13 +29,15 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 
 from tfdp._validation import check_positive_int
+from tfdp.training.fine_tuning import HEAD, LAST_BLOCKS, LORA, FineTuning, set_fine_tuning
 
 # Pretraining settings: fixed on synthetic data only, before the private data was used.
 PRETRAIN: Dict[str, object] = dict(
@@ -45,8 +49,15 @@ BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "public_digit
 PUBLIC_PRIOR_STATEMENT = (
     "Public prior: the model's feature extractors were pretrained before this run on "
     "{num_examples} synthetic digits each, rendered from the fonts bundled with matplotlib "
-    "(tfdp.data.render_digits; no private example was read), and are frozen; only the final "
-    "layer is trained, with DP. Pretraining on public data costs no privacy.")
+    "(tfdp.data.render_digits; no private example was read), and {trained} "
+    "Pretraining on public data costs no privacy.")
+_HEAD_ONLY = "are frozen; only the final layer is trained, with DP."
+# The prior's blocks, in the order the data meets them: each spans every extractor (the
+# extractors run side by side), so "the last block" is every extractor's feature layer.
+PRIOR_BLOCKS: Tuple[Tuple[str, ...], ...] = (
+    ("conv1", "conv2", "pool1"), ("conv3", "pool2"), ("flatten", "features"))
+_LAYER_WORDS = {"conv1": "first convolution", "conv2": "second convolution",
+                "conv3": "third convolution", "features": "dense feature layer"}
 
 
 def _standardize(name: str = "per_image_standardization") -> keras.layers.Layer:
@@ -173,12 +184,16 @@ def public_digits_weights(**overrides: object) -> Tuple[np.ndarray, ...]:
 DESIGNED_ON = "digits"
 
 
-def prior_statement(dataset: str = "", **pretrain_overrides: object) -> str:
+def prior_statement(dataset: str = "", model: Optional[keras.Model] = None,
+                    **pretrain_overrides: object) -> str:
     """The privacy statement's paragraph on the public prior (the pretraining data).
 
-    On `DESIGNED_ON` it adds that the prior's design was developed with that data in view.
+    It says what trains with DP: the final layer only, or (given a fine-tuned `model`)
+    which of the extractors' blocks, or their LoRA factors, train with it. On
+    `DESIGNED_ON` it adds that the prior's design was developed with that data in view.
     """
-    text = PUBLIC_PRIOR_STATEMENT.format(**{**PRETRAIN, **pretrain_overrides})
+    trained = _HEAD_ONLY if model is None else _trained_words(model)
+    text = PUBLIC_PRIOR_STATEMENT.format(**{**PRETRAIN, **pretrain_overrides}, trained=trained)
     if dataset == DESIGNED_ON:
         text += (" Its design (the renderer and pretraining settings) was developed while "
                  "measuring accuracy on these digits, so like the hyperparameters it is "
@@ -186,13 +201,52 @@ def prior_statement(dataset: str = "", **pretrain_overrides: object) -> str:
     return text
 
 
+def _prior_layers(model: keras.Model) -> List[keras.layers.Layer]:
+    """The extractors' layers in `model` (named public<seed>_<layer>)."""
+    return [layer for layer in model.layers if re.fullmatch(r"public\d+_\w+", layer.name)]
+
+
+def prior_fine_tuning(model: keras.Model) -> FineTuning:
+    """What of the prior's extractors trains in `model`: mode "head" when nothing does."""
+    trained = [layer for layer in _prior_layers(model) if layer.trainable_weights]
+    count = sum(int(np.prod(w.shape)) for layer in trained for w in layer.trainable_weights)
+    lora = any("lora_kernel" in w.path for layer in trained for w in layer.trainable_weights)
+    mode = HEAD if not trained else LORA if lora else LAST_BLOCKS
+    return FineTuning(mode, tuple(layer.name for layer in trained), count)
+
+
+def _trained_words(model: keras.Model) -> str:
+    """The statement's words on what of the extractors trains with DP."""
+    tuning = prior_fine_tuning(model)
+    if tuning.mode == HEAD:
+        return _HEAD_ONLY
+    kinds = list(dict.fromkeys(name.split("_", 1)[1] for name in tuning.trained_layers))
+    depth = max(len(PRIOR_BLOCKS) - i for i, block in enumerate(PRIOR_BLOCKS)
+                for kind in kinds if kind in block)
+    blocks = "the last block" if depth == 1 else f"the last {depth} blocks"
+    words = [_LAYER_WORDS[kind] for kind in kinds]
+    layers = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    where = f"{blocks} of every extractor (its {layers})"
+    if tuning.mode == LORA:
+        ranks = sorted({int(layer.lora_rank) for layer in _prior_layers(model)
+                        if layer.name in tuning.trained_layers})
+        return (f"keep their pretrained weights, frozen; LoRA factors of rank "
+                f"{'/'.join(map(str, ranks))} on {where}, {tuning.trainable_parameters:,} "
+                "weights, and the final layer are trained with DP on the private data, so "
+                "those layers' outputs depend on it.")
+    return (f"were then fine-tuned with DP on the private data: {where}, "
+            f"{tuning.trainable_parameters:,} weights, and the final layer are trained with "
+            "DP; the earlier blocks are frozen.")
+
+
 def _is_digits(input_shape: Sequence[int]) -> bool:
     return tuple(int(d) for d in input_shape) == DIGITS_SHAPE
 
 
 def pretrained_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 10, *,
-                      name: str = "pretrained_linear", **pretrain_overrides: object
-                      ) -> keras.Model:
+                      name: str = "pretrained_linear", fine_tune: str = HEAD,
+                      fine_tune_blocks: int = 1, lora_rank: int = 4,
+                      **pretrain_overrides: object) -> keras.Model:
     """A linear head from zero on frozen features pretrained on public synthetic digits.
 
     Each image is standardized on its own, goes through every frozen extractor, and the
@@ -201,6 +255,10 @@ def pretrained_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: in
     weights. The extractors were pretrained on digits rendered from fonts
     (`tfdp.data.render_digits`), never on private data: a public prior that costs no
     privacy. For 8x8x1 images (the bundled digits) only.
+
+    `fine_tune` ("head", "last_blocks" or "lora", see `tfdp.training.set_fine_tuning`)
+    also trains the last `fine_tune_blocks` of `PRIOR_BLOCKS` (each spans every
+    extractor), or LoRA factors of rank `lora_rank` on their Dense and convolution layers.
     """
     if not _is_digits(input_shape):
         raise ValueError(
@@ -224,26 +282,69 @@ def pretrained_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: in
                                                name="feature_standardization")(features)
     logits = keras.layers.Dense(check_positive_int("num_classes", num_classes),
                                 kernel_initializer="zeros", name="logits")(features)
-    return keras.Model(image, logits, name=name)
+    model = keras.Model(image, logits, name=name)
+    fine_tune_prior(model, fine_tune, num_blocks=fine_tune_blocks, lora_rank=lora_rank)
+    return model
+
+
+def prior_blocks(model: keras.Model) -> List[List[keras.layers.Layer]]:
+    """The prior's blocks in `model` (`PRIOR_BLOCKS`), each with every extractor's layers."""
+    seeds = sorted({int(layer.name[len("public"):].split("_")[0])
+                    for layer in _prior_layers(model)})
+    return [[model.get_layer(f"public{seed}_{kind}") for seed in seeds for kind in block]
+            for block in PRIOR_BLOCKS]
+
+
+def fine_tune_prior(model: keras.Model, mode: str, *, num_blocks: int = 1,
+                    lora_rank: int = 4) -> FineTuning:
+    """`set_fine_tuning` on the prior's extractors in `model` (the head stays trainable)."""
+    blocks = prior_blocks(model)
+    return set_fine_tuning([layer for block in blocks for layer in block], mode, blocks,
+                           num_blocks=num_blocks, lora_rank=lora_rank)
 
 
 def prior_linear(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 10, *,
-                 name: str = "prior_linear") -> keras.Model:
+                 name: str = "prior_linear", fine_tune: str = HEAD, fine_tune_blocks: int = 1,
+                 lora_rank: int = 4) -> keras.Model:
     """`pretrained_linear` where tfdp ships a public prior for the input, else `normalized_linear`.
 
     The choice reads only the input's shape (public): 8x8x1 images (the bundled digits)
     get the frozen features pretrained on synthetic digits; any other input gets logistic
     regression on each example's standardized features. `has_public_prior(model)` says
-    which, and a run's privacy statement says so when the prior is used.
+    which, and a run's privacy statement says so when the prior is used. `fine_tune`,
+    `fine_tune_blocks` and `lora_rank` are `pretrained_linear`'s; fine-tuning needs the
+    prior, so it is refused for other inputs.
     """
     if _is_digits(input_shape):
-        return pretrained_linear(input_shape, num_classes, name=name)
+        return pretrained_linear(input_shape, num_classes, name=name, fine_tune=fine_tune,
+                                 fine_tune_blocks=fine_tune_blocks, lora_rank=lora_rank)
+    if fine_tune != HEAD:
+        raise ValueError(
+            f"fine_tune={fine_tune!r} fine-tunes tfdp's public digits prior, which exists "
+            f"for 8x8x1 images only; got inputs of shape {tuple(input_shape)}. Use "
+            "'prior_linear' (logistic regression on standardized features there) or a "
+            "pretrained backbone for this data.")
     from tfdp.models.mlp import normalized_linear
 
     return normalized_linear(input_shape, num_classes, name=name)
 
 
+def prior_last_blocks(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 10, *,
+                      name: str = "prior_last_blocks", fine_tune_blocks: int = 1
+                      ) -> keras.Model:
+    """The digits prior with its last block (every extractor's feature layer) fine-tuned too."""
+    return prior_linear(input_shape, num_classes, name=name, fine_tune=LAST_BLOCKS,
+                        fine_tune_blocks=fine_tune_blocks)
+
+
+def prior_lora(input_shape: Sequence[int] = DIGITS_SHAPE, num_classes: int = 10, *,
+               name: str = "prior_lora", fine_tune_blocks: int = 1, lora_rank: int = 4
+               ) -> keras.Model:
+    """The digits prior with LoRA factors (rank 4) on its last block, trained with the head."""
+    return prior_linear(input_shape, num_classes, name=name, fine_tune=LORA,
+                        fine_tune_blocks=fine_tune_blocks, lora_rank=lora_rank)
+
+
 def has_public_prior(model: keras.Model) -> bool:
-    """True when `model` holds frozen features of tfdp's public digits prior."""
-    return any(layer.name.startswith("public") and layer.name.endswith("_features")
-               and not layer.trainable for layer in model.layers)
+    """True when `model` holds the extractors of tfdp's public digits prior (fine-tuned or not)."""
+    return any(re.fullmatch(r"public\d+_features", layer.name) for layer in model.layers)

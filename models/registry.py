@@ -10,7 +10,8 @@ import tensorflow as tf
 from tfdp.models.backbones import BACKBONES, backbone_classifier
 from tfdp.models.cnn import digits_cnn, pneumonia_cnn, tutorial_cnn
 from tfdp.models.mlp import linear, mlp, normalized_linear
-from tfdp.models.pretrained import pretrained_linear, prior_linear
+from tfdp.models.pretrained import (pretrained_linear, prior_last_blocks, prior_linear,
+                                    prior_lora)
 from tfdp.models.resnet import resnet
 
 _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
@@ -22,6 +23,8 @@ _BUILDERS: Dict[str, Callable[..., keras.Model]] = {
     "normalized_linear": normalized_linear,
     "pretrained_linear": pretrained_linear,
     "prior_linear": prior_linear,
+    "prior_last_blocks": prior_last_blocks,
+    "prior_lora": prior_lora,
     "resnet": resnet,
 }
 

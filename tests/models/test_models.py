@@ -20,6 +20,8 @@ CASES = [
     ("pretrained_linear", (8, 8, 1), 10),
     ("prior_linear", (8, 8, 1), 10),
     ("prior_linear", (30,), 2),
+    ("prior_last_blocks", (8, 8, 1), 10),
+    ("prior_lora", (8, 8, 1), 10),
 ]
 
 

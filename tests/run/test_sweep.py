@@ -63,3 +63,30 @@ def test_the_grid_flag_parses_numbers_names_and_none():
     assert parse_grid(grid_text(grid)) == grid
     with pytest.raises(ValueError, match="name=v1,v2"):
         parse_grid("learning_rate")
+
+
+def test_sweep_arms_chooses_on_validation_then_scores_each_choice_on_the_test_split(tmp_path):
+    from tfdp.run.sweep import Arm, ArmsConfig, sweep_arms
+
+    base = RunConfig(mechanism="gaussian", target_epsilon=4.0, epochs=2, batch_size=64,
+                     model="linear", max_train_examples=300, insecure_reproducible_seed=0)
+    arms = (Arm("slow", (("learning_rate", (0.001, 0.002)),)),
+            Arm("fast", (("learning_rate", (2.0,)), ("batch_size", (32, 64)))))
+    lines = []
+    record = sweep_arms(ArmsConfig(arms=arms, seeds=2, base=base, output_dir=str(tmp_path),
+                                   record_name="study", command="python x.py"), log=lines.append)
+    assert [r["arm"] for r in record["validation"]] == ["slow"] * 2 + ["fast"] * 2
+    assert record["chosen"]["fast"]["learning_rate"] == 2.0
+    for name in ("slow", "fast"):
+        rows = [r for r in record["validation"] if r["arm"] == name]
+        best = max(rows, key=lambda r: r["val_accuracy"])
+        assert record["chosen"][name] == {k: best[k] for k in record["chosen"][name]}
+    assert record["best_on_validation"] == "fast"
+    test = {row["arm"]: row for row in record["test"]}
+    assert test["fast"]["test_accuracy"] > test["slow"]["test_accuracy"] + 0.1
+    assert test["slow"]["trainable_parameters"] == 64 * 10 + 10  # linear on 8x8 digits
+    assert len(test["fast"]["test_accuracies"]) == 2 and test["fast"]["epsilon"] <= 4.0 + 1e-6
+    assert json.load(open(tmp_path / "study.json"))["command"] == "python x.py"
+    table = open(tmp_path / "study.csv").read().splitlines()
+    assert table[0].startswith("arm,stage,learning_rate,batch_size,trainable_parameters")
+    assert len(table) == 1 + 2 * 2  # each arm: its validation and test rows

@@ -94,3 +94,19 @@ def test_fine_tuned_model_trains_privately_with_every_layer_on_a_rule(mode):
     # Nothing frozen moved: the kernels under LoRA, the BatchNormalization statistics.
     for before, weight in zip(frozen, base.non_trainable_weights):
         np.testing.assert_array_equal(before, weight.numpy())
+
+
+def test_a_list_of_layers_is_fine_tuned_like_the_model_that_holds_them():
+    # Parallel extractors inside one functional model are not a model of their own.
+    base, blocks = _pretrained()
+    layers = [layer for block in blocks for layer in block]
+    result = set_fine_tuning(layers, "lora", blocks, num_blocks=2, lora_rank=2)
+    assert result.trained_layers == ("b2_conv", "b3_dense")
+    assert result.trainable_parameters == 36 * 2 + 2 * 4 + 4 * 2 + 2 * 5
+    assert _trainable_names(base) == ["b2_conv/lora_kernel_a", "b2_conv/lora_kernel_b",
+                                      "b3_dense/lora_kernel_a", "b3_dense/lora_kernel_b"]
+    base, blocks = _pretrained()
+    result = set_fine_tuning([layer for block in blocks for layer in block], "last_blocks",
+                             blocks, num_blocks=1)
+    assert result.trainable_parameters == 4 * 5 + 5 and _trainable_names(base) == [
+        "b3_dense/bias", "b3_dense/kernel"]

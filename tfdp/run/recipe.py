@@ -70,5 +70,5 @@ def with_hyperparameter_paragraph(record: Any, config: RunConfig,
     how the hyperparameters were chosen, and the public prior when `model` holds one."""
     statement = with_paragraph(record.statement, hyperparameter_paragraph(config))
     if model is not None and has_public_prior(model):
-        statement = with_paragraph(statement, prior_statement(config.dataset))
+        statement = with_paragraph(statement, prior_statement(config.dataset, model))
     return dataclasses.replace(record, statement=statement)

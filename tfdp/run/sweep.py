@@ -142,21 +142,10 @@ class SweepResult:
                 "best": self.best, "rows": self.rows}
 
 
-def sweep(config: SweepConfig, data: Any = None, *,
-          log: Callable[[str], None] = print) -> SweepResult:
-    """Trains every candidate with every seed on the validation copy; writes the ranking.
-
-    Writes `recipe_sweep.csv` (one row per candidate, best first) and `recipe_sweep.json`
-    (the grid, the best settings, every row) to `config.output_dir`.
-    """
-    config = config.validated()
-    if data is None:
-        data = load_data(config.base)
-    held_out = data.validation_split(config.validation_fraction, seed=config.validation_seed)
+def _score(config: SweepConfig, held_out: Any, log: Callable[[str], None],
+           prefix: str = "") -> List[Dict[str, Any]]:
+    """Every candidate of `config` with every seed on `held_out`; rows best first."""
     candidates = config.candidates()
-    log(f"Sweep on {held_out.name}: {len(candidates)} candidates x {config.seeds} seeds, "
-        f"{held_out.num_train} train / {held_out.num_test} validation examples (the test split "
-        "is not used).")
     names = [name for name, _ in config.grid]
     rows = []
     for index, candidate in enumerate(candidates, 1):
@@ -170,9 +159,28 @@ def sweep(config: SweepConfig, data: Any = None, *,
                    val_accuracies=[float(a) for a in accuracies],
                    seconds=time.perf_counter() - start)
         rows.append(row)
-        log(f"[{index}/{len(candidates)}] " + " ".join(f"{k}={row[k]}" for k in names)
+        log(f"{prefix}[{index}/{len(candidates)}] " + " ".join(f"{k}={row[k]}" for k in names)
             + f"  val_accuracy={row['val_accuracy']:.4f} +- {row['val_accuracy_std']:.4f}")
     rows.sort(key=lambda r: -r["val_accuracy"])
+    return rows
+
+
+def sweep(config: SweepConfig, data: Any = None, *,
+          log: Callable[[str], None] = print) -> SweepResult:
+    """Trains every candidate with every seed on the validation copy; writes the ranking.
+
+    Writes `recipe_sweep.csv` (one row per candidate, best first) and `recipe_sweep.json`
+    (the grid, the best settings, every row) to `config.output_dir`.
+    """
+    config = config.validated()
+    if data is None:
+        data = load_data(config.base)
+    held_out = data.validation_split(config.validation_fraction, seed=config.validation_seed)
+    log(f"Sweep on {held_out.name}: {len(config.candidates())} candidates x {config.seeds} "
+        f"seeds, {held_out.num_train} train / {held_out.num_test} validation examples (the "
+        "test split is not used).")
+    names = [name for name, _ in config.grid]
+    rows = _score(config, held_out, log)
     result = SweepResult(rows=rows, grid=config.grid)
     os.makedirs(config.output_dir, exist_ok=True)
     write_csv(rows, os.path.join(config.output_dir, "recipe_sweep.csv"),
@@ -186,3 +194,137 @@ def sweep(config: SweepConfig, data: Any = None, *,
     log("Best: " + ", ".join(f"{k}={v}" for k, v in result.best.items())
         + f" (val_accuracy {rows[0]['val_accuracy']:.4f})")
     return result
+
+
+# ----- contenders, each tuned on the validation copy, then scored once on the test split -----
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One contender of `sweep_arms`: a name and its own grid (its own tuning budget)."""
+
+    name: str
+    grid: Tuple[Tuple[str, Tuple[Any, ...]], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmsConfig:
+    """Contenders (e.g. fine-tuning modes) compared at one budget; see `sweep_arms`.
+
+    `record_name` names the files written to `output_dir` (`<record_name>.json`, `.csv`);
+    `command` is stored in the record (how to regenerate it).
+    """
+
+    arms: Tuple[Arm, ...]
+    seeds: int = 3
+    seed: int = 0
+    validation_fraction: float = 0.2
+    validation_seed: int = 0
+    output_dir: str = "results"
+    record_name: str = "arms"
+    command: str = ""
+    base: RunConfig = dataclasses.field(default_factory=_default_base)
+
+    def sweeps(self) -> List[Tuple[str, SweepConfig]]:
+        """Each arm's validated SweepConfig (its grid on the shared base and split)."""
+        names = [arm.name for arm in self.arms]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"Give at least one arm, each with its own name; got {names}.")
+        return [(arm.name, SweepConfig(
+            grid=arm.grid, seeds=self.seeds, seed=self.seed,
+            validation_fraction=self.validation_fraction, validation_seed=self.validation_seed,
+            output_dir=self.output_dir, base=self.base).validated()) for arm in self.arms]
+
+
+def _trainable_parameters(model_name: str, data: Any) -> int:
+    """How many scalars DP-SGD trains (and noises) in the named model for `data`."""
+    from tfdp.models.registry import build_model  # pylint: disable=import-outside-toplevel
+
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+
+
+def sweep_arms(config: ArmsConfig, data: Any = None, *,
+               log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Tunes every arm on the validation copy, then scores each arm's best on the test split.
+
+    Stage 1 is `sweep`'s, arm by arm: every setting of the arm's grid, every seed, trained
+    on `validation_fraction` less of the training split and scored on the held-out part;
+    the arm's setting with the best mean is chosen there, before the test split is read.
+    Stage 2 trains each chosen setting on the whole training split with the same seeds and
+    scores it on the test split (nothing is chosen from these figures). Writes
+    `<record_name>.json` (settings, every validation row, the choices, the test rows, the
+    trainable parameter counts) and `<record_name>.csv` (one row per arm and stage).
+    """
+    sweeps = config.sweeps()
+    if data is None:
+        data = load_data(config.base)
+    held_out = data.validation_split(config.validation_fraction, seed=config.validation_seed)
+    log(f"{len(sweeps)} arms on {held_out.name}: {held_out.num_train} train / "
+        f"{held_out.num_test} validation examples, {config.seeds} seeds; then each arm's "
+        "best on the test split.")
+    validation, chosen = [], {}
+    for name, arm in sweeps:
+        rows = _score(arm, held_out, log, prefix=f"{name} ")
+        validation += [{"arm": name, **row} for row in rows]
+        chosen[name] = {key: rows[0][key] for key, _ in arm.grid}
+    test = []
+    for name, arm in sweeps:
+        candidate = dataclasses.replace(arm.base, attack_types=None, model_dir=None,
+                                        export_dir=None, **chosen[name])
+        runs = [run_one(dataclasses.replace(candidate, seed=config.seed + s), data,
+                        log=lambda _: None, validate=False) for s in range(config.seeds)]
+        accuracies = [float(run["accuracy"]) for run in runs]
+        test.append({"arm": name, **chosen[name],
+                     "trainable_parameters": _trainable_parameters(candidate.model, data),
+                     "test_accuracy": float(np.mean(accuracies)),
+                     "test_accuracy_std": float(np.std(accuracies)),
+                     "test_accuracies": accuracies,
+                     "epsilon": max(float(run["epsilon"]) for run in runs)})
+        log(f"{name} test: " + ", ".join(f"{k}={v}" for k, v in chosen[name].items())
+            + f"  test_accuracy={test[-1]['test_accuracy']:.4f} +- "
+            f"{test[-1]['test_accuracy_std']:.4f}")
+    record = _arms_record(config, sweeps, validation, chosen, test)
+    os.makedirs(config.output_dir, exist_ok=True)
+    write_json(record, os.path.join(config.output_dir, f"{config.record_name}.json"))
+    settings = list(dict.fromkeys(key for _, arm in sweeps for key, _ in arm.grid))
+    write_csv(_arms_table(validation, chosen, test),
+              os.path.join(config.output_dir, f"{config.record_name}.csv"),
+              columns=["arm", "stage", *settings, "trainable_parameters", "accuracy", "seeds"])
+    return record
+
+
+def _arms_record(config: ArmsConfig, sweeps: List[Tuple[str, SweepConfig]],
+                 validation: List[Dict[str, Any]], chosen: Dict[str, Dict[str, Any]],
+                 test: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The JSON record of `sweep_arms`."""
+    best_validation = {name: max(r["val_accuracy"] for r in validation if r["arm"] == name)
+                       for name, _ in sweeps}
+    return dict(
+        command=config.command,
+        base={k: v for k, v in dataclasses.asdict(config.base).items()
+              if k not in {key for _, arm in sweeps for key, _ in arm.grid}},
+        seeds=config.seeds, seed=config.seed,
+        validation_fraction=config.validation_fraction,
+        validation_seed=config.validation_seed,
+        std="population standard deviation over the seeds (numpy's default)",
+        arms={name: {key: list(values) for key, values in arm.grid} for name, arm in sweeps},
+        validation=validation, chosen=chosen,
+        best_on_validation=max(best_validation, key=best_validation.get),
+        test=test)
+
+
+def _arms_table(validation: List[Dict[str, Any]], chosen: Dict[str, Dict[str, Any]],
+                test: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One CSV row per arm and stage: the chosen setting's validation and test accuracy."""
+    table = []
+    for row in test:
+        name = row["arm"]
+        val = next(r for r in validation if r["arm"] == name
+                   and all(r[k] == v for k, v in chosen[name].items()))
+        common = {"arm": name, **chosen[name], "trainable_parameters": row["trainable_parameters"],
+                  "seeds": len(row["test_accuracies"])}
+        table.append({**common, "stage": "validation", "accuracy": val["val_accuracy"],
+                      "accuracy_std": val["val_accuracy_std"]})
+        table.append({**common, "stage": "test", "accuracy": row["test_accuracy"],
+                      "accuracy_std": row["test_accuracy_std"]})
+    return table

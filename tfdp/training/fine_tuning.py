@@ -23,7 +23,7 @@ mixes no examples of a batch and writes nothing from private data.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import keras
 
@@ -55,7 +55,7 @@ def supports_lora(layer: keras.layers.Layer) -> bool:
 
 
 def set_fine_tuning(
-    pretrained: keras.Model,
+    pretrained: Union[keras.Model, Sequence[keras.layers.Layer]],
     mode: str,
     blocks: Sequence[Sequence[keras.layers.Layer]],
     *,
@@ -66,8 +66,9 @@ def set_fine_tuning(
 
     Args:
       pretrained: the pretrained part (a built Keras model, e.g. a keras.applications
-        backbone); its layers' `trainable` flags are set here. Layers outside it (a new
-        head) are not touched.
+        backbone), or the list of its layers when it is not a model of its own (e.g.
+        parallel extractors inside one functional model); its layers' `trainable` flags
+        are set here. Layers outside it (a new head) are not touched.
       mode: one of FINE_TUNE_MODES.
       blocks: the pretrained part's blocks, in the order the data meets them, each a list
         of its layers.
@@ -87,15 +88,19 @@ def set_fine_tuning(
     if mode != HEAD and num_blocks > len(blocks):
         raise ValueError(f"num_blocks={num_blocks} but the pretrained part has only "
                          f"{len(blocks)} blocks; pass at most {len(blocks)}.")
-    pretrained.trainable = True  # reset every layer's flag, then freeze all but the chosen
-    for layer in pretrained.layers:
+    if isinstance(pretrained, keras.Model):
+        pretrained.trainable = True  # reset every layer's flag, then freeze all but the chosen
+        layers = list(pretrained.layers)
+    else:
+        layers = list(pretrained)
+    for layer in layers:
         layer.trainable = False
     chosen = [] if mode == HEAD else [layer for block in blocks[-num_blocks:] for layer in block]
     if mode == LORA:
         trained = _enable_lora(chosen, lora_rank)
     else:
         trained = _unfreeze(chosen)
-    count = sum(int(v.numpy().size) for v in pretrained.trainable_weights)
+    count = sum(int(v.numpy().size) for layer in layers for v in layer.trainable_weights)
     return FineTuning(mode, tuple(layer.name for layer in trained), count)
 
 
