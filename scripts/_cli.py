@@ -151,6 +151,20 @@ def define_randomness_flags(defaults) -> None:
         "(the default): both come from the operating system's entropy.")
 
 
+def define_banded_mf_flags(defaults) -> None:
+    """Defines --bands and --strategy_optimization (--mechanism=banded_mf; RunConfig defaults)."""
+    from absl import flags
+
+    flags.DEFINE_integer(
+        "bands", defaults.bands,
+        "--mechanism=banded_mf: b, the banded strategy's diagonals and the cyclic Poisson "
+        "folds (e.g. 4; batch_size * bands must not exceed the training examples).")
+    flags.DEFINE_bool(
+        "strategy_optimization", defaults.strategy_optimization,
+        "--mechanism=banded_mf: optimize the strategy's coefficients for the run's length "
+        "(default: the truncated square root of the prefix sums).")
+
+
 def define_backbone_flags(defaults) -> None:
     """Defines --backbone, --backbone_weights, --fine_tune, --fine_tune_blocks, --lora_rank."""
     from absl import flags

@@ -109,6 +109,7 @@ def define_flags() -> None:
     _cli.define_accountant_flag(base)
     _cli.define_randomness_flags(base)
     _cli.define_training_metrics_flag(base)
+    _cli.define_banded_mf_flags(base)
     leak = d.leakage
     flags.DEFINE_integer("lira_shadows", leak.lira_shadows, "LiRA: shadow models per method "
                          "(each trained the method's own way; 0: no LiRA).")
@@ -143,6 +144,7 @@ def config_from_flags() -> CompareConfig:
         insecure_reproducible_seed=FLAGS.insecure_reproducible_seed,
         floating_point_safe_noise=FLAGS.floating_point_safe_noise,
         record_training_metrics=FLAGS.record_training_metrics,
+        bands=FLAGS.bands, strategy_optimization=FLAGS.strategy_optimization,
         **_cli.recipe_values(FLAGS),
     )
     attacks = [a for a in FLAGS.attack_types if a.strip()]

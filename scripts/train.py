@@ -105,6 +105,7 @@ def define_flags() -> None:
     _cli.define_randomness_flags(run.RunConfig())
     _cli.define_training_metrics_flag(run.RunConfig())
     _cli.define_backbone_flags(run.RunConfig())
+    _cli.define_banded_mf_flags(run.RunConfig())
     flags.DEFINE_string("metrics_path", None, "Metrics JSON (default: <model_dir>/metrics.json "
                         "or results/train_metrics.json).")
 

@@ -159,7 +159,7 @@ def test_table_csv_and_json_spell_infinity_inf(tmp_path):
     record = json.loads((tmp_path / "c.json").read_text())
     assert [r["method"] for r in record["table"]] == ["No-DP", "Gaussian RegN-DP-SGD"]
     assert record["table"][0]["epsilon"] == "inf" and record["table"][1]["accuracy"] == 0.5
-    assert record["settings"]["methods"] == list(METHOD_SETTINGS)
+    assert record["settings"]["methods"] == list(comparison.DEFAULT_METHODS)
     assert record["settings"]["base"]["epochs"] == CompareConfig().base.epochs
 
 

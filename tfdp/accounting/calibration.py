@@ -53,6 +53,7 @@ def calibrate_noise_multiplier(
     used_microbatching: bool = False,
     tolerance: float = 1e-4,
     value_discretization_interval: float = DEFAULT_PLD_DISCRETIZATION,
+    bands: Optional[int] = None,
 ) -> float:
     """The smallest noise multiplier whose planned training meets `target_epsilon`.
 
@@ -83,6 +84,9 @@ def calibrate_noise_multiplier(
         sampling="shuffle".
       tolerance: absolute precision of the multiplier.
       value_discretization_interval: PLD grid.
+      bands: mechanism="banded_mf" only (required there): calibrated through
+        `tfdp.accounting.calibrate_banded_mf_noise` (ceil(steps / b) participations at
+        q = batch_size * b / num_examples).
 
     Returns:
       The noise multiplier (noise std or scale over the clip).
@@ -92,6 +96,10 @@ def calibrate_noise_multiplier(
         [0.01, 10000] reach.
     """
     check_choice("mechanism", mechanism, mechanism_names())
+    if mechanism == "banded_mf" or bands is not None:
+        return _calibrate_banded(target_epsilon, delta, num_examples, batch_size, epochs, steps,
+                                 mechanism, noise_schedule, accountant, sampling,
+                                 used_microbatching, tolerance, bands)
     check_choice("sampling", sampling, values(Sampling))
     check_choice("noise_schedule", noise_schedule, values(NoiseSchedule))
     check_choice("on_skip", on_skip, values(OnSkip))
@@ -160,6 +168,31 @@ def calibrate_noise_multiplier(
         tol=tolerance,
     )
     return float(multiplier)
+
+
+def _calibrate_banded(target_epsilon, delta, num_examples, batch_size, epochs, steps,
+                      mechanism, noise_schedule, accountant, sampling, used_microbatching,
+                      tolerance, bands) -> float:
+    """calibrate_noise_multiplier for mechanism="banded_mf" (refusing what it cannot account)."""
+    from tfdp.accounting.banded_mf import calibrate_banded_mf_noise  # pylint: disable=import-outside-toplevel
+    from tfdp.accounting.epsilon import _check_banded  # pylint: disable=import-outside-toplevel
+
+    if mechanism != "banded_mf":
+        raise ValueError(f"`bands` is for mechanism='banded_mf'; drop it with "
+                         f"mechanism={mechanism!r}.")
+    num_examples, batch_size = check_sizes(num_examples, batch_size)
+    if (epochs is None) == (steps is None):
+        raise ValueError("Give exactly one of `epochs` (passes over the data) or `steps`.")
+    if steps is None:
+        steps = counting.steps_from_epochs(check_positive("epochs", epochs), num_examples,
+                                           batch_size)
+    steps = check_positive_int("steps", steps)
+    bands = _check_banded(mechanism, bands, sampling, noise_schedule, used_microbatching,
+                          num_examples, batch_size, steps)
+    return calibrate_banded_mf_noise(target_epsilon, check_delta(delta), num_examples,
+                                     batch_size, steps, bands,
+                                     accountant=check_accountant(accountant, mechanism),
+                                     tolerance=tolerance)
 
 
 def _bracket(gap: Callable[[float], float], start: float, shrink: float):

@@ -52,10 +52,16 @@ class _Run:
     noisy_steps: Optional[int]
     used_microbatching: bool
     value_discretization_interval: float
+    bands: Optional[int] = None
 
     @property
     def sampling_probability(self) -> float:
         return self.batch_size / self.num_examples
+
+    @property
+    def banded(self) -> bool:
+        """True for mechanism="banded_mf" (cyclic Poisson sampling over `bands` folds)."""
+        return self.bands is not None
 
     @property
     def adjacency(self) -> str:
@@ -149,7 +155,7 @@ def check_noise_multiplier(noise_multiplier, mechanism: str) -> Optional[float]:
 def _validate(
     num_examples, batch_size, noise_multiplier, epochs, steps, delta, mechanism,
     noise_schedule, noise_probability, on_skip, sampling, accountant, noisy_steps,
-    used_microbatching, value_discretization_interval,
+    used_microbatching, value_discretization_interval, bands=None,
 ) -> _Run:
     check_choice("mechanism", mechanism, (*mechanism_names(), NO_NOISE))
     check_choice("noise_schedule", noise_schedule, values(NoiseSchedule))
@@ -191,6 +197,8 @@ def _validate(
                 "steps=opt.iterations + opt.dropped_steps."
             )
 
+    bands = _check_banded(mechanism, bands, sampling, noise_schedule, used_microbatching,
+                          num_examples, batch_size, steps)
     accounted = poisson = None
     if noise_multiplier is not None and mechanism != NO_NOISE:
         accounted = accounted_multiplier(noise_multiplier, used_microbatching, sampling)
@@ -203,8 +211,43 @@ def _validate(
         mechanism=mechanism, noise_schedule=noise_schedule,
         noise_probability=noise_probability, on_skip=on_skip, sampling=sampling,
         accountant=accountant, noisy_steps=noisy_steps, used_microbatching=used_microbatching,
-        value_discretization_interval=value_discretization_interval,
+        value_discretization_interval=value_discretization_interval, bands=bands,
     )
+
+
+BANDED_MF = "banded_mf"
+
+
+def _check_banded(mechanism, bands, sampling, noise_schedule, used_microbatching,
+                  num_examples, batch_size, steps) -> Optional[int]:
+    """`bands` for mechanism="banded_mf" (required there, refused elsewhere), with its refusals."""
+    if mechanism != BANDED_MF:
+        if bands is not None:
+            raise ValueError("`bands` is for mechanism='banded_mf' (correlated noise); drop it "
+                             f"with mechanism={mechanism!r}.")
+        return None
+    from tfdp.data.cyclic_poisson import cyclic_sampling_probability  # pylint: disable=import-outside-toplevel
+
+    if bands is None:
+        raise ValueError("mechanism='banded_mf' needs `bands` (the strategy's diagonals and the "
+                         "cyclic Poisson folds the batches were drawn from), e.g. bands=4.")
+    bands = check_positive_int("bands", bands)
+    if sampling != Sampling.POISSON:
+        raise ValueError(
+            "mechanism='banded_mf' is accounted under cyclic Poisson sampling "
+            "(tfdp.data.cyclic_poisson_batches); shuffled batches have no such guarantee. "
+            "Use sampling='poisson' with cyclic Poisson batches.")
+    if noise_schedule != NoiseSchedule.REGULAR:
+        raise ValueError("mechanism='banded_mf' adds noise every step: use "
+                         "noise_schedule='regular'.")
+    if used_microbatching:
+        raise ValueError("mechanism='banded_mf' is accounted with one clipped gradient per "
+                         "example: train without microbatches (used_microbatching=False).")
+    if bands > steps:
+        raise ValueError(f"bands={bands} exceeds the {steps} steps: a strategy for T steps has "
+                         f"at most T bands. Use bands <= {steps}.")
+    cyclic_sampling_probability(num_examples, batch_size, bands)  # refuses B * b > n
+    return bands
 
 
 def _epsilon(run: _Run, count: counting.Count, sampling_probability: Optional[float]) -> float:
@@ -217,6 +260,10 @@ def _epsilon(run: _Run, count: counting.Count, sampling_probability: Optional[fl
         return math.inf
     multiplier = (run.poisson_noise_multiplier if sampling_probability is not None
                   else run.accounted_noise_multiplier)
+    if run.banded:
+        event = get_mechanism(run.mechanism).dp_event(
+            multiplier, sampling_probability, count.count, bands=run.bands)
+        return epsilon_of(event, count.delta, run.accountant, run.value_discretization_interval)
     event = composed_event(run.mechanism, multiplier, sampling_probability, count.count)
     return epsilon_of(event, count.delta, run.accountant, run.value_discretization_interval)
 
@@ -264,6 +311,7 @@ def compute_epsilon(
     floating_point_safe: bool = False,
     noised_coordinates: Optional[int] = None,
     batches: Optional[Any] = None,
+    bands: Optional[int] = None,
 ) -> PrivacyResult:
     """The (epsilon, delta) of DP-SGD training per example (or per group), with a statement.
 
@@ -331,13 +379,18 @@ def compute_epsilon(
     run = _validate(
         num_examples, batch_size, noise_multiplier, epochs, steps, delta, mechanism,
         noise_schedule, noise_probability, on_skip, sampling, accountant, noisy_steps,
-        used_microbatching, value_discretization_interval,
+        used_microbatching, value_discretization_interval, bands,
     )
     privacy_unit = check_privacy_unit(privacy_unit, run.sampling)
+    if run.banded and privacy_unit != "example":
+        raise ValueError(
+            f"privacy_unit={privacy_unit!r} is not available with mechanism='banded_mf': its "
+            "folds are drawn per example, not per group. Use privacy_unit='example', or "
+            "mechanism='gaussian' for a per-group guarantee.")
     if batches is not None:
         tag = check_accounting_matches(
             batches, num_units=run.num_examples, batch_size=run.batch_size,
-            grouped=privacy_unit != "example", sampling=run.sampling)
+            grouped=privacy_unit != "example", sampling=run.sampling, bands=run.bands)
         if tag is not None and not tag.secret_randomness:
             secret_randomness = False
     q = run.sampling_probability
@@ -370,7 +423,10 @@ def compute_epsilon(
         ),
     ]
     if run.mechanism != NO_NOISE:
-        if run.sampling == Sampling.POISSON:
+        if run.banded:
+            paragraphs.append(statement.cyclic_poisson_paragraph(
+                q * run.bands, run.bands, run.steps, -(-formal.count // run.bands)))
+        elif run.sampling == Sampling.POISSON:
             paragraphs.append(statement.poisson_paragraph(q, privacy_unit))
         else:
             paragraphs.append(
@@ -413,13 +469,15 @@ def compute_epsilon(
         used_microbatching=run.used_microbatching,
         num_examples=run.num_examples,
         batch_size=run.batch_size,
-        sampling_probability=q,
+        sampling_probability=q * run.bands if run.banded else q,
         steps=run.steps,
         noisy_steps=run.noisy_steps,
-        accounted_steps=formal.count if run.mechanism != NO_NOISE else None,
+        accounted_steps=(-(-formal.count // run.bands) if run.banded else formal.count)
+        if run.mechanism != NO_NOISE else None,
         epsilon_assuming_poisson=epsilon_assuming_poisson,
         privacy_unit=privacy_unit,
         adjacency=run.adjacency,
         secret_randomness=bool(secret_randomness),
         floating_point_safe=bool(floating_point_safe),
+        bands=run.bands,
     )

@@ -139,6 +139,7 @@ def epsilon_for_steps(
         secret_randomness=bool(settings.get("secret_randomness", True)) and secret_batches,
         floating_point_safe=bool(settings.get("floating_point_safe", False)),
         noised_coordinates=settings.get("noised_coordinates"),
+        bands=settings.get("bands"),
     )
 
 

@@ -53,6 +53,9 @@ class PrivacyResult(RecordMethods):
         (Poisson sampling) or "replace-one" (shuffled fixed-size batches, whose
         accounted multiplier is half the set one: a replaced example moves its unit by
         up to twice the clip).
+      bands: mechanism="banded_mf" only: b, the strategy's bands and the cyclic
+        Poisson folds (then `sampling_probability` is the fold's rate B * b / n and
+        `accounted_steps` the participations ceil(steps / b)).
       floating_point_safe: True when the noise was added on a grid (no leak through
         floating-point low-order bits); epsilon and delta then include the samplers'
         arithmetic excess when the number of noised coordinates was known.
@@ -82,6 +85,7 @@ class PrivacyResult(RecordMethods):
     secret_randomness: bool = True
     floating_point_safe: bool = False
     adjacency: str = "add-or-remove-one"
+    bands: Optional[int] = None
 
     @property
     def is_guarantee(self) -> bool:

@@ -115,6 +115,19 @@ def poisson_paragraph(sampling_probability: float, privacy_unit: str = "example"
     )
 
 
+def cyclic_poisson_paragraph(sampling_probability: float, bands: int, steps: int,
+                             participations: int) -> str:
+    """Cyclic Poisson sampling (banded DP-MF): folds, the fold's rate, the participations."""
+    return _fill(
+        f"Sampling: assumes cyclic Poisson sampling with {bands} folds "
+        "(tfdp.data.cyclic_poisson_batches): each example's fold drawn independently and "
+        f"uniformly, step t sampling fold t mod {bands}, each of its examples independently "
+        f"with probability q = {sampling_probability:.4g}. An example thus takes part in at "
+        f"most {participations} of the {steps} steps, which is what is composed. Other "
+        "batches (plain Poisson or shuffled) void this figure."
+    )
+
+
 def shuffle_paragraph(
     passes: int, epsilon: float, epsilon_poisson: float, counted_from_steps: bool = False
 ) -> str:

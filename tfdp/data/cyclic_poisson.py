@@ -18,17 +18,18 @@ as `tfdp.data.poisson_batches` does).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from tfdp._validation import check_positive, check_positive_int
-from tfdp.randomness import check_insecure_seed, derive_seed
+from tfdp.randomness import check_insecure_seed, derive_seed, os_entropy_seed
 
 __all__ = ["fold_key", "cyclic_poisson_folds", "cyclic_sampling_probability",
-           "cyclic_poisson_mask"]
+           "cyclic_poisson_mask", "cyclic_poisson_batches", "cyclic_steps_per_epoch"]
 
 
 def fold_key(insecure_reproducible_seed: Optional[int] = None) -> bytes:
@@ -115,3 +116,93 @@ def cyclic_poisson_mask(folds, step, bands: int, sampling_probability: float,
     fold = tf.math.floormod(tf.cast(step, tf.int64), bands)
     coins = tf.random.stateless_uniform(tf.shape(folds), seed=step_seed, dtype=tf.float64)
     return tf.logical_and(tf.equal(folds, fold), coins < float(sampling_probability))
+
+
+def cyclic_steps_per_epoch(num_examples: int, batch_size: float, bands: int) -> int:
+    """Steps of one epoch under cyclic Poisson sampling: ceil(n / B) rounded up to a multiple of b.
+
+    A whole number of cycles per epoch keeps step t's fold (t mod b) continuing across
+    epochs, passes of a dataset and resumed runs (which restart at an epoch boundary).
+    """
+    steps = max(1, math.ceil(check_positive_int("num_examples", num_examples)
+                             / check_positive("batch_size", batch_size)))
+    bands = check_positive_int("bands", bands)
+    return bands * math.ceil(steps / bands)
+
+
+def cyclic_poisson_batches(
+    x: Any,
+    y: Any = None,
+    batch_size: float = None,
+    bands: int = None,
+    *,
+    num_steps: Optional[int] = None,
+    first_step: int = 0,
+    key: Optional[bytes] = None,
+    insecure_reproducible_seed: Optional[int] = None,
+) -> tf.data.Dataset:
+    """A `tf.data.Dataset` of cyclic-Poisson-sampled `(x, y)` batches, for mechanism="banded_mf".
+
+    Each example gets a fold in {0..b-1} from a keyed hash of its index (`fold_key`: 128
+    bits of OS entropy, in memory only, one per call); step t takes fold t mod b, each of
+    its examples independently with probability q = batch_size * b / n, so the expected
+    batch is `batch_size` and an example takes part at most once every b steps.
+
+    Args:
+      x, y: features and labels (arrays or nests of them), examples on axis 0.
+      batch_size: the expected batch size B (refused when B * b > n).
+      bands: b, the DP optimizer's bands.
+      num_steps: steps per pass; default one epoch, `cyclic_steps_per_epoch(n, B, b)`.
+        Must be a multiple of b, so that a second pass continues the cycle.
+      first_step: the index t of the first step: the optimizer's ledger step when a run
+        resumes (a multiple of b), so that step t samples fold t mod b.
+      key: the fold key (`fold_key()`); default a fresh one. Keep it secret.
+      insecure_reproducible_seed: for research and tests only: the folds and the batches
+        from this seed (the guarantee then holds only against someone who does not know it).
+
+    Returns:
+      The dataset, tagged (`SamplingTag.bands` = b): `fit`, `compute_epsilon(batches=...)`
+      and `PrivacyCallback` check it against the optimizer's mechanism and bands.
+    """
+    from tfdp.data.poisson import _check_data  # pylint: disable=import-outside-toplevel
+    from tfdp.data.sampling_tag import SamplingTag, tag_dataset  # pylint: disable=import-outside-toplevel
+
+    data, num_examples = _check_data(x, y)
+    if batch_size is None or bands is None:
+        raise ValueError("cyclic_poisson_batches needs `batch_size` (the expected batch size) "
+                         "and `bands` (the DP optimizer's bands), e.g. bands=4.")
+    bands = check_positive_int("bands", bands)
+    rate = cyclic_sampling_probability(num_examples, batch_size, bands)  # refuses B * b > n
+    steps = (cyclic_steps_per_epoch(num_examples, batch_size, bands) if num_steps is None
+             else check_positive_int("num_steps", num_steps))
+    if steps % bands:
+        raise ValueError(
+            f"num_steps={steps} is not a multiple of bands={bands}: a second pass would "
+            "restart the folds' cycle mid-way and sample one fold twice within b steps. Use "
+            f"num_steps={bands * math.ceil(steps / bands)}.")
+    first_step = int(first_step)
+    if first_step < 0 or first_step % bands:
+        raise ValueError(f"first_step={first_step} must be a multiple of bands={bands} (a "
+                         "resumed run restarts at an epoch boundary): the optimizer's ledger step.")
+    insecure_seed = check_insecure_seed(insecure_reproducible_seed)
+    if key is None:
+        key = fold_key(insecure_seed)
+    folds = tf.constant(cyclic_poisson_folds(num_examples, bands, key))
+
+    def sample(step, step_seed):
+        chosen = cyclic_poisson_mask(folds, step, bands, rate, step_seed)
+        indices = tf.reshape(tf.where(chosen), [-1])
+        return tf.nest.map_structure(lambda leaf: tf.gather(leaf, indices), data)
+
+    indices = tf.data.Dataset.range(first_step, first_step + steps)
+    if insecure_seed is None:
+        seeds = indices.map(lambda _: os_entropy_seed())
+    else:
+        op_seed = int(derive_seed(insecure_seed, "cyclic_sampling")[0])
+        seeds = (tf.data.Dataset.random(seed=op_seed, rerandomize_each_iteration=True)
+                 .batch(2, drop_remainder=True).take(steps))
+    dataset = (tf.data.Dataset.zip(indices, seeds)
+               .map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .prefetch(tf.data.AUTOTUNE))
+    return tag_dataset(dataset, SamplingTag(num_examples, batch_size, False, steps,
+                                            insecure_seed is None, bands=bands))

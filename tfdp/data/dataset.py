@@ -297,6 +297,15 @@ class Dataset:
             self.x_train, self.y_train, batch_size=batch_size, **kwargs
         )
 
+    def cyclic_poisson_batches(self, batch_size: float, bands: int, **kwargs: Any):
+        """Cyclic-Poisson-sampled training batches over `bands` folds (mechanism="banded_mf").
+
+        Delegates to `tfdp.data.cyclic_poisson_batches`; keyword arguments pass through.
+        """
+        from tfdp.data.cyclic_poisson import cyclic_poisson_batches  # pylint: disable=import-outside-toplevel
+
+        return cyclic_poisson_batches(self.x_train, self.y_train, batch_size, bands, **kwargs)
+
     @staticmethod
     def _eval_batches(x, y, batch_size):
         batch_size = check_positive_int("batch_size", batch_size)

@@ -27,6 +27,9 @@ class SamplingTag:
       grouped: True when whole groups are sampled (user-level DP).
       steps_per_pass: batches in one pass over the dataset.
       secret_randomness: False when `insecure_reproducible_seed` drew the batches.
+      bands: None for Poisson sampling; b for cyclic Poisson sampling over b folds
+        (`cyclic_poisson_batches`, for mechanism="banded_mf"), each step's rate then
+        batch_size * b / num_units within its fold.
     """
 
     num_units: int
@@ -34,6 +37,7 @@ class SamplingTag:
     grouped: bool
     steps_per_pass: int
     secret_randomness: bool = True
+    bands: Optional[int] = None
 
     @property
     def unit_name(self) -> str:
@@ -53,7 +57,8 @@ def sampling_tag(dataset: Any) -> Optional[SamplingTag]:
 
 
 def check_accounting_matches(batches: Any, *, num_units: int, batch_size: float,
-                             grouped: bool, sampling: str) -> Optional[SamplingTag]:
+                             grouped: bool, sampling: str,
+                             bands: Optional[int] = None) -> Optional[SamplingTag]:
     """Raises ValueError when the figures an epsilon is computed from contradict the
     sampler that made `batches`; returns its tag (None for untagged shuffled batches).
 
@@ -76,6 +81,7 @@ def check_accounting_matches(batches: Any, *, num_units: int, batch_size: float,
             f"sampling={sampling!r} for batches that tfdp.data.poisson_batches drew: the "
             "shuffled-batch figure assumes each example at most once per pass, which "
             "Poisson sampling does not give. Use sampling='poisson'.")
+    check_bands_match(tag, bands)
     if int(num_units) != tag.num_units:
         raise ValueError(
             f"num_examples={num_units}, but the batches were sampled from {tag.num_units} "
@@ -93,3 +99,22 @@ def check_accounting_matches(batches: Any, *, num_units: int, batch_size: float,
             ("privacy_unit names a group, but these batches sample single examples: build "
              "them with poisson_batches(..., groups=ids), or use privacy_unit='example'."))
     return tag
+
+
+def check_bands_match(tag: SamplingTag, bands: Optional[int]) -> None:
+    """Refuses banded-MF accounting of plain Poisson batches and the reverse (or other folds)."""
+    if tag.bands == bands:
+        return
+    if bands is None:
+        raise ValueError(
+            f"These batches were drawn by cyclic Poisson sampling over {tag.bands} folds "
+            "(tfdp.data.cyclic_poisson_batches), for mechanism='banded_mf' with "
+            f"bands={tag.bands}; this accounting assumes plain Poisson sampling. Account "
+            f"them with mechanism='banded_mf', bands={tag.bands}.")
+    if tag.bands is None:
+        raise ValueError(
+            f"mechanism='banded_mf' with bands={bands} is accounted under cyclic Poisson "
+            "sampling, but these batches are plain Poisson batches: train on "
+            f"tfdp.data.cyclic_poisson_batches(..., bands={bands}) (or a plan's batches).")
+    raise ValueError(f"bands={bands}, but the batches were drawn over {tag.bands} folds: "
+                     f"give bands={tag.bands}.")

@@ -1,7 +1,8 @@
 """Noise mechanisms, one object each, and the names of every privacy setting.
 
     get_mechanism("gaussian")   -> GaussianMechanism: clip kind, query, dp_event, accountant, words
-    mechanism_names()           -> names of the registered noise mechanisms: gaussian, laplace
+    mechanism_names()           -> names of the registered noise mechanisms: gaussian, laplace,
+                                   banded_mf (correlated noise, needs bands)
     register_mechanism(cls)     -> class decorator adding a NoiseMechanism subclass
     RANDOM_SCHEDULE             -> the random noise schedule, a wrapper of any mechanism's query
     make_dp_sum_query / describe_query / query_to_config / query_from_config / clip_norm_kind
@@ -25,6 +26,7 @@ from tfdp.mechanisms.registry import (
 )
 from tfdp.mechanisms.gaussian import GaussianMechanism  # registers "gaussian"
 from tfdp.mechanisms.laplace import LaplaceMechanism  # registers "laplace"
+from tfdp.mechanisms.banded_mf_mechanism import BandedMFMechanism  # registers "banded_mf"
 from tfdp.mechanisms.no_noise import NO_NOISE_MECHANISM, NoNoise
 from tfdp.mechanisms.random_schedule import RANDOM_SCHEDULE, RandomSchedule
 from tfdp.mechanisms import banded_mf
@@ -45,6 +47,7 @@ __all__ = [
     "NoiseMechanism",
     "GaussianMechanism",
     "LaplaceMechanism",
+    "BandedMFMechanism",
     "NoNoise",
     "NO_NOISE_MECHANISM",
     "RandomSchedule",

@@ -62,6 +62,11 @@ class NoiseMechanism(abc.ABC):
         """True when `query` is this mechanism's query (subclasses included)."""
         return isinstance(query, self.query_class)
 
+    def query_settings(self, query: dp_query.SumAggregationDPQuery) -> Dict[str, Any]:
+        """Settings of `query` beyond clip and multiplier that accounting needs (e.g. bands)."""
+        del query
+        return {}
+
     def query_to_config(self, query: dp_query.SumAggregationDPQuery) -> Dict[str, Any]:
         """The constructor arguments of `query`, for `query_from_config`."""
         clip, noise_multiplier = self.read_query(query)

@@ -28,6 +28,8 @@ def make_dp_sum_query(
     on_skip: str = OnSkip.RELEASE,
     seed: Optional[int] = None,
     floating_point_safe: bool = False,
+    bands: Optional[int] = None,
+    strategy_coefficients: Optional[Any] = None,
 ) -> dp_query.SumAggregationDPQuery:
     """Returns the sum query of a registered mechanism, every step or on the random schedule.
 
@@ -39,6 +41,9 @@ def make_dp_sum_query(
       a step with probability `noise_probability` (RanN-DP-SGD).
     * floating_point_safe: noise on a grid (`tfdp.randomness.grid`): the same
       accounting, no leak through the low-order bits of floating-point noise.
+
+    * banded_mf: `bands` (required) and optionally `strategy_coefficients` (default the
+      truncated square root of the prefix sums); refused on the random schedule.
 
     Raises ValueError naming the argument when a value is out of range or the clip
     does not match the mechanism (Laplace noise is DP only with an L1 clip).
@@ -63,10 +68,26 @@ def make_dp_sum_query(
     clip = clips.get(chosen.clip_argument)
     if clip is None:
         raise ValueError(f"mechanism={chosen.name!r} needs `{chosen.clip_argument}`, a number > 0.")
+    banded = chosen.name == "banded_mf"
+    if not banded and (bands is not None or strategy_coefficients is not None):
+        raise ValueError(
+            "`bands` / `strategy_coefficients` set the correlated noise of "
+            f"mechanism='banded_mf'; mechanism={chosen.name!r} adds independent noise: drop "
+            "them, or use mechanism='banded_mf'.")
+    if banded and noise_schedule == NoiseSchedule.RANDOM:
+        raise ValueError(
+            "noise_schedule='random' cannot be used with mechanism='banded_mf': a noiseless "
+            "or dropped step would break the noise recurrence the accounting assumes. Use "
+            "noise_schedule='regular'.")
+    if banded:
+        query = chosen.make_query(clip, noise_multiplier, floating_point_safe, bands=bands,
+                                  coefficients=strategy_coefficients)
     # Only asked of mechanisms when wanted: one registered with the two-argument make_query
     # (before the grid existed) keeps working.
-    query = (chosen.make_query(clip, noise_multiplier, True) if floating_point_safe
-             else chosen.make_query(clip, noise_multiplier))
+    elif floating_point_safe:
+        query = chosen.make_query(clip, noise_multiplier, True)
+    else:
+        query = chosen.make_query(clip, noise_multiplier)
     if noise_schedule == NoiseSchedule.RANDOM:
         query = RANDOM_SCHEDULE.wrap(query, noise_probability, on_skip=on_skip, seed=seed)
     return query
@@ -110,6 +131,7 @@ def describe_query(query: dp_query.DPQuery) -> Dict[str, Any]:
         settings.update(mechanism=mechanism.name, noise_multiplier=noise_multiplier,
                         floating_point_safe=bool(getattr(query, "floating_point_safe", False)))
         settings[mechanism.clip_argument] = clip
+        settings.update(getattr(mechanism, "query_settings", lambda q: {})(query))
     return settings
 
 

@@ -38,7 +38,9 @@ from tfdp.mechanisms import (
 )
 from tfdp.queries import OUTCOME_DROPPED, OUTCOME_NOISY, RandomizedNoiseQuery
 from tfdp.queries.seeded import SETTINGS_RTOL, settings_agree
+from tfdp.queries.banded_mf_sum_query import BandedMFSumQuery
 from tfdp.randomness import SecretKey, check_insecure_seed, warn_seed_ignored
+from tfdp.randomness.correlated import BandedNoise
 from tfdp.optimizers.clipping import SKIP_NEEDS_ISOLATION, clip_and_sum, finite_units
 from tfdp.optimizers.diagnostics import InMemoryCounters
 from tfdp.optimizers.gradient_canaries import GradientCanaryBlock
@@ -85,6 +87,8 @@ _OTHER_DP_ARGUMENTS = (
     "on_nonfinite",
     "insecure_reproducible_seed",
     "max_steps",
+    "bands",
+    "strategy_coefficients",
 )
 # Keras optimizer settings that belong to the inner optimizer: the wrapper reads them from it.
 _INNER_SETTINGS = (
@@ -199,6 +203,14 @@ class DPOptimizer(_Optimizer):
       max_steps: the privacy budget in steps (a `tfdp.PrivacyPlan` sets it): a step
         past it is refused before anything is applied or counted (an error that says
         so), and `PrivacyCallback` ends `fit` when it is reached. None: no budget.
+      bands: mechanism="banded_mf" only (then required): b, the diagonals of the banded
+        Toeplitz strategy whose correlated noise C^-1 z is added (DP matrix
+        factorization); train on `tfdp.data.cyclic_poisson_batches` with the same b. The
+        recurrence's b-1 past noise outputs are held in memory only (never saved): a
+        restored or resumed optimizer restarts it.
+      strategy_coefficients: mechanism="banded_mf" only: the strategy's c_0..c_{b-1}
+        (default `tfdp.mechanisms.banded_toeplitz_coefficients(bands)`; see
+        `optimize_banded_toeplitz`).
       name: this optimizer's name.
     """
 
@@ -221,6 +233,8 @@ class DPOptimizer(_Optimizer):
         on_nonfinite: str = "raise",
         insecure_reproducible_seed: Optional[int] = None,
         max_steps: Optional[int] = None,
+        bands: Optional[int] = None,
+        strategy_coefficients: Optional[Any] = None,
         name: Optional[str] = None,
     ):
         if not isinstance(inner_optimizer, _Optimizer):
@@ -252,13 +266,19 @@ class DPOptimizer(_Optimizer):
             noise_multiplier=noise_multiplier,
             floating_point_safe_noise=bool(floating_point_safe_noise),
         )
+        # Only present for the banded mechanism: other optimizers' configs are unchanged.
+        if bands is not None:
+            dp_arguments["bands"] = bands
+        if strategy_coefficients is not None:
+            dp_arguments["strategy_coefficients"] = [float(c) for c in np.ravel(
+                strategy_coefficients)]
         if dp_sum_query is not None:
             defaults = dict(
                 mechanism="gaussian", noise_schedule=NoiseSchedule.REGULAR,
                 noise_probability=1.0, on_skip=OnSkip.RELEASE, l2_norm_clip=None,
                 l1_norm_clip=None, noise_multiplier=None, floating_point_safe_noise=False,
             )
-            clashing = [k for k, v in dp_arguments.items() if v != defaults[k]]
+            clashing = [k for k, v in dp_arguments.items() if v != defaults.get(k)]
             if clashing:
                 raise ValueError(
                     "Give either `dp_sum_query` or the convenience arguments, not both; "
@@ -288,6 +308,11 @@ class DPOptimizer(_Optimizer):
                     "`expected_batch_size` applies to per-example clipping; leave "
                     "`num_microbatches` at None when you set it."
                 )
+        if isinstance(dp_sum_query, BandedMFSumQuery) and num_microbatches is not None:
+            raise ValueError(
+                "num_microbatches cannot be used with mechanism='banded_mf': the cyclic "
+                "Poisson accounting assumes one clipped gradient per example. Leave "
+                "num_microbatches at None.")
         self._on_nonfinite = check_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
         self._max_steps = None if max_steps is None else check_positive_int(
             "max_steps", max_steps)
@@ -298,6 +323,12 @@ class DPOptimizer(_Optimizer):
         # Set by privatize_clipped_sum, consumed by apply. Thread-local because
         # MirroredStrategy runs (and traces) each replica in its own thread.
         self._private_gradients_ready = threading.local()
+        # banded_mf: the correlated noise's recurrence (`BandedNoise`), built with the
+        # optimizer. A plain attribute, never a Keras-tracked one: no checkpoint or file
+        # holds its past noise. `_banded_next_step`: the ledger step the recurrence expects
+        # next; any other step (a restore) restarts it.
+        self._banded_noise: Optional[BandedNoise] = None
+        self._banded_next_step: Optional[tf.Variable] = None
         # White-box audit canaries (`add_gradient_canaries`); None in every normal run.
         self._gradient_canaries: Optional[GradientCanaryBlock] = None
         # The ledger exists from construction: under a tf.distribute strategy its
@@ -352,7 +383,29 @@ class DPOptimizer(_Optimizer):
         for i, variable in enumerate(var_list):
             self._trainable_variables_indices[self._var_key(variable)] = i
         self._trainable_variables = var_list[:]
+        self._build_banded_noise([v.shape for v in var_list])
         self.built = True
+
+    def _build_banded_noise(self, shapes) -> None:
+        """The banded mechanism's noise recurrence over tensors of `shapes` (once)."""
+        query = self._dp_sum_query
+        if not isinstance(query, BandedMFSumQuery) or self._banded_noise is not None:
+            return
+        self._banded_noise = BandedNoise(query.coefficients, shapes, name="dp_banded_noise")
+        with tf.init_scope():
+            self._banded_next_step = tf.Variable(
+                np.int64(0), trainable=False, name="dp_banded_next_step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    @property
+    def banded_noise(self) -> Optional[BandedNoise]:
+        """The banded mechanism's in-memory noise recurrence (None for other mechanisms)."""
+        return self._banded_noise
+
+    def reset_banded_noise(self) -> None:
+        """Restarts the banded mechanism's recurrence (zero history): after a restore."""
+        if self._banded_noise is not None:
+            self._banded_noise.reset()
 
     def finalize_variable_values(self, var_list):
         """The inner optimizer's end of training (it writes its EMA into the model)."""
@@ -537,6 +590,9 @@ class DPOptimizer(_Optimizer):
         """
         if self.iterations.numpy() > 0:
             raise ValueError("Add gradient canaries before the first training step.")
+        if isinstance(self._dp_sum_query, BandedMFSumQuery):
+            raise ValueError("Gradient canaries (the white-box audit) assume independent "
+                             "noise per step; audit mechanism='gaussian', not 'banded_mf'.")
         self._gradient_canaries = GradientCanaryBlock(included, sampling_rate, seed)
         return self._gradient_canaries
 
@@ -661,6 +717,7 @@ class DPOptimizer(_Optimizer):
             )
         for variable, value in zip(variables, saved):
             variable.assign(value)
+        self.reset_banded_noise()  # the restored trajectory is not the one its history noised
         if is_legacy:
             self._after_legacy_restore()
         if variables is not self.variables:
@@ -686,7 +743,41 @@ class DPOptimizer(_Optimizer):
         with tf.control_dependencies(None):  # the seed needs no data: see noise_each_leaf
             ledger_step = self.iterations + self._dropped_steps
         seed = self._secret_key.step_seed(ledger_step)
+        if isinstance(query, BandedMFSumQuery):
+            return self._banded_noised(query, clipped_sum, state, seed, ledger_step)
         return query.get_noised_result_with_seed(clipped_sum, state, seed)
+
+    def _banded_noised(self, query, clipped_sum, state, seed, ledger_step):
+        """The clipped sum plus the strategy's correlated noise from this step's seed.
+
+        z comes from the same per-step secret seed as the Gaussian query's noise; the
+        recurrence restarts (zero history) whenever the ledger step is not the one it
+        expects, i.e. after any restore, so no history from another trajectory is used.
+        """
+        leaves = tf.nest.flatten(clipped_sum)
+        self._build_banded_noise([leaf.shape for leaf in leaves])
+        noise = self._banded_noise
+        if len(leaves) != len(noise._shapes) or any(  # pylint: disable=protected-access
+                not leaf.shape.is_compatible_with(shape)
+                for leaf, shape in zip(leaves, noise._shapes)):  # pylint: disable=protected-access
+            raise ValueError(
+                "The banded noise was built for other tensors than this step's gradients: "
+                "build the optimizer on the variables it trains.")
+        ledger_step = tf.cast(ledger_step, tf.int64)
+
+        def restart():
+            noise.reset()
+            return tf.constant(True)
+
+        restarted = tf.cond(tf.not_equal(ledger_step, self._banded_next_step), restart,
+                            lambda: tf.constant(False))
+        with tf.control_dependencies([restarted]):
+            draws = noise.draw(seed, stddev=query.stddev)
+        with tf.control_dependencies(draws):
+            advanced = self._banded_next_step.assign(ledger_step + 1)
+        with tf.control_dependencies([advanced]):
+            draws = [tf.identity(d) for d in draws]
+        return query.noised_with(clipped_sum, draws), state, None
 
     def _privatize(self, clipped_sum, num_units, batch_size, nonfinite_units):
         query = self._dp_sum_query

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdp.accounting.callback import PrivacyCallback
-from tfdp.data.sampling_tag import SamplingTag, sampling_tag
+from tfdp.data.sampling_tag import SamplingTag, check_bands_match, sampling_tag
 from tfdp.mechanisms import NO_NOISE, Sampling
 
 
@@ -55,6 +55,9 @@ def _same(a: float, b: float) -> bool:
 
 def _check_tagged(tag: SamplingTag, model: Any, settings: dict,
                   callbacks: List[PrivacyCallback]) -> None:
+    if settings.get("mechanism") != NO_NOISE:
+        # Banded DP-MF needs cyclic Poisson batches over its bands; other mechanisms plain ones.
+        check_bands_match(tag, settings.get("bands"))
     expected = settings.get("expected_batch_size")
     if expected is not None and not _same(expected, tag.batch_size):
         raise ValueError(

@@ -36,10 +36,13 @@ from tfdp.accounting.events import composed_event
 from tfdp.accounting.privacy_result import PrivacyResult
 from tfdp.accounting import counting
 from tfdp.data.groups import count_groups
+from tfdp.data.cyclic_poisson import (cyclic_poisson_batches, cyclic_sampling_probability,
+                                      cyclic_steps_per_epoch)
 from tfdp.data.poisson import poisson_batches
 from tfdp.mechanisms import (
     NoiseSchedule,
     OnSkip,
+    get_mechanism,
     make_dp_sum_query,
     mechanism_names,
     values,
@@ -74,6 +77,10 @@ class PrivacyPlan:
       accountant: None (the mechanism's default), "rdp" or "pld".
       privacy_unit: "example", or a group's name (user-level DP, e.g. "patient").
       floating_point_safe_noise: noise on a grid (see `tfdp.randomness.grid`).
+      bands: mechanism="banded_mf" only (required there): b, the banded strategy's
+        diagonals; the plan's batches are then cyclic Poisson over b folds, its epsilon
+        composes ceil(steps / b) participations at q = b * batch_size / n, and an epoch is
+        ceil(n / batch_size) steps rounded up to whole cycles of b.
     """
 
     num_examples: int
@@ -92,6 +99,7 @@ class PrivacyPlan:
     accountant: Optional[str] = None
     privacy_unit: str = "example"
     floating_point_safe_noise: bool = False
+    bands: Optional[int] = None
 
     def __post_init__(self) -> None:
         num_examples, batch_size = check_sizes(self.num_examples, self.batch_size)
@@ -110,6 +118,7 @@ class PrivacyPlan:
         )
         for name, value in fields.items():
             object.__setattr__(self, name, value)
+        self._check_banded()
         if self.target_epsilon is None and self.noise_multiplier is None:
             raise ValueError(
                 "Give the plan `target_epsilon` (it calibrates the noise) or `noise_multiplier`.")
@@ -127,7 +136,7 @@ class PrivacyPlan:
                     self.target_epsilon, self.delta, num_examples, batch_size, steps=steps,
                     mechanism=self.mechanism, noise_schedule=self.noise_schedule,
                     noise_probability=self.noise_probability, on_skip=self.on_skip,
-                    accountant=self.accountant))
+                    accountant=self.accountant, bands=self.bands))
         # The query's own checks: clip kind against mechanism, multiplier, schedule.
         make_dp_sum_query(**self._query_arguments())
         if self.target_epsilon is not None:
@@ -137,6 +146,33 @@ class PrivacyPlan:
                     f"noise_multiplier={self.noise_multiplier:g} reaches epsilon "
                     f"{reached:.4g} over {steps} steps, above target_epsilon="
                     f"{self.target_epsilon:g}: give one of them, or more noise.")
+
+    @property
+    def banded(self) -> bool:
+        """True for mechanism="banded_mf" (correlated noise, cyclic Poisson batches)."""
+        return self.mechanism == "banded_mf"
+
+    def _check_banded(self) -> None:
+        """bands: required by banded_mf (checked against n, B and T), refused elsewhere."""
+        if not self.banded:
+            if self.bands is not None:
+                raise ValueError("`bands` is for mechanism='banded_mf'; drop it with "
+                                 f"mechanism={self.mechanism!r}.")
+            return
+        if self.bands is None:
+            raise ValueError(
+                "mechanism='banded_mf' needs `bands`, e.g. bands=4 (at most "
+                f"{max(1, int(self.num_examples // self.batch_size))} for these sizes: "
+                "batch_size * bands <= num_examples).")
+        object.__setattr__(self, "bands", check_positive_int("bands", self.bands))
+        cyclic_sampling_probability(self.num_examples, self.batch_size, self.bands)
+        if self.bands > self.steps:
+            raise ValueError(f"bands={self.bands} exceeds the plan's {self.steps} steps: use "
+                             f"bands <= {self.steps}.")
+        if self.grouped:
+            raise ValueError(
+                "mechanism='banded_mf' assigns folds per example, not per "
+                f"{self.privacy_unit}: use privacy_unit='example', or mechanism='gaussian'.")
 
     def _resolved_steps(self, num_examples: int, batch_size: float) -> int:
         """The planned steps, from `steps` or `epochs` (both only when they agree)."""
@@ -161,7 +197,9 @@ class PrivacyPlan:
 
     @property
     def steps_per_epoch(self) -> int:
-        """ceil(n / b): the steps of one pass of `batches`."""
+        """ceil(n / b): the steps of one pass of `batches` (whole cycles of bands for banded_mf)."""
+        if self.banded:
+            return cyclic_steps_per_epoch(self.num_examples, self.batch_size, self.bands)
         return max(1, math.ceil(self.num_examples / self.batch_size))
 
     @property
@@ -190,6 +228,15 @@ class PrivacyPlan:
             raise ValueError(
                 "The plan protects each example, but `groups=` was given: build the plan "
                 "with privacy_unit='<the group name>' and num_examples=<number of groups>.")
+        if self.banded:
+            found = _num_rows(x)
+            if found != self.num_examples:
+                raise ValueError(
+                    f"The plan was made for {self.num_examples} examples, but the data holds "
+                    f"{found}: its epsilon would be wrong. Build the plan with "
+                    f"num_examples={found}.")
+            return cyclic_poisson_batches(x, y, self.batch_size, self.bands,
+                                          num_steps=self.steps_per_epoch, **kwargs)
         found = count_groups(groups) if groups is not None else _num_rows(x)
         what = f"{self.privacy_unit}s" if self.grouped else "examples"
         if found != self.num_examples:
@@ -252,6 +299,9 @@ class PrivacyPlan:
     def dp_event(self, steps: Optional[int] = None) -> dp_accounting.DpEvent:
         """The `dp_accounting` event of `steps` (default: all planned) regular noisy steps."""
         steps = self.steps if steps is None else check_positive_int("steps", steps)
+        if self.banded:
+            return get_mechanism(self.mechanism).dp_event(
+                self.noise_multiplier, self.sampling_probability, steps, bands=self.bands)
         return composed_event(self.mechanism, self.noise_multiplier,
                               self.sampling_probability, steps)
 
@@ -265,7 +315,7 @@ class PrivacyPlan:
             noise_probability=self.noise_probability, on_skip=self.on_skip,
             accountant=self.accountant, noisy_steps=noisy_steps,
             privacy_unit=self.privacy_unit,
-            floating_point_safe=self.floating_point_safe_noise)
+            floating_point_safe=self.floating_point_safe_noise, bands=self.bands)
 
     @property
     def statement(self) -> str:
@@ -284,10 +334,13 @@ class PrivacyPlan:
         return cls(**config)
 
     def _query_arguments(self) -> Dict[str, Any]:
-        return dict(mechanism=self.mechanism, noise_schedule=self.noise_schedule,
-                    noise_probability=self.noise_probability, on_skip=self.on_skip,
-                    l2_norm_clip=self.l2_norm_clip, l1_norm_clip=self.l1_norm_clip,
-                    noise_multiplier=self.noise_multiplier)
+        arguments = dict(mechanism=self.mechanism, noise_schedule=self.noise_schedule,
+                         noise_probability=self.noise_probability, on_skip=self.on_skip,
+                         l2_norm_clip=self.l2_norm_clip, l1_norm_clip=self.l1_norm_clip,
+                         noise_multiplier=self.noise_multiplier)
+        if self.banded:
+            arguments["bands"] = self.bands
+        return arguments
 
 
 def _plain(value: Any) -> str:

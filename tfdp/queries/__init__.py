@@ -5,6 +5,7 @@ the layer above this one.
 """
 
 from tfdp.queries.gaussian_sum_query import GaussianSumQuery
+from tfdp.queries.banded_mf_sum_query import BandedMFSumQuery
 from tfdp.queries.laplace_sum_query import LaplaceSumQuery, clip_by_global_l1_norm
 from tfdp.queries.randomized_noise_query import (
     ON_SKIP_CHOICES,
@@ -16,6 +17,7 @@ from tfdp.queries.randomized_noise_query import (
 
 __all__ = [
     "GaussianSumQuery",
+    "BandedMFSumQuery",
     "LaplaceSumQuery",
     "RandomizedNoiseQuery",
     "clip_by_global_l1_norm",

@@ -60,7 +60,7 @@ LEDGER_KEYS: Tuple[str, ...] = (
     "l1_norm_clip", "batch_size", "optimizer", "delta", "sampling", "image_size",
     "gamma", "residual_noise", "activation_clip_norm", "privacy_unit",
     "max_examples_per_patient", "insecure_reproducible_seed", "floating_point_safe_noise",
-    "backbone", "fine_tune", "fine_tune_blocks", "lora_rank",
+    "backbone", "fine_tune", "fine_tune_blocks", "lora_rank", "bands",
 )
 # Local paths: they say nothing about the model or its privacy (kept out of export records).
 # backbone_weights is one too: the privacy statement names the file (its name and SHA-256)
@@ -154,6 +154,11 @@ class RunConfig:
     fine_tune: str = "head"
     fine_tune_blocks: int = 1
     lora_rank: int = 4
+    # --mechanism=banded_mf: b, the banded strategy's diagonals and the cyclic Poisson folds
+    # (batch_size * bands <= training examples); its coefficients the truncated square root
+    # of the prefix sums, or optimized for the run's length with strategy_optimization.
+    bands: Optional[int] = None
+    strategy_optimization: bool = False
 
     def validated(self) -> "RunConfig":
         """A checked copy with the clip norms defaulted; raises ValueError on bad settings."""
@@ -169,6 +174,7 @@ class RunConfig:
         _check_recipe(self)
         _check_privacy_unit(self)
         _check_backbone(self)
+        _check_banded(self)
         common: Dict[str, Any] = dict(
             noise_probability=check_probability("noise_probability", self.noise_probability),
             batch_size=check_positive_int("batch_size", self.batch_size),
@@ -243,6 +249,8 @@ class RunConfig:
                 " (multiplicative)" if self.residual_noise == "multiplicative" else "")
         if self.mechanism == NEURALDP:
             return "NeuralDP"
+        if self.mechanism == BANDED_MF:
+            return f"Gaussian banded-MF DP-SGD (b={self.bands})"
         schedule = "RanN" if self.noise_schedule == _RANDOM else "RegN"
         drop = " (drop)" if self.noise_schedule == _RANDOM and self.on_skip == _DROP else ""
         unit = " per patient" if self.per_patient else ""
@@ -250,6 +258,36 @@ class RunConfig:
 
 
 TrainConfig = RunConfig  # the name scripts/train.py gave it
+
+
+BANDED_MF = "banded_mf"
+
+
+def _check_banded(c: RunConfig) -> None:
+    """--bands / --strategy_optimization: required by / only for --mechanism=banded_mf."""
+    if c.mechanism != BANDED_MF:
+        if c.bands is not None or c.strategy_optimization:
+            raise ValueError("--bands and --strategy_optimization are for "
+                             f"--mechanism=banded_mf; drop them with --mechanism={c.mechanism}.")
+        return
+    if c.bands is None:
+        raise ValueError(
+            "--mechanism=banded_mf needs --bands (the strategy's diagonals and cyclic Poisson "
+            "folds), e.g. --bands=4; --batch_size * --bands must not exceed the training "
+            "examples.")
+    check_positive_int("bands", c.bands)
+    if c.sampling != mechanisms.Sampling.POISSON.value:
+        raise ValueError("--mechanism=banded_mf is accounted under cyclic Poisson sampling, "
+                         "which the run draws with --sampling=poisson: use it.")
+    if c.noise_schedule != _REGULAR:
+        raise ValueError("--mechanism=banded_mf adds noise at every step: use "
+                         "--noise_schedule=regular.")
+    if c.privacy_unit != EXAMPLE:
+        raise ValueError("--mechanism=banded_mf draws its folds per example: use "
+                         "--privacy_unit=example (or --mechanism=gaussian per patient).")
+    if c.floating_point_safe_noise:
+        raise ValueError("--floating_point_safe_noise is not available with "
+                         "--mechanism=banded_mf (the grid noise is not correlated): drop it.")
 
 
 def _check_recipe(c: RunConfig) -> None:

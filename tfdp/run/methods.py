@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 import tfdp.accounting
+import tfdp.data
 import tfdp.training
 from tfdp import mechanisms
 from tfdp.optimizers import DPKerasAdagradOptimizer, DPKerasAdamOptimizer, DPKerasSGDOptimizer
@@ -141,6 +142,9 @@ def make_optimizer(config: RunConfig, num_train: Optional[int] = None
         **base,
     )
     kwargs[clip] = getattr(config, clip)
+    if config.bands is not None:
+        kwargs.update(bands=config.bands,
+                      strategy_coefficients=strategy_coefficients(config, num_train))
     if config.sampling == mechanisms.Sampling.POISSON:
         # Poisson batches vary in size: dividing by the expected size keeps the update unbiased.
         kwargs["expected_batch_size"] = config.batch_size
@@ -167,9 +171,31 @@ def make_loss(config: RunConfig) -> keras.losses.Loss:
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def strategy_coefficients(config: RunConfig, num_train: Optional[int]):
+    """--mechanism=banded_mf's coefficients: None (the default construction), or optimized
+    for the run's planned steps with --strategy_optimization."""
+    if not config.strategy_optimization:
+        return None
+    if num_train is None:
+        raise ValueError("--strategy_optimization needs the number of training examples.")
+    return _optimized_coefficients(config.bands, planned_steps(config, num_train))
+
+
+@functools.lru_cache(maxsize=32)
+def _optimized_coefficients(bands: int, steps: int):
+    return tuple(mechanisms.optimize_banded_toeplitz(bands, steps))
+
+
+def steps_per_epoch(config: RunConfig, num_train: int) -> int:
+    """ceil(n / batch); for --mechanism=banded_mf rounded up to whole cycles of --bands."""
+    if config.bands is not None:
+        return tfdp.data.cyclic_steps_per_epoch(num_train, config.batch_size, config.bands)
+    return math.ceil(num_train / config.batch_size)
+
+
 def planned_steps(config: RunConfig, num_train: int) -> int:
-    """Steps the run will take: ceil(n / batch) per epoch, for shuffled and Poisson batches alike."""
-    return config.epochs * math.ceil(num_train / config.batch_size)
+    """Steps the run will take: `steps_per_epoch` per epoch, for every sampling."""
+    return config.epochs * steps_per_epoch(config, num_train)
 
 
 def calibrate(config: RunConfig, num_train: int) -> float:
@@ -192,17 +218,18 @@ def calibrate(config: RunConfig, num_train: int) -> float:
         accountant = config.accountant
     return _calibrated(config.target_epsilon, config.delta, num_train, config.batch_size,
                        planned_steps(config, num_train), mechanism, str(schedule),
-                       float(probability), str(config.sampling), str(accountant))
+                       float(probability), str(config.sampling), str(accountant),
+                       config.bands if mechanism == "banded_mf" else None)
 
 
 @functools.lru_cache(maxsize=256)
 def _calibrated(target_epsilon, delta, num_train, batch_size, steps, mechanism, schedule,
-                probability, sampling, accountant) -> float:
+                probability, sampling, accountant, bands=None) -> float:
     # A pure function of its settings, and ~1 s each: seeds and shadow models reuse it.
     return float(tfdp.accounting.calibrate_noise_multiplier(
         target_epsilon, delta, num_train, batch_size, steps=steps, mechanism=mechanism,
         noise_schedule=schedule, noise_probability=probability, sampling=sampling,
-        accountant=accountant,
+        accountant=accountant, bands=bands,
     ))
 
 

@@ -194,7 +194,17 @@ def train_model(
     # None unless the run opted in to reproducible (insecure) sampling; fresh after a resume.
     insecure_seed = methods.insecure_run_seed(config, initial_epoch)
     steps_per_epoch = None
-    if config.per_patient or (config.sampling == Sampling.POISSON and config.is_private):
+    if config.bands is not None:
+        # Cyclic Poisson over the bands' folds (a fresh secret fold key per process), step t
+        # taking fold t mod b from the optimizer's ledger step on: epochs are whole cycles,
+        # so a resumed run continues the cycle (and restarts the noise recurrence).
+        steps_per_epoch = methods.steps_per_epoch(config, units)
+        train_batches = fit_data.cyclic_poisson_batches(
+            config.batch_size, config.bands,
+            num_steps=steps_per_epoch * max(config.epochs - initial_epoch, 1),
+            first_step=int(optimizer.iterations.numpy()),
+            insecure_reproducible_seed=insecure_seed)
+    elif config.per_patient or (config.sampling == Sampling.POISSON and config.is_private):
         sampler = dict(insecure_reproducible_seed=insecure_seed)
         if config.per_patient:
             sampler.update(groups=data.groups_train,
