@@ -147,3 +147,62 @@ def test_unequal_strides_without_dilation_declined():
     layer.build((None, 6, 6, 2))
     assert rule_for(layer) is None
     assert rule_for(L.DepthwiseConv1D(3, strides=2)) is not None
+
+
+# Large kernels on few positions under oneDNN take the shifted products (depthwise_conv.py);
+# these cases force that path, whatever the backend, against the brute-force loop.
+SHIFTED_CASES = {
+    "1d_shifted_same": ((7, 3), lambda: L.DepthwiseConv1D(5, padding="same", name="dw")),
+    "2d_shifted_same": ((4, 4, 3), lambda: L.DepthwiseConv2D((5, 4), padding="same", name="dw")),
+    "2d_shifted_strided_multiplier": ((7, 8, 2), lambda: L.DepthwiseConv2D(
+        (3, 4), strides=2, padding="same", depth_multiplier=2, activation="tanh", name="dw")),
+    "2d_shifted_valid_strided": ((9, 9, 2), lambda: L.DepthwiseConv2D(
+        5, strides=2, use_bias=False, name="dw")),
+}
+
+
+@pytest.fixture
+def shifted_products(monkeypatch):
+    calls = []
+
+    def always(layer, g, kernel_size):
+        calls.append(layer.name)
+        return True
+    monkeypatch.setattr(depthwise_conv, "_use_shifted_products", always)
+    return calls
+
+
+@pytest.mark.parametrize("name", sorted(SHIFTED_CASES))
+def test_shifted_products_match_the_brute_force_loop(name, shifted_products):
+    shape, layer = SHIFTED_CASES[name]
+    x, y = _data(shape)
+    plan = check_against_brute_force(_sequential(shape, layer), x, y)
+    assert plan["dw"] == RULE and "dw" in shifted_products
+
+
+@pytest.mark.parametrize("name", sorted(SHIFTED_CASES))
+def test_shifted_products_equal_the_native_filter_gradient(name):
+    shape, factory = SHIFTED_CASES[name]
+    layer = factory()
+    layer.build((None,) + shape)
+    rng = np.random.default_rng(3)
+    a = tf.constant(rng.normal(size=(4,) + shape).astype("float32"))
+    g = tf.constant(rng.normal(size=layer.compute_output_shape((4,) + shape)).astype("float32"))
+    native = depthwise_conv.per_example_depthwise_gradients(
+        layer, a, g, layer.kernel_size, layer.depth_multiplier)
+    shifted = depthwise_conv.shifted_products_gradients(
+        layer, a, g, layer.kernel_size, layer.depth_multiplier)
+    np.testing.assert_allclose(shifted.numpy(), native.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_shifted_products_are_chosen_for_large_kernels_on_few_positions(monkeypatch):
+    monkeypatch.setattr(depthwise_conv, "onednn_enabled", lambda: True)
+    last = L.DepthwiseConv2D(5, padding="same")  # MobileNetV3's last: 5x5 on 4x4 positions
+    early = L.DepthwiseConv2D(5, strides=2, padding="same")  # 5x5 on 16x16 positions
+    small = L.DepthwiseConv2D(3, padding="same")
+    choose = depthwise_conv._use_shifted_products
+    assert choose(last, tf.zeros([2, 4, 4, 8]), (5, 5))
+    assert not choose(early, tf.zeros([2, 16, 16, 8]), (5, 5))
+    assert not choose(small, tf.zeros([2, 4, 4, 8]), (3, 3))
+    monkeypatch.setattr(depthwise_conv, "onednn_enabled", lambda: False)
+    assert not choose(last, tf.zeros([2, 4, 4, 8]), (5, 5))
