@@ -15,6 +15,10 @@ Examples (from the repository root):
         --noise_multiplier=1.1 --steps=120 --noise_schedule=random --noise_probability=0.5 \
         --on_skip=drop --noisy_steps=57 --json
 
+    # Banded matrix factorization (DP-MF) with 4 bands over cyclic Poisson batches:
+    .venv/bin/python scripts/compute_epsilon.py --num_examples=40000 --batch_size=256 \
+        --noise_multiplier=1.3 --steps=1256 --mechanism=banded_mf --bands=4
+
     # Calibrate: the smallest noise multiplier for epsilon 3 after 60 epochs.
     .venv/bin/python scripts/compute_epsilon.py --num_examples=60000 --batch_size=256 \
         --epochs=60 --target_epsilon=3
@@ -77,17 +81,22 @@ def define_flags() -> None:
     flags.DEFINE_string("privacy_unit", "example",
                         "What one unit of the guarantee is: example, or a group such as "
                         "patient (then --num_examples and --batch_size count patients).")
+    flags.DEFINE_integer("bands", None,
+                         "--mechanism=banded_mf: the strategy's bands b (cyclic Poisson over b "
+                         "folds; --batch_size * --bands must not exceed --num_examples).")
     flags.DEFINE_bool("json", False, "Print one JSON object instead of text.")
 
 
 def _calibrate() -> Dict[str, Any]:
     if FLAGS.mechanism == mechanisms.NO_NOISE:
-        raise app.UsageError("--target_epsilon needs a private --mechanism (gaussian or laplace).")
+        raise app.UsageError("--target_epsilon needs a private --mechanism (gaussian, laplace "
+                             "or banded_mf).")
     schedule = dict(noise_schedule=FLAGS.noise_schedule, noise_probability=FLAGS.noise_probability,
                     on_skip=FLAGS.on_skip)
     common = dict(delta=FLAGS.delta, mechanism=FLAGS.mechanism, sampling=FLAGS.sampling,
                   accountant=FLAGS.accountant, used_microbatching=FLAGS.used_microbatching,
-                  value_discretization_interval=FLAGS.value_discretization_interval, **schedule)
+                  value_discretization_interval=FLAGS.value_discretization_interval,
+                  bands=FLAGS.bands, **schedule)
     multiplier = calibrate_noise_multiplier(
         FLAGS.target_epsilon, FLAGS.delta, FLAGS.num_examples, FLAGS.batch_size, FLAGS.epochs,
         steps=FLAGS.steps, **{k: v for k, v in common.items() if k != "delta"})
@@ -107,7 +116,7 @@ def _compute() -> Dict[str, Any]:
         on_skip=FLAGS.on_skip, sampling=FLAGS.sampling, accountant=FLAGS.accountant,
         noisy_steps=FLAGS.noisy_steps, used_microbatching=FLAGS.used_microbatching,
         value_discretization_interval=FLAGS.value_discretization_interval,
-        privacy_unit=FLAGS.privacy_unit,
+        privacy_unit=FLAGS.privacy_unit, bands=FLAGS.bands,
     )
     return result.to_dict()
 

@@ -90,3 +90,21 @@ def test_sweep_arms_chooses_on_validation_then_scores_each_choice_on_the_test_sp
     table = open(tmp_path / "study.csv").read().splitlines()
     assert table[0].startswith("arm,stage,learning_rate,batch_size,trainable_parameters")
     assert len(table) == 1 + 2 * 2  # each arm: its validation and test rows
+
+
+def test_an_arm_changes_the_method_on_the_shared_base_but_never_the_budget():
+    from tfdp.run.sweep import Arm, ArmsConfig
+
+    base = RunConfig(mechanism="gaussian", target_epsilon=2.0, epochs=2, batch_size=64)
+    arms = (Arm("dp_sgd", (("learning_rate", (1.0,)),)),
+            Arm("banded", (("bands", (2, 4)),), (("mechanism", "banded_mf"),)))
+    sweeps = dict(ArmsConfig(arms=arms, base=base).sweeps())
+    assert [(c.mechanism, c.bands, c.target_epsilon) for c in sweeps["banded"].candidates()] \
+        == [("banded_mf", 2, 2.0), ("banded_mf", 4, 2.0)]
+    assert [(c.mechanism, c.bands) for c in sweeps["dp_sgd"].candidates()] == [("gaussian", None)]
+    # bands is tunable, but only for the mechanism that has bands.
+    with pytest.raises(ValueError, match="bands"):
+        ArmsConfig(arms=(Arm("x", (("bands", (2,)),)),), base=base).sweeps()
+    with pytest.raises(ValueError, match="share the base's budget"):
+        ArmsConfig(arms=(Arm("x", (("learning_rate", (1.0,)),),
+                             (("target_epsilon", 8.0),)),), base=base).sweeps()

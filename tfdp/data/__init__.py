@@ -1,6 +1,7 @@
 """Data sets as in-memory `Dataset` records with tf.data pipelines.
 
     load_dataset(name, data_dir=None, **kw)  one entry point: "digits", "breast_cancer" (bundled),
+                                              "rendered_digits" (rendered train, real test),
                                               "chest_xray", "pneumonia_mnist", "tfds:<name>"
     Dataset                                   arrays + metadata + train/test/Poisson pipelines
     poisson_batches(x, y, b, groups=...)      Poisson sampling of examples, or of groups
@@ -22,6 +23,7 @@ from tfdp.data.poisson import poisson_batches
 from tfdp.data.cyclic_poisson import cyclic_poisson_batches, cyclic_steps_per_epoch
 from tfdp.data.sampling_tag import SamplingTag, sampling_tag
 from tfdp.data.synthetic_digits import render_digits
+from tfdp.data.rendered import load_rendered_digits
 from tfdp.data.registry import available_datasets, load_dataset, register_dataset
 from tfdp.data.tfds_data import load_tfds
 
@@ -44,4 +46,5 @@ __all__ = [
     "synthetic_groups",
     "patient_id_from_filename",
     "render_digits",
+    "load_rendered_digits",
 ]

@@ -9,6 +9,7 @@ from tfdp.data.bundled import load_breast_cancer, load_digits
 from tfdp.data.chest_xray import load_chest_xray
 from tfdp.data.dataset import Dataset
 from tfdp.data.npz import load_pneumonia_mnist
+from tfdp.data.rendered import load_rendered_digits
 from tfdp.data.tfds_data import load_tfds
 
 # name -> (loader, needs a data_dir, one-line description)
@@ -16,6 +17,10 @@ _LOADERS: Dict[str, Any] = {
     "digits": (load_digits, False, "scikit-learn digits, 8x8x1, 10 classes (bundled)"),
     "breast_cancer": (
         load_breast_cancer, False, "scikit-learn breast cancer, 30 features, binary (bundled)"
+    ),
+    "rendered_digits": (
+        load_rendered_digits, False,
+        "digits rendered from fonts to train on (num_train=...), the 1797 real digits to test",
     ),
     "chest_xray": (
         load_chest_xray, True,
@@ -65,7 +70,7 @@ def load_dataset(name: str, data_dir: Optional[str] = None, **kwargs: Any) -> Da
         return loader(data_dir, **kwargs)
     if data_dir is not None:
         raise ValueError(
-            f"The {name!r} data set is bundled with scikit-learn and takes no data_dir "
+            f"The {name!r} data set needs no files (bundled or rendered) and takes no data_dir "
             f"(got {data_dir!r})."
         )
     return loader(**kwargs)

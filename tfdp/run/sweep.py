@@ -34,7 +34,10 @@ from tfdp.run.training import load_data
 TUNABLE: Tuple[str, ...] = (
     "model", "batch_size", "epochs", "learning_rate", "optimizer", "l2_norm_clip",
     "learning_rate_schedule", "ema_momentum", "augmentation", "augmentation_multiplicity",
+    "bands",  # banded MF's strategy width: it shapes the noise, not the budget
 )
+# What an arm may not set for itself: the arms of `sweep_arms` compare at one budget.
+BUDGET_FIELDS: Tuple[str, ...] = ("target_epsilon", "delta", "noise_multiplier")
 # The grid the shipped defaults were chosen from (`python scripts/sweep.py` reruns it).
 # An earlier sweep (54 candidates, in recipes/digits/'s git history) ranked logistic regression
 # on standardized pixels above raw pixels and above the digits CNN; this one weighs it against
@@ -150,13 +153,14 @@ def _score(config: SweepConfig, held_out: Any, log: Callable[[str], None],
     rows = []
     for index, candidate in enumerate(candidates, 1):
         start = time.perf_counter()
-        accuracies = [run_one(dataclasses.replace(candidate, seed=config.seed + s), held_out,
-                              log=lambda _: None, validate=False)["accuracy"]
-                      for s in range(config.seeds)]
+        runs = [run_one(dataclasses.replace(candidate, seed=config.seed + s), held_out,
+                        log=lambda _: None, validate=False) for s in range(config.seeds)]
+        accuracies = [run["accuracy"] for run in runs]
         row = {name: getattr(candidate, name) for name in names}
         row.update(val_accuracy=float(np.mean(accuracies)),
                    val_accuracy_std=float(np.std(accuracies)),
                    val_accuracies=[float(a) for a in accuracies],
+                   epsilon=max(float(run["epsilon"]) for run in runs),
                    seconds=time.perf_counter() - start)
         rows.append(row)
         log(f"{prefix}[{index}/{len(candidates)}] " + " ".join(f"{k}={row[k]}" for k in names)
@@ -200,10 +204,13 @@ def sweep(config: SweepConfig, data: Any = None, *,
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One contender of `sweep_arms`: a name and its own grid (its own tuning budget)."""
+    """One contender of `sweep_arms`: a name, its own grid (its own tuning budget) and the
+    fixed settings it changes on the shared base (`settings`, (RunConfig field, value)
+    pairs, e.g. (("mechanism", "banded_mf"),); never the budget)."""
 
     name: str
     grid: Tuple[Tuple[str, Tuple[Any, ...]], ...]
+    settings: Tuple[Tuple[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,10 +236,17 @@ class ArmsConfig:
         names = [arm.name for arm in self.arms]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"Give at least one arm, each with its own name; got {names}.")
+        for arm in self.arms:
+            budget = sorted(set(dict(arm.settings)) & set(BUDGET_FIELDS))
+            if budget:
+                raise ValueError(f"Arm {arm.name!r} sets {budget}: the arms share the base's "
+                                 "budget (set it on ArmsConfig.base).")
         return [(arm.name, SweepConfig(
             grid=arm.grid, seeds=self.seeds, seed=self.seed,
             validation_fraction=self.validation_fraction, validation_seed=self.validation_seed,
-            output_dir=self.output_dir, base=self.base).validated()) for arm in self.arms]
+            output_dir=self.output_dir,
+            base=dataclasses.replace(self.base, **dict(arm.settings))).validated())
+            for arm in self.arms]
 
 
 def _trainable_parameters(model_name: str, data: Any) -> int:
@@ -279,7 +293,9 @@ def sweep_arms(config: ArmsConfig, data: Any = None, *,
                      "test_accuracy": float(np.mean(accuracies)),
                      "test_accuracy_std": float(np.std(accuracies)),
                      "test_accuracies": accuracies,
-                     "epsilon": max(float(run["epsilon"]) for run in runs)})
+                     "epsilon": max(float(run["epsilon"]) for run in runs),
+                     "noise_multiplier": float(runs[0]["noise_multiplier"]),
+                     "steps": int(runs[0]["steps"])})
         log(f"{name} test: " + ", ".join(f"{k}={v}" for k, v in chosen[name].items())
             + f"  test_accuracy={test[-1]['test_accuracy']:.4f} +- "
             f"{test[-1]['test_accuracy_std']:.4f}")
@@ -308,6 +324,7 @@ def _arms_record(config: ArmsConfig, sweeps: List[Tuple[str, SweepConfig]],
         validation_seed=config.validation_seed,
         std="population standard deviation over the seeds (numpy's default)",
         arms={name: {key: list(values) for key, values in arm.grid} for name, arm in sweeps},
+        arm_settings={arm.name: dict(arm.settings) for arm in config.arms},
         validation=validation, chosen=chosen,
         best_on_validation=max(best_validation, key=best_validation.get),
         test=test)
