@@ -31,7 +31,7 @@ uv:
 $(STAMP): pyproject.toml uv.lock
 	@test -n "$(PYTHON)" || { echo "No Python $(PY_VERSION) found: install it, or pass PYTHON=/path/to/python3.X (3.11-3.13)"; exit 1; }
 	@$(MAKE) --no-print-directory uv
-	$(UV) sync --locked --quiet --extra test --extra docs --python "$(PYTHON)"
+	$(UV) sync --locked --quiet --extra test --extra docs --extra hub --python "$(PYTHON)"
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -110,3 +110,34 @@ def test_a_list_of_layers_is_fine_tuned_like_the_model_that_holds_them():
                              blocks, num_blocks=1)
     assert result.trainable_parameters == 4 * 5 + 5 and _trainable_names(base) == [
         "b3_dense/bias", "b3_dense/kernel"]
+
+
+class _Tokens(L.Layer):
+    """A block nested in a layer of its own (as keras-hub's ViT nests its transformer
+    blocks): an Embedding and a Dense inside."""
+
+    def build(self, input_shape):
+        self.table = L.Embedding(6, 3, name="table")
+        self.table.build(input_shape)
+        self.proj = L.Dense(2, name="proj")
+        self.proj.build((None, input_shape[-1], 3))
+
+    def call(self, ids):
+        return self.proj(self.table(ids))
+
+
+def test_nested_blocks_and_embeddings_train_through_lora_and_are_counted_once():
+    keras.utils.set_random_seed(0)
+    ids = keras.Input((4,), dtype="int32")
+    tokens = _Tokens(name="tokens")
+    base = keras.Model(ids, tokens(ids), name="base")
+    # The block lists the parent layer and its children (the parent freezes and unfreezes
+    # weights of its own); every variable counts once.
+    result = set_fine_tuning(base, "last_blocks", [[tokens, tokens.table, tokens.proj]])
+    assert result.trainable_parameters == 6 * 3 + 3 * 2 + 2
+    result = set_fine_tuning(base, "lora", [[tokens.table, tokens.proj]], lora_rank=1)
+    assert result.trained_layers == ("table", "proj")
+    assert _trainable_names(base) == [
+        "tokens/proj/lora_kernel_a", "tokens/proj/lora_kernel_b",
+        "tokens/table/lora_embeddings_a", "tokens/table/lora_embeddings_b"]
+    assert result.trainable_parameters == (6 + 3) + (3 + 2)

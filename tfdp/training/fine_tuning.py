@@ -100,7 +100,10 @@ def set_fine_tuning(
         trained = _enable_lora(chosen, lora_rank)
     else:
         trained = _unfreeze(chosen)
-    count = sum(int(v.numpy().size) for layer in layers for v in layer.trainable_weights)
+    # Each variable once, by its own flag: a nested layer's variables are also its parent's,
+    # and a frozen parent (keras-hub's ViT encoder) may hold a child that trains.
+    unique = {id(v): v for layer in layers for v in layer.weights if v.trainable}
+    count = sum(int(v.numpy().size) for v in unique.values())
     return FineTuning(mode, tuple(layer.name for layer in trained), count)
 
 
@@ -115,6 +118,11 @@ def _unfreeze(layers: List[keras.layers.Layer]) -> List[keras.layers.Layer]:
     return trained
 
 
+# Keras's LoRA factors: lora_kernel_a/b (Dense, EinsumDense, ConvND), lora_embeddings_a/b
+# (Embedding, whose table is its kernel).
+_LORA_WEIGHTS = ("lora_kernel_", "lora_embeddings_")
+
+
 def _enable_lora(layers: List[keras.layers.Layer], rank: int) -> List[keras.layers.Layer]:
     """Keras's LoRA on every layer of `layers` that takes it; only A and B train."""
     trained = []
@@ -125,7 +133,7 @@ def _enable_lora(layers: List[keras.layers.Layer], rank: int) -> List[keras.laye
         if not getattr(layer, "lora_enabled", False):
             layer.enable_lora(rank)  # freezes the kernel, adds trainable A and B
         for weight in layer.trainable_weights:
-            if "lora_kernel" not in weight.path:
+            if not weight.name.startswith(_LORA_WEIGHTS):
                 weight.trainable = False  # LoRA trains A and B only (the bias stays too)
         trained.append(layer)
     if not trained:

@@ -216,7 +216,11 @@ def make_plan(model: keras.Model, x: Any) -> GradientPlan:
                                 key=lambda layer: (span(layer), -position[id(layer)]))
             for layer in containing:
                 lid = id(layer)
-                rule = None if lid in demoted or probe.declined.get(lid) else rules[lid]
+                # A call on no batch-major tensor (an Embedding of fixed position ids, a
+                # Dense on a constant) feeds every example at once: its output gradient is the
+                # batch's sum, so no rule can split it; the enclosing layer re-runs it per example.
+                rule = (None if lid in demoted or probe.declined.get(lid)
+                        or probe.unsliceable.get(lid) else rules[lid])
                 if rule is not None and not probe.nested.get(lid):
                     if key in {var_key(w) for w in rule.variables(layer)}:
                         claims[key], claim_path[key] = lid, RULE
@@ -228,7 +232,8 @@ def make_plan(model: keras.Model, x: Any) -> GradientPlan:
         newly = set()
         for layer in layers:
             lid, rule = id(layer), rules[id(layer)]
-            if rule is None or lid in demoted or probe.declined.get(lid) or probe.nested.get(lid):
+            if (rule is None or lid in demoted or probe.declined.get(lid) or probe.nested.get(lid)
+                    or probe.unsliceable.get(lid)):
                 continue
             lost = [w for w in rule.variables(layer) if claims.get(var_key(w)) != lid]
             if lost:

@@ -54,6 +54,19 @@ class NoisyScale(L.Layer):
         return inputs * self.scale + tf.random.normal(tf.shape(inputs))
 
 
+class AddPositions(L.Layer):
+    """ViT-style learned position embeddings: an Embedding looked up on fixed ids (shape
+    [1, length], the same for every example) and broadcast-added to the tokens."""
+
+    def build(self, input_shape):
+        self.positions = L.Embedding(input_shape[1], input_shape[2], name="positions")
+        self.positions.build((1, input_shape[1]))
+
+    def call(self, inputs):
+        ids = tf.range(tf.shape(inputs)[1])[None]
+        return inputs + self.positions(ids)
+
+
 def _tied_model():
     tokens = keras.Input((5,), dtype="int32")
     embedding = L.Embedding(7, 4)
@@ -109,6 +122,19 @@ def test_a_custom_layer_takes_its_local_vjp_and_matches_the_loop(twice):
                                      sample_weight=np.array([1.0, 0.5, 2.0, 1.0, 0.0, 1.5]))
     assert plan["affine"] == "local"
     assert plan["dense"] == "rule:DenseRule" and plan["head"] == "rule:DenseRule"
+
+
+def test_a_layer_called_on_no_example_leaves_its_rule_for_the_enclosing_layer():
+    # The Embedding's output gradient is the sum over the batch: its rule would see one
+    # "example" for the whole batch. The layer around it re-runs it per example instead.
+    tokens = keras.Input((5, 4))
+    hidden = L.Flatten()(AddPositions(name="add_positions")(L.Dense(4, name="dense")(tokens)))
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, 5, 4)).astype("float32"), rng.integers(0, 3, 6)
+    plan = check_against_brute_force(
+        lambda: keras.Model(tokens, L.Dense(3, name="head")(hidden)), x, y)
+    assert plan == {"dense": "rule:DenseRule", "add_positions": "local",
+                    "head": "rule:DenseRule"}
 
 
 def test_a_user_rule_is_used_for_its_class_and_subclasses_that_keep_call():
