@@ -109,3 +109,15 @@ def test_check_bounds_flags_violations_loudly():
 def test_bad_leakage_settings_are_refused(settings, match):
     with pytest.raises(ValueError, match=match):
         LeakageConfig(**settings).validated()
+
+
+def test_lira_is_declined_for_banded_mf_when_half_the_data_cannot_fill_its_folds():
+    from tfdp.run.config import RunConfig
+    from tfdp.run.leakage import _lira_refusal
+
+    banded = RunConfig(mechanism="banded_mf", bands=2, batch_size=512, target_epsilon=1.62)
+    note = _lira_refusal(banded, 1437)
+    assert note and "718 examples" in note and "1024" in note
+    assert _lira_refusal(banded, 2048) is None  # halves of 1024 fill 2 folds of 512
+    gaussian = RunConfig(mechanism="gaussian", batch_size=512, target_epsilon=1.62)
+    assert _lira_refusal(gaussian, 1437) is None

@@ -31,8 +31,11 @@ import numpy as np
 import tfdp.attacks
 from tfdp._validation import check_choice, check_probability
 from tfdp.attacks.one_run_audit import CANARY_KINDS
+from tfdp.mechanisms.banded_mf_mechanism import BandedMFMechanism
 from tfdp.run.config import RunConfig
 from tfdp.run.training import patient_data, train_model
+
+BANDED_MF = BandedMFMechanism.name
 
 # comparison.csv's columns (names fixed by the issue that asked for them).
 LIRA_COLUMNS: Tuple[str, ...] = ("lira_auc", "lira_tpr_at_0.1pct_fpr", "lira_tpr_at_1pct_fpr")
@@ -121,6 +124,20 @@ def patient_ids_of(data: "tfdp.data.Dataset", x: np.ndarray) -> Optional[np.ndar
     return np.array([owner.get(row.tobytes(), f"canary-{i}") for i, row in enumerate(rows)])
 
 
+def _lira_refusal(config: RunConfig, pool_size: int) -> Optional[str]:
+    """Why LiRA cannot attack `config`'s method on a pool of `pool_size`, or None.
+
+    LiRA's models train on random halves of the pool; under banded matrix factorization
+    each step samples one of `bands` folds, which needs batch_size * bands examples.
+    """
+    half = pool_size // 2
+    if config.mechanism != BANDED_MF or config.batch_size * config.bands <= half:
+        return None
+    return (f"no LiRA: its models train on half the training set ({half} examples), fewer "
+            f"than batch_size * bands = {config.batch_size * config.bands} that cyclic "
+            "Poisson sampling needs")
+
+
 def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: LeakageConfig, *,
                     log: Callable[[str], None] = print,
                     progress: Optional[Callable[[str], None]] = None,
@@ -128,7 +145,7 @@ def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: Leaka
     """LiRA and the one-run audits of `config`'s method; returns (columns, LiRA report).
 
     The columns are `LEAKAGE_COLUMNS` (None where an attack is off or does not apply),
-    plus `audit_whitebox_note` when the white-box audit does not apply, and the audits'
+    plus `audit_whitebox_note` or `lira_note` when an attack does not apply, and the audits'
     own records under `audits`. The LiRA report (or None) holds the ROC curve. `log`
     gets a line per attack, `progress` (if given) a line per model the attacks train.
     """
@@ -141,7 +158,11 @@ def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: Leaka
     trainings = ((leakage.lira_shadows + 1 if leakage.lira_shadows else 0)
                  + (0 if not leakage.audit_canaries else 2 if config.uses_dp_optimizer else 1))
     log(f"  {name}: training {trainings} attack models ...")
-    if leakage.lira_shadows:
+    lira_refusal = _lira_refusal(config, len(pool[0]))
+    if leakage.lira_shadows and lira_refusal:
+        columns["lira_note"] = lira_refusal
+        log(f"  {name}: {lira_refusal}")
+    elif leakage.lira_shadows:
         report = tfdp.attacks.lira(train_fn, pool, num_shadow=leakage.lira_shadows,
                                    seed=config.seed, log=progress)
         lira = report.to_dict()
@@ -159,7 +180,11 @@ def measure_leakage(config: RunConfig, data: "tfdp.data.Dataset", leakage: Leaka
         audits["blackbox"] = black.to_dict()
         columns["audit_epsilon_lower_bound"] = float(black.epsilon_lower_bound)
         line = f"  {name}: one-run audit lower bounds: black-box {black.epsilon_lower_bound:.2f}"
-        if config.uses_dp_optimizer:
+        if config.mechanism == BANDED_MF:
+            columns["audit_whitebox_note"] = (
+                "no white-box audit: its gradient canaries assume independent noise per "
+                "step, and banded matrix factorization correlates it")
+        elif config.uses_dp_optimizer:
             white = tfdp.attacks.one_run_audit(train_fn, pool, threat_model="whitebox",
                                                log=progress, **settings)
             audits["whitebox"] = white.to_dict()
