@@ -9,7 +9,6 @@ so these tests also show that no user seed reaches the noise or the batches.
 import dataclasses
 import shutil
 
-import keras
 import numpy as np
 
 from tfdp import run
@@ -18,19 +17,7 @@ from tfdp.models import registry
 from tfdp.run import checkpoint, methods
 from tfdp.run.training import train_model
 
-
-def _no_gradient(shape, classes, **_):
-    """Zero inputs and no bias: every clipped gradient is 0, each update the noise alone."""
-    x = keras.Input(shape)
-    return keras.Model(x, keras.layers.Dense(classes, use_bias=False,
-                                             kernel_initializer="zeros")(x))
-
-
-def _zeros():
-    x = np.zeros((64, 4), np.float32)
-    y = np.arange(64) % 2
-    return Dataset(name="zeros", x_train=x, y_train=y, x_test=x[:8], y_test=y[:8],
-                   class_names=("a", "b"))
+from noise_only import no_gradient as _no_gradient, zeros as _zeros
 
 
 def _config(model_dir, **overrides):
