@@ -89,8 +89,9 @@ def test_head_per_image_with_a_weights_file_caches_features_and_names_the_file(t
     assert "fine_tune=head: frozen; only the Dense head is trained" in statement
     assert "Pretrained weights loaded from a local file, small_random.weights.h5 (sha256" \
         in statement
-    # The weights' folder stays out of the export (--data_dir is recorded, as before).
+    # Neither the weights' folder nor the data's stays in the export.
     assert str(weights.parent) not in json.dumps(exported)
+    assert str(tmp_path) not in json.dumps(exported) and "data_dir" not in exported["training"]
     assert exported["training"]["backbone_pretrained"] is True
 
 

@@ -21,8 +21,9 @@ import tfdp.export
 from tfdp.run import checkpoint
 from tfdp.run.config import PATH_SETTINGS, RunConfig
 
-# Settings that do not describe the trained model: local paths, and the attacks run after.
-_NOT_TRAINING = PATH_SETTINGS + ("attack_types",)
+# Settings that do not describe the trained model: local paths (the private data's folder
+# among them: a folder name can say whose data it is), and the attacks run after.
+_NOT_TRAINING = PATH_SETTINGS + ("data_dir", "attack_types")
 _FROM_LOGITS = {"auto": None, "true": True, "false": False}
 
 
